@@ -1,0 +1,305 @@
+"""The public Python API: load a model once, tune on an image once, edit it many times.
+
+    from unitune import Editor, EditSettings, TuneSettings
+    editor = Editor.load()                                  # embedded model, automatic device
+    results = editor.edit("cat.png", ["wearing a hat"], EditSettings(guidance=10), TuneSettings())
+    results[0].image.save("hat.png")
+
+The CLI and any UI call only this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from . import __version__
+from .cache import TuneCache, tune_key
+from .errors import UnituneError
+from .images import fit_to_size, image_hash, load_image
+from .interpolation import interpolate_details
+from .loading import Runtime, load_pipeline, model_identity, pick_runtime, resolve_model
+from .outputs import EditResult
+from .progress import Progress, ProgressFn, StopFn, check_stop, report
+from .sampling import decode, encode_prompts, initial_latents, iter_denoise, schedule, to_pil
+from .settings import EditSettings, TuneSettings, settings_json
+from .sweep import SweepResult, contact_sheet, grid
+from .tuning import add_lora, encode_latent, encode_text, load_lora, lora_state, remove_lora, train
+
+ImageInput = str | Path | Image.Image
+
+
+@dataclass
+class TuneResult:
+    """A tune in the cache: its key and file, whether this call trained it, and the step losses."""
+
+    key: str
+    path: Path
+    trained: bool
+    settings: dict
+    losses: list[float] = field(default_factory=list)
+
+
+def library_versions() -> dict[str, str]:
+    import diffusers
+    import peft
+    import transformers
+
+    return {
+        "unitune": __version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+    }
+
+
+class Editor:
+    """A loaded pipeline plus the tune cache. Thread-safe: calls run one at a time."""
+
+    def __init__(self, pipe, model: str, runtime: Runtime, cache: TuneCache):
+        self.pipe, self.model, self.runtime, self.cache = pipe, model, runtime, cache
+        self._lock = threading.RLock()
+        self._base_state: dict[str, torch.Tensor] | None = None
+        self._full_applied = False
+
+    @classmethod
+    def load(
+        cls,
+        model: str | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        allow_pickle: bool = False,
+        cache_dir: str | Path | None = None,
+    ) -> Editor:
+        """Load `model` (hub id, diffusers folder or .safetensors file; None = embedded model) once."""
+        runtime = pick_runtime(device, dtype)
+        resolved = resolve_model(model)
+        pipe = load_pipeline(resolved, allow_pickle=allow_pickle).to(runtime.device)
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            module.requires_grad_(False).eval()
+        return cls(pipe, resolved, runtime, TuneCache(cache_dir))
+
+    @property
+    def native_size(self) -> int:
+        """Image side in pixels the model works at: unet sample_size x VAE scale factor."""
+        return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
+
+    def prepare_image(self, image: ImageInput) -> Image.Image:
+        """Load (any mode, EXIF-rotated, first frame) and center-crop-resize to the native square size."""
+        return fit_to_size(load_image(image), self.native_size)
+
+    # --- 1. tune -------------------------------------------------------------------------------------
+
+    def tune_key(self, image: ImageInput, settings: TuneSettings | None = None) -> str:
+        base = self.prepare_image(image)
+        settings = (settings or TuneSettings()).to_dict()
+        return tune_key(model_identity(self.model, self.pipe), image_hash(base), settings)
+
+    def tune(
+        self,
+        image: ImageInput,
+        settings: TuneSettings | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> TuneResult:
+        """Fine-tune on (image, R) unless the cache already holds this (model, image, settings) tune."""
+        settings = (settings or TuneSettings()).resolved()
+        base = self.prepare_image(image)
+        key = self.tune_key(base, settings)
+        with self._lock, self.cache.locked(key):
+            if self.cache.has(key):
+                _, metadata = self.cache.load(key)
+                return TuneResult(key, self.cache.path(key), False, settings.to_dict(), _losses(metadata))
+            tensors, losses = self._train(base, settings, progress, should_stop)
+            metadata = self._metadata(base, settings, losses)
+            path = self.cache.save(key, tensors, metadata)
+        return TuneResult(key, path, True, settings.to_dict(), losses)
+
+    def _train(self, base, settings: TuneSettings, progress, should_stop):
+        latent = encode_latent(self.pipe, base, self.runtime)
+        text = encode_text(self.pipe, settings.rare_prompt, self.runtime)
+        self._restore_base()
+        if settings.method == "lora":
+            add_lora(self.pipe.unet, settings.lora_rank)
+        else:
+            self._snapshot_base()
+            self._full_applied = True
+        try:
+            losses = train(self.pipe, latent, text, settings, self.runtime, progress, should_stop)
+            return self._tuned_tensors(settings.method), losses
+        finally:
+            self._restore_base()
+
+    def _tuned_tensors(self, method: str) -> dict[str, torch.Tensor]:
+        unet = self.pipe.unet
+        state = lora_state(unet) if method == "lora" else unet.state_dict()
+        return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
+
+    def _metadata(self, base, settings: TuneSettings, losses: list[float]) -> dict[str, str]:
+        return {
+            "format": "unitune-tune/1",
+            "model": self.model,
+            "model_identity": model_identity(self.model, self.pipe),
+            "image_hash": image_hash(base),
+            "settings": settings_json(settings.to_dict()),
+            "seed": str(settings.seed),
+            "versions": settings_json(library_versions()),
+            "losses": json.dumps(losses),
+        }
+
+    # --- tuned weights in and out of the UNet ----------------------------------------------------------
+
+    def _snapshot_base(self) -> None:
+        if self._base_state is None:
+            state = self.pipe.unet.state_dict()
+            self._base_state = {name: tensor.detach().clone() for name, tensor in state.items()}
+
+    def _restore_base(self) -> None:
+        remove_lora(self.pipe.unet)
+        if self._full_applied:
+            self.pipe.unet.load_state_dict(self._base_state)
+            self._full_applied = False
+
+    @contextlib.contextmanager
+    def applied(self, tune: TuneResult):
+        """The UNet with the tune's weights inside the block, its base weights again after it."""
+        tensors, metadata = self.cache.load(tune.key)
+        settings = json.loads(metadata["settings"])
+        with self._lock:
+            self._restore_base()
+            try:
+                if settings["method"] == "lora":
+                    load_lora(self.pipe.unet, tensors, settings["lora_rank"])
+                else:
+                    self._snapshot_base()
+                    self._full_applied = True
+                    self.pipe.unet.load_state_dict(tensors)
+                yield
+            finally:
+                self._restore_base()
+
+    # --- 2. edit ---------------------------------------------------------------------------------------
+
+    def edit(
+        self,
+        image: ImageInput,
+        prompts: list[str] | str,
+        edit: EditSettings | None = None,
+        tune: TuneSettings | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> list[EditResult]:
+        """Edit `image` once per prompt and seed; tunes first unless a cached tune exists."""
+        edit, tune, prompts = edit or EditSettings(), (tune or TuneSettings()).resolved(), _prompts(prompts)
+        base = self.prepare_image(image)
+        tuned = self.tune(base, tune, progress, should_stop)
+        with self.applied(tuned):
+            return [
+                self._edit_one(base, prompt, edit, tuned, seed, progress, should_stop)
+                for prompt in prompts
+                for seed in range(edit.seed, edit.seed + edit.num_images)
+            ]
+
+    def _edit_one(self, base, prompt, edit: EditSettings, tuned: TuneResult, seed, progress, should_stop):
+        full_prompt = f"{tuned.settings['rare_prompt']} {prompt}".strip()
+        image = self._sample(full_prompt, edit, seed, base, f"{prompt} (seed {seed})", progress, should_stop)
+        settings = self._result_settings("edit", prompt, full_prompt, edit, seed)
+        settings.update(tune_key=tuned.key, tune=tuned.settings, image_hash=image_hash(base))
+        return EditResult(image, settings)
+
+    def generate(
+        self,
+        prompts: list[str] | str,
+        edit: EditSettings | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> list[EditResult]:
+        """Plain text-to-image with the base model (strength is ignored: always from pure noise)."""
+        edit, prompts = replace(edit or EditSettings(), strength=1.0, interpolation=0.0), _prompts(prompts)
+        results = []
+        with self._lock:
+            self._restore_base()
+            for prompt in prompts:
+                for seed in range(edit.seed, edit.seed + edit.num_images):
+                    image = self._sample(
+                        prompt, edit, seed, None, f"{prompt} (seed {seed})", progress, should_stop
+                    )
+                    results.append(
+                        EditResult(image, self._result_settings("generate", prompt, prompt, edit, seed))
+                    )
+        return results
+
+    def sweep(
+        self,
+        image: ImageInput,
+        prompt: str,
+        guidances: list[float],
+        strengths: list[float],
+        edit: EditSettings | None = None,
+        tune: TuneSettings | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> SweepResult:
+        """Edit with every (guidance, strength) pair, one image each; returns them and a contact sheet."""
+        edit = replace(edit or EditSettings(), num_images=1)
+        cells = [replace(edit, guidance=g, strength=s) for g, s in grid(guidances, strengths)]
+        if not cells:
+            raise UnituneError("a sweep needs at least one guidance and one strength")
+        tune, prompt = (tune or TuneSettings()).resolved(), _prompts(prompt)[0]
+        base = self.prepare_image(image)
+        tuned = self.tune(base, tune, progress, should_stop)
+        with self.applied(tuned):
+            results = [self._edit_one(base, prompt, c, tuned, c.seed, progress, should_stop) for c in cells]
+        sheet = contact_sheet([r.image for r in results], list(guidances), list(strengths))
+        return SweepResult(results, list(guidances), list(strengths), sheet)
+
+    # --- sampling --------------------------------------------------------------------------------------
+
+    def _sample(self, prompt, edit: EditSettings, seed, base, label, progress, should_stop) -> Image.Image:
+        """One image: encode prompts, pick the timesteps, start latents, denoise, decode, interpolate."""
+        pipe, runtime = self.pipe, self.runtime
+        generator = torch.Generator("cpu").manual_seed(seed)
+        guided = edit.guidance > 1.0
+        embeds = encode_prompts(pipe, prompt, edit.negative_prompt, guided, runtime)
+        timesteps = schedule(pipe, edit.steps, edit.strength, runtime.device)
+        latents = initial_latents(pipe, base, timesteps, edit.strength, generator, runtime)
+        steps = iter_denoise(pipe, latents, timesteps, embeds, edit.guidance, generator, runtime)
+        for index, current in steps:
+            report(progress, Progress("sample", index + 1, len(timesteps), latents=current, label=label))
+            check_stop(should_stop)
+            latents = current
+        images = decode(pipe, latents, runtime)
+        if base is not None and edit.interpolation > 0:
+            base_pixels = torch.from_numpy(_as_array(base)).permute(2, 0, 1)[None].float() / 255.0
+            images = interpolate_details(images, base_pixels, edit.interpolation)
+        return to_pil(images)[0]
+
+    def _result_settings(self, command, prompt, full_prompt, edit: EditSettings, seed) -> dict:
+        settings = {"command": command, "model": self.model, "prompt": prompt, "full_prompt": full_prompt}
+        settings.update(edit.to_dict(), seed=seed, num_images=1, scheduler=type(self.pipe.scheduler).__name__)
+        settings.update(unitune_version=__version__)
+        return settings
+
+
+def _prompts(prompts: list[str] | str) -> list[str]:
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if not prompts:
+        raise UnituneError("give at least one prompt")
+    return prompts
+
+
+def _losses(metadata: dict[str, str]) -> list[float]:
+    return json.loads(metadata.get("losses", "[]"))
+
+
+def _as_array(image: Image.Image):
+    import numpy as np
+
+    return np.array(image.convert("RGB"))

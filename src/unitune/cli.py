@@ -1,0 +1,280 @@
+"""unitune: edit an image from a text description (UniTune: tune once on the image, edit many times).
+
+Examples:
+
+\b
+    unitune edit photo.png "wearing a hat" "at sunset" --out out/
+    unitune sweep photo.png "pixel art" --guidances 5,10,20 --strengths 0.7,0.9,1 --out out/sweep
+    unitune tune photo.png --method lora
+    unitune generate "a red square" --out out/gen
+
+The CLI only parses flags and calls the Python API (`unitune.Editor`); tune and edit flags are
+generated from the fields of `TuneSettings` and `EditSettings`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import os
+import sys
+import typing
+import warnings
+from pathlib import Path
+
+import typer
+
+from .errors import UnituneError
+from .settings import EditSettings, TuneSettings
+
+app = typer.Typer(
+    help=__doc__,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    no_args_is_help=True,
+)
+
+_MODEL_OPTIONS = [
+    (
+        "model",
+        str | None,
+        None,
+        "hub id, diffusers folder or .safetensors file [default: embedded]",
+    ),
+    ("device", str | None, None, "cuda, mps or cpu [default: best available]"),
+    ("dtype", str | None, None, "auto, float32, float16 or bfloat16 (autocast precision)"),
+    ("allow_pickle", bool, False, "allow loading pickle (.ckpt / .bin) weights, which can run code"),
+    (
+        "cache_dir",
+        Path | None,
+        None,
+        "tune cache [default: $UNITUNE_CACHE_DIR or ~/.cache/unitune]",
+    ),
+]
+
+
+def _settings_parameters(cls) -> list[inspect.Parameter]:
+    """One keyword-only typer option per dataclass field, named after the field's --flag."""
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f in dataclasses.fields(cls):
+        flag = f.metadata["flag"]
+        name = flag.lstrip("-").replace("-", "_")
+        annotation = hints[f.name]
+        option = typer.Option(f.default, flag, help=f.metadata["help"], show_default=f.default is not None)
+        params.append(
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+        )
+    return params
+
+
+def _build(cls, values: dict):
+    fields = {f.metadata["flag"].lstrip("-").replace("-", "_"): f.name for f in dataclasses.fields(cls)}
+    return cls(**{fields[k]: values.pop(k) for k in list(values) if k in fields})
+
+
+def command(*settings_classes, model_options: bool = True):
+    """Register a command whose signature gains model options and the settings classes' flags.
+
+    The wrapped function receives `editor_options` (dict) and one settings object per class, and
+    UnituneError becomes `unitune: error: ...` on stderr with exit code 2.
+    """
+
+    def decorate(func):
+        own = [p for p in inspect.signature(func).parameters.values() if p.name not in _INJECTED]
+        extra = []
+        if model_options:
+            for name, annotation, default, help_text in _MODEL_OPTIONS:
+                option = typer.Option(default, "--" + name.replace("_", "-"), help=help_text)
+                extra.append(
+                    inspect.Parameter(
+                        name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
+                    )
+                )
+        for cls in settings_classes:
+            extra += _settings_parameters(cls)
+
+        @functools.wraps(func)
+        def wrapper(**values):
+            try:
+                built = {_SETTINGS_ARG[cls]: _build(cls, values) for cls in settings_classes}
+                options = {name: values.pop(name) for name, *_ in _MODEL_OPTIONS if name in values}
+                if model_options:
+                    built["editor_options"] = options
+                return func(**values, **built)
+            except UnituneError as error:
+                typer.echo(f"unitune: error: {error}", err=True)
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                typer.echo("unitune: interrupted", err=True)
+                raise typer.Exit(130) from None
+
+        wrapper.__signature__ = inspect.Signature(own + extra)
+        return app.command()(wrapper)
+
+    return decorate
+
+
+_SETTINGS_ARG = {TuneSettings: "tune_settings", EditSettings: "edit_settings"}
+_INJECTED = {"editor_options", "tune_settings", "edit_settings"}
+
+
+# --- progress and loading ------------------------------------------------------------------------------
+
+
+class TqdmProgress:
+    """A progress callback drawing one tqdm bar per stage run, with the loss while tuning."""
+
+    def __init__(self):
+        self.bar = None
+        self.key = None
+
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
+        key = (event.stage, event.label, event.total)
+        if self.bar is None or key != self.key or event.step == 1:
+            self.close()
+            desc = "tune" if event.stage == "tune" else f"edit {event.label}"[:50]
+            self.bar, self.key = tqdm(total=event.total, desc=desc, leave=False, file=sys.stderr), key
+        if event.loss is not None:
+            self.bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
+        self.bar.update(1)
+        if event.step == event.total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    import diffusers
+    import transformers
+
+    diffusers.utils.logging.set_verbosity_error()
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"unitune: warning: {message}", file=sys.stderr)
+
+
+def _load(image: Path | None, options: dict):
+    """Check the image file before loading the model (cheap failures first), then load the model."""
+    from .api import Editor
+    from .images import load_image
+
+    loaded = load_image(image) if image is not None else None
+    _quiet_libraries()
+    return Editor.load(**options), loaded
+
+
+# --- commands ------------------------------------------------------------------------------------------
+
+
+@command(TuneSettings)
+def tune(image: Path = typer.Argument(..., help="image to tune on"), editor_options=None, tune_settings=None):
+    """Fine-tune the model on IMAGE (cached; a second call with the same settings does nothing)."""
+    editor, loaded = _load(image, editor_options)
+    progress = TqdmProgress()
+    result = editor.tune(loaded, tune_settings, progress=progress)
+    progress.close()
+    state = "tuned" if result.trained else "cached"
+    typer.echo(json.dumps({"status": state, "key": result.key, "path": str(result.path)}))
+
+
+@command(TuneSettings, EditSettings)
+def edit(
+    image: Path = typer.Argument(..., help="image to edit"),
+    prompts: list[str] = typer.Argument(..., help="one or more edit prompts (they share one tune)"),
+    out: Path = typer.Option(Path("out"), "--out", help="output folder"),
+    editor_options=None,
+    tune_settings=None,
+    edit_settings=None,
+):
+    """Edit IMAGE once per PROMPT (tunes first unless a cached tune exists)."""
+    from .outputs import save_results
+
+    editor, loaded = _load(image, editor_options)
+    progress = TqdmProgress()
+    results = editor.edit(loaded, prompts, edit_settings, tune_settings, progress=progress)
+    progress.close()
+    _print_paths(save_results(results, out, "edit", {"image": str(image)}))
+
+
+@command(TuneSettings, EditSettings)
+def sweep(
+    image: Path = typer.Argument(..., help="image to edit"),
+    prompt: str = typer.Argument(..., help="edit prompt"),
+    guidances: str = typer.Option("5,10,20", "--guidances", help="comma-separated guidance weights"),
+    strengths: str = typer.Option("0.7,0.85,1.0", "--strengths", help="comma-separated strengths"),
+    out: Path = typer.Option(Path("out"), "--out", help="output folder"),
+    editor_options=None,
+    tune_settings=None,
+    edit_settings=None,
+):
+    """Edit IMAGE on a guidance x strength grid; writes the images and a labelled contact sheet."""
+    from .outputs import save_png, save_results
+
+    grid_g, grid_s = _floats(guidances, "--guidances"), _floats(strengths, "--strengths")
+    for g in grid_g:
+        for s in grid_s:
+            dataclasses.replace(edit_settings, guidance=g, strength=s)  # validate before any work
+    editor, loaded = _load(image, editor_options)
+    progress = TqdmProgress()
+    result = editor.sweep(loaded, prompt, grid_g, grid_s, edit_settings, tune_settings, progress=progress)
+    progress.close()
+    extra = {"image": str(image), "guidances": grid_g, "strengths": grid_s, "sheet": "sheet.png"}
+    paths = save_results(result.results, out, "sweep", extra)
+    save_png(result.sheet, Path(out) / "sheet.png", extra)
+    _print_paths([*paths, Path(out) / "sheet.png"])
+
+
+@command(EditSettings)
+def generate(
+    prompts: list[str] = typer.Argument(..., help="one or more prompts"),
+    out: Path = typer.Option(Path("out"), "--out", help="output folder"),
+    editor_options=None,
+    edit_settings=None,
+):
+    """Plain text-to-image with the same model (no tuning; --strength and --interpolation are ignored)."""
+    from .outputs import save_results
+
+    editor, _ = _load(None, editor_options)
+    progress = TqdmProgress()
+    results = editor.generate(prompts, edit_settings, progress=progress)
+    progress.close()
+    _print_paths(save_results(results, out, "generate"))
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UnituneError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise UnituneError(f"{flag}: give at least one value")
+    return values
+
+
+def _print_paths(paths) -> None:
+    for path in paths:
+        typer.echo(str(path))
+
+
+def main() -> None:
+    warnings.showwarning = _show_warning
+    app()
+
+
+if __name__ == "__main__":
+    main()

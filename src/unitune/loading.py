@@ -1,0 +1,128 @@
+"""Find and load a Stable Diffusion 1.x / 2.x pipeline; pick device and precision in one place.
+
+The weights stay in float32; `dtype` chooses an autocast precision (float16 on CUDA by default,
+bfloat16 on request on CPU). Tuning therefore always updates float32 master weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from .errors import UnituneError
+
+EMBEDDED_MODEL = "embedded/shapes"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and in which precision the models run."""
+
+    device: torch.device
+    dtype: torch.dtype  # compute dtype; weights stay float32 and autocast runs in this dtype
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+
+def pick_runtime(device: str | None = None, dtype: str | None = None) -> Runtime:
+    """cuda > mps > cpu unless `device` is given; float16 autocast on CUDA, float32 elsewhere by default."""
+    if device is None:
+        device = (
+            "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        )
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError:
+        raise UnituneError(f"unknown device {device!r}") from None
+    if dtype is None or dtype == "auto":
+        return Runtime(torch_device, torch.float16 if torch_device.type == "cuda" else torch.float32)
+    if dtype not in _DTYPES:
+        raise UnituneError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(_DTYPES)}")
+    return Runtime(torch_device, _DTYPES[dtype])
+
+
+def embedded_model_dir() -> Path:
+    return Path(str(resources.files("unitune").joinpath(EMBEDDED_MODEL)))
+
+
+def resolve_model(model: str | None) -> str:
+    """The model to load: a local folder, a single checkpoint file or a hub id. Checks local paths."""
+    if model is None:
+        folder = embedded_model_dir()
+        if not (folder / "model_index.json").is_file():
+            raise UnituneError(
+                f"no --model given and the embedded model is missing ({folder}/model_index.json)"
+            )
+        return str(folder)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise UnituneError(f"{model}: not a diffusers pipeline folder (no model_index.json)")
+        return str(path.resolve())
+    if path.is_file():
+        if path.suffix not in (".safetensors", ".ckpt", ".pt", ".bin"):
+            raise UnituneError(
+                f"{model}: not a diffusion checkpoint (.safetensors or, with --allow-pickle, .ckpt)"
+            )
+        return str(path.resolve())
+    if _HUB_ID.match(model) and not model.startswith("."):
+        return model
+    raise UnituneError(f"{model}: model not found")
+
+
+def load_pipeline(model: str, allow_pickle: bool = False):
+    """A StableDiffusionImg2ImgPipeline in float32 on the CPU (move it with `.to`)."""
+    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+
+    path = Path(model)
+    if path.is_file() and path.suffix != ".safetensors" and not allow_pickle:
+        raise UnituneError(f"{model}: pickle checkpoints can run code; pass --allow-pickle to load it anyway")
+    kwargs = dict(safety_checker=None, requires_safety_checker=False, dtype=torch.float32)
+    try:
+        if path.is_file():
+            pipe = StableDiffusionPipeline.from_single_file(model, **kwargs)
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(model, use_safetensors=not allow_pickle, **kwargs)
+    except Exception as error:  # diffusers raises many kinds; the user needs one line
+        raise UnituneError(
+            f"{model}: could not load a Stable Diffusion pipeline ({_first_line(error)})"
+        ) from None
+    components = {k: v for k, v in pipe.components.items() if k != "image_encoder"}
+    components.update(safety_checker=None, feature_extractor=None)
+    img2img = StableDiffusionImg2ImgPipeline(**components, requires_safety_checker=False)
+    img2img.set_progress_bar_config(disable=True)
+    return img2img
+
+
+def model_identity(model: str, pipe) -> str:
+    """A string naming this exact model: path or hub id, weight file sizes/mtimes, prediction type."""
+    parts = [model, f"prediction_type={pipe.scheduler.config.get('prediction_type', 'epsilon')}"]
+    path = Path(model)
+    files = [path] if path.is_file() else sorted(path.glob("unet/*")) if path.is_dir() else []
+    for file in files:
+        stat = file.stat()
+        parts.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16] + ":" + model
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]

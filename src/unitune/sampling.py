@@ -1,0 +1,99 @@
+"""UniTune step 2: sample "R edit_prompt" with classifier-free guidance, from noise or a noised base image.
+
+Built from the pipeline's own pieces (encode_prompt, get_timesteps, prepare_latents, scheduler.step,
+image_processor), so with an untuned UNet it reproduces StableDiffusionImg2ImgPipeline for strength < 1
+and StableDiffusionPipeline (text-to-image) for strength = 1, pixel for pixel, with the same generator.
+The loop is a generator that yields every step, so callers can stream and stop it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from .errors import UnituneWarning
+from .loading import Runtime
+
+
+def check_prompt_length(pipe, prompt: str) -> None:
+    """Warn when a prompt is longer than the tokenizer's limit (CLIP: 77 tokens); it will be truncated."""
+    limit = pipe.tokenizer.model_max_length
+    count = len(pipe.tokenizer(prompt, truncation=False).input_ids)
+    if count > limit:
+        warnings.warn(
+            f"prompt has {count} tokens, truncated to {limit}: {prompt[:60]!r}...",
+            UnituneWarning,
+            stacklevel=3,
+        )
+
+
+@torch.no_grad()
+def encode_prompts(pipe, prompt: str, negative_prompt: str, guided: bool, runtime: Runtime) -> torch.Tensor:
+    """(2, 77, D) [negative, prompt] with guidance, else (1, 77, D), as the diffusers pipelines stack them."""
+    for text in (prompt, negative_prompt):
+        check_prompt_length(pipe, text)
+    with runtime.autocast():
+        embeds, negative = pipe.encode_prompt(prompt, runtime.device, 1, guided, negative_prompt or None)
+    return torch.cat([negative, embeds]) if guided else embeds
+
+
+def schedule(pipe, steps: int, strength: float, device) -> torch.Tensor:
+    """The timesteps to run: the last `strength` fraction of a `steps`-step schedule (img2img semantics)."""
+    pipe.scheduler.set_timesteps(steps, device=device)
+    if strength >= 1.0:
+        return pipe.scheduler.timesteps
+    timesteps, _ = pipe.get_timesteps(steps, strength, device)
+    return timesteps
+
+
+@torch.no_grad()
+def initial_latents(pipe, image, timesteps, strength: float, generator, runtime: Runtime) -> torch.Tensor:
+    """Pure noise (strength 1) or the base image's VAE sample noised to the first timestep, (1, 4, h, w).
+
+    The generator is consumed exactly as diffusers does: the VAE latent sample first, then the noise.
+    """
+    unet, scale = pipe.unet, pipe.vae_scale_factor
+    if strength >= 1.0 or image is None:
+        size = unet.config.sample_size
+        shape = (1, unet.config.in_channels, size, size)
+        noise = randn_tensor(shape, generator=generator, device=runtime.device, dtype=torch.float32)
+        return noise * pipe.scheduler.init_noise_sigma
+    pixels = pipe.image_processor.preprocess(image)
+    assert pixels.shape[-1] == unet.config.sample_size * scale, "image must be fitted to the native size"
+    with runtime.autocast():
+        latents = pipe.prepare_latents(pixels, timesteps[:1], 1, 1, torch.float32, runtime.device, generator)
+    return latents.float()
+
+
+def iter_denoise(pipe, latents, timesteps, embeds, guidance: float, generator, runtime: Runtime) -> Iterator:
+    """Yield (step index, latents) after every scheduler step (DDIM/PNDM/Euler/DPM-Solver: any scheduler)."""
+    guided = embeds.shape[0] == 2
+    extra = pipe.prepare_extra_step_kwargs(generator, 0.0)
+    for index, t in enumerate(timesteps):
+        model_input = torch.cat([latents] * 2) if guided else latents
+        model_input = pipe.scheduler.scale_model_input(model_input, t)
+        with torch.no_grad(), runtime.autocast():
+            pred = pipe.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0].float()
+        if guided:
+            uncond, cond = pred.chunk(2)
+            pred = uncond + guidance * (cond - uncond)
+        latents = pipe.scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
+        yield index, latents
+
+
+@torch.no_grad()
+def decode(pipe, latents: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """Latents to images in [0, 1], (B, 3, H, W), float32 on the CPU."""
+    with runtime.autocast():
+        images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+    return pipe.image_processor.postprocess(images.float(), output_type="pt").cpu()
+
+
+def to_pil(images: torch.Tensor):
+    """[0, 1] images (B, 3, H, W) to PIL, rounding as diffusers does."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    return VaeImageProcessor.numpy_to_pil(VaeImageProcessor.pt_to_numpy(images))

@@ -1,0 +1,97 @@
+"""Frozen settings for each stage. CLI flags are generated from these fields (see `cli.py`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+from .errors import UnituneError
+
+# Two whole-word CLIP BPE tokens from the end of the merge list (ids 49397 and 49372): rarely seen in
+# training text, so they carry almost no meaning of their own (UniTune's "rare tokens" identifier).
+DEFAULT_RARE_PROMPT = "olis httr"
+METHODS = ("full", "lora")
+DEFAULT_LEARNING_RATE = {"full": 1e-4, "lora": 1e-3}
+
+
+def _opt(default, flag: str, help: str):
+    return field(default=default, metadata={"flag": flag, "help": help})
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """How to fine-tune the UNet on (image, rare prompt). `learning_rate=None` means the method's default."""
+
+    method: str = _opt("full", "--method", "full: all UNet weights; lora: LoRA on attention projections")
+    steps: int = _opt(128, "--tune-steps", "optimizer steps (0 = no training)")
+    batch_size: int = _opt(4, "--batch-size", "noise/timestep samples of the one latent per step")
+    learning_rate: float | None = _opt(None, "--lr", "AdamW learning rate [default: 1e-4 full, 1e-3 lora]")
+    lora_rank: int = _opt(8, "--lora-rank", "LoRA rank (lora only)")
+    rare_prompt: str = _opt(
+        DEFAULT_RARE_PROMPT, "--rare-prompt", "prompt R of rare tokens bound to the image"
+    )
+    seed: int = _opt(0, "--tune-seed", "seed for the tuning noise and timesteps")
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise UnituneError(f"unknown tune method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.steps < 0:
+            raise UnituneError(f"tune steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1:
+            raise UnituneError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise UnituneError(f"learning rate must be > 0, got {self.learning_rate}")
+        if self.lora_rank < 1:
+            raise UnituneError(f"LoRA rank must be >= 1, got {self.lora_rank}")
+        if not self.rare_prompt.strip():
+            raise UnituneError("the rare prompt must not be empty")
+
+    def resolved(self) -> TuneSettings:
+        """A copy with every default filled in: what the cache key and metadata record."""
+        lr = self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE[self.method]
+        return replace(self, learning_rate=lr)
+
+    def to_dict(self) -> dict:
+        settings = asdict(self.resolved())
+        if self.method != "lora":
+            settings.pop("lora_rank")
+        return settings
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """The edit dials (UniTune section 3): guidance, noisy start and base-detail interpolation."""
+
+    guidance: float = _opt(10.0, "--guidance", "classifier-free guidance weight (<= 1 disables guidance)")
+    strength: float = _opt(
+        0.9, "--strength", "noisy start: fraction of the schedule re-noised (1 = pure noise)"
+    )
+    interpolation: float = _opt(
+        0.0, "--interpolation", "base-detail interpolation weight in [0, 1] (0 = off)"
+    )
+    steps: int = _opt(50, "--steps", "sampling steps of the full schedule")
+    seed: int = _opt(0, "--seed", "seed of image k of each prompt is seed + k")
+    num_images: int = _opt(1, "--num-images", "images per prompt")
+    negative_prompt: str = _opt("", "--negative-prompt", "prompt guided against (default: empty)")
+
+    def __post_init__(self):
+        if self.guidance < 0:
+            raise UnituneError(f"guidance must be >= 0, got {self.guidance}")
+        if not 0 < self.strength <= 1:
+            raise UnituneError(f"strength must be in (0, 1], got {self.strength}")
+        if not 0 <= self.interpolation <= 1:
+            raise UnituneError(f"interpolation must be in [0, 1], got {self.interpolation}")
+        if self.steps < 1:
+            raise UnituneError(f"steps must be >= 1, got {self.steps}")
+        if int(self.steps * self.strength) < 1:
+            raise UnituneError(f"steps x strength must be >= 1, got {self.steps} x {self.strength}")
+        if self.num_images < 1:
+            raise UnituneError(f"num images must be >= 1, got {self.num_images}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def settings_json(settings: dict) -> str:
+    """Canonical JSON: the same settings always give the same string (and cache key)."""
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"))

@@ -1,0 +1,43 @@
+"""A guidance x strength grid for one prompt, and a labelled contact sheet of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+from .outputs import EditResult
+
+LABEL_HEIGHT = 14
+MARGIN = 4
+
+
+@dataclass
+class SweepResult:
+    """Results in row-major order (one row per strength, one column per guidance) and the sheet."""
+
+    results: list[EditResult]
+    guidances: list[float]
+    strengths: list[float]
+    sheet: Image.Image
+
+
+def grid(guidances: list[float], strengths: list[float]) -> list[tuple[float, float]]:
+    """(guidance, strength) cells, row-major: rows are strengths, columns guidances."""
+    return [(g, s) for s in strengths for g in guidances]
+
+
+def contact_sheet(images: list[Image.Image], guidances: list[float], strengths: list[float]) -> Image.Image:
+    """Tile the grid's images, each captioned with its guidance and strength."""
+    width, height = images[0].size
+    cell_w, cell_h = width + MARGIN, height + LABEL_HEIGHT + MARGIN
+    sheet = Image.new("RGB", (cell_w * len(guidances) + MARGIN, cell_h * len(strengths) + MARGIN), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, ((guidance, strength), image) in enumerate(
+        zip(grid(guidances, strengths), images, strict=True)
+    ):
+        row, col = divmod(index, len(guidances))
+        x, y = MARGIN + col * cell_w, MARGIN + row * cell_h
+        draw.text((x, y), f"g={guidance:g} s={strength:g}", fill="black")
+        sheet.paste(image, (x, y + LABEL_HEIGHT))
+    return sheet

@@ -1,0 +1,134 @@
+"""UniTune step 1: fine-tune the UNet on one (image latent, rare prompt) pair with the denoising loss.
+
+The latent and the text embedding are computed once; each step draws `batch_size` noises and timesteps
+for that one latent (arXiv 2210.09477, section 3). The target follows the scheduler's prediction_type.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+from .loading import Runtime
+from .progress import Progress, ProgressFn, StopFn, check_stop, report
+from .settings import TuneSettings
+
+ADAPTER = "unitune"
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+@torch.no_grad()
+def encode_latent(pipe, image, runtime: Runtime) -> torch.Tensor:
+    """The VAE latent of a PIL image, (1, 4, h, w): the mode for AutoencoderKL, the latents for TAESD."""
+    pixels = pipe.image_processor.preprocess(image).to(runtime.device)
+    with runtime.autocast():
+        encoded = pipe.vae.encode(pixels)
+    latent = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
+    return latent.float() * pipe.vae.config.scaling_factor
+
+
+@torch.no_grad()
+def encode_text(pipe, prompt: str, runtime: Runtime) -> torch.Tensor:
+    """CLIP hidden states of one prompt, (1, 77, D)."""
+    with runtime.autocast():
+        embeds, _ = pipe.encode_prompt(prompt, runtime.device, 1, False)
+    return embeds.float()
+
+
+def training_scheduler(pipe) -> DDPMScheduler:
+    """The DDPM noise schedule the model was trained with (same betas and prediction_type)."""
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+def noisy_batch(scheduler, latent: torch.Tensor, batch_size: int, generator: torch.Generator):
+    """The one latent noised `batch_size` times: (noisy, timesteps, target), all (B, ...)."""
+    latents = latent.expand(batch_size, -1, -1, -1)
+    noise = torch.randn(latents.shape, generator=generator).to(latent.device)
+    steps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
+    steps = steps.to(latent.device)
+    noisy = scheduler.add_noise(latents, noise, steps)
+    if scheduler.config.prediction_type == "v_prediction":
+        return noisy, steps, scheduler.get_velocity(latents, noise, steps)
+    if scheduler.config.prediction_type != "epsilon":
+        raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type}")
+    return noisy, steps, noise
+
+
+def denoising_loss(unet, scheduler, latent, text, runtime: Runtime, batch_size: int, generator):
+    noisy, steps, target = noisy_batch(scheduler, latent, batch_size, generator)
+    with runtime.autocast():
+        pred = unet(noisy, steps, encoder_hidden_states=text.expand(batch_size, -1, -1)).sample
+    return F.mse_loss(pred.float(), target.float())
+
+
+@torch.no_grad()
+def evaluate_loss(pipe, latent, text, runtime: Runtime, samples: int = 16, seed: int = 1234) -> float:
+    """Mean denoising loss over a fixed set of noises and timesteps (to compare before/after tuning)."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    return float(
+        denoising_loss(pipe.unet, training_scheduler(pipe), latent, text, runtime, samples, generator)
+    )
+
+
+def add_lora(unet, rank: int) -> None:
+    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+    unet.add_adapter(config, adapter_name=ADAPTER)
+
+
+def remove_lora(unet) -> None:
+    if getattr(unet, "_hf_peft_config_loaded", False):
+        unet.unload_lora()
+
+
+def lora_state(unet) -> dict[str, torch.Tensor]:
+    return get_peft_model_state_dict(unet, adapter_name=ADAPTER)
+
+
+def load_lora(unet, state: dict[str, torch.Tensor], rank: int) -> None:
+    add_lora(unet, rank)
+    set_peft_model_state_dict(unet, state, adapter_name=ADAPTER)
+
+
+def trainable_parameters(unet, method: str) -> list[torch.nn.Parameter]:
+    unet.requires_grad_(False)
+    params = [p for name, p in unet.named_parameters() if method == "full" or "lora_" in name]
+    for param in params:
+        param.requires_grad_(True)
+    return params
+
+
+def train(
+    pipe,
+    latent: torch.Tensor,
+    text: torch.Tensor,
+    settings: TuneSettings,
+    runtime: Runtime,
+    progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+) -> list[float]:
+    """Fine-tune pipe.unet in place (all weights or an already added LoRA); returns the step losses."""
+    settings = settings.resolved()
+    unet, scheduler = pipe.unet, training_scheduler(pipe)
+    params = trainable_parameters(unet, settings.method)
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+    scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.dtype == torch.float16)
+    generator = torch.Generator("cpu").manual_seed(settings.seed)
+    losses = []
+    unet.train()
+    try:
+        for step in range(1, settings.steps + 1):
+            check_stop(should_stop)
+            loss = denoising_loss(unet, scheduler, latent, text, runtime, settings.batch_size, generator)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            losses.append(loss.item())
+            report(progress, Progress("tune", step, settings.steps, loss=losses[-1]))
+    finally:
+        unet.eval()
+        unet.requires_grad_(False)
+    return losses
