@@ -32,6 +32,7 @@ def tiny_components(prediction_type: str = "epsilon") -> dict:
         down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
         up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
         latent_channels=4,
+        scaling_factor=4.0,  # about unit-variance latents for this random VAE, as 0.18215 is for SD's
     )
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(

@@ -1,0 +1,117 @@
+"""Tuning binds the image to R; the cache makes a second edit free; the UNet goes back to its base weights."""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from diffusers import DDIMScheduler
+
+from unitune import Cancelled, EditSettings, TuneSettings
+from unitune.sampling import decode, to_pil
+from unitune.tuning import encode_latent, encode_text, evaluate_loss
+
+RECONSTRUCT = EditSettings(guidance=1.0, strength=1.0, steps=20, seed=0)
+
+
+def tuned_loss(editor, image, tune: TuneSettings) -> float:
+    latent = encode_latent(editor.pipe, image, editor.runtime)
+    with editor.applied(editor.tune(image, tune)):
+        text = encode_text(editor.pipe, tune.rare_prompt, editor.runtime)
+        return evaluate_loss(editor.pipe, latent, text, editor.runtime)
+
+
+def reconstruction_error(editor, image, tune: TuneSettings) -> tuple[float, float]:
+    """(pixel MSE, latent MSE) of sampling "R" alone from pure noise against the base image.
+
+    The tiny VAE is random, so its decoder cannot draw the base image itself; the pixel reference is
+    the base image as this VAE reproduces it (decode(encode(base))), the best any sample can reach.
+    """
+    latent = encode_latent(editor.pipe, image, editor.runtime)
+    reference = np.asarray(to_pil(decode(editor.pipe, latent, editor.runtime))[0], dtype=np.float64) / 255
+    steps = []
+    result = editor.edit(image, [""], RECONSTRUCT, tune, progress=lambda e: steps.append(e.latents))[0]
+    pixel_mse = float(((np.asarray(result.image, dtype=np.float64) / 255 - reference) ** 2).mean())
+    return pixel_mse, float(((steps[-1] - latent) ** 2).mean())
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_full_tuning_lowers_loss_and_reconstructs(editor, base_image, prediction_type):
+    config = editor.pipe.scheduler.config
+    editor.pipe.scheduler = DDIMScheduler.from_config(config, prediction_type=prediction_type)
+    before, after = TuneSettings(steps=0), TuneSettings(steps=48, learning_rate=1e-3)
+    assert tuned_loss(editor, base_image, after) < 0.5 * tuned_loss(editor, base_image, before)
+    pixels_before, latent_before = reconstruction_error(editor, base_image, before)
+    pixels_after, latent_after = reconstruction_error(editor, base_image, after)
+    assert pixels_after < 0.95 * pixels_before
+    assert latent_after < 0.5 * latent_before
+
+
+def test_lora_tuning_lowers_loss(editor, base_image):
+    lora = TuneSettings(method="lora", steps=32, learning_rate=1e-2, lora_rank=8)
+    assert tuned_loss(editor, base_image, lora) < 0.95 * tuned_loss(editor, base_image, TuneSettings(steps=0))
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_second_edit_reuses_the_tune(editor, base_image, method):
+    tune, edit = TuneSettings(method=method, steps=3, seed=11), EditSettings(steps=2, strength=0.5)
+    events = []
+    editor.edit(base_image, ["a"], edit, tune, progress=lambda e: events.append(e.stage))
+    assert events.count("tune") == 3
+    events.clear()
+    editor.edit(base_image, ["b", "c"], edit, tune, progress=lambda e: events.append(e.stage))
+    assert events.count("tune") == 0 and events.count("sample") == 2
+    editor.edit(base_image, ["a"], edit, TuneSettings(method=method, steps=3, seed=12), progress=events.append)
+    assert sum(1 for e in events if getattr(e, "stage", None) == "tune") == 3
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_unet_back_to_base_weights_after_edit(editor, base_image, method):
+    before = {k: v.clone() for k, v in editor.pipe.unet.state_dict().items()}
+    tune = TuneSettings(method=method, steps=2, learning_rate=1e-2, seed=21)
+    editor.edit(base_image, ["x"], EditSettings(steps=2), tune)
+    after = editor.pipe.unet.state_dict()
+    assert after.keys() == before.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_tuned_weights_differ_from_base(editor, base_image):
+    tune = TuneSettings(steps=2, learning_rate=1e-2, seed=22)
+    before = {k: v.clone() for k, v in editor.pipe.unet.state_dict().items()}
+    with editor.applied(editor.tune(base_image, tune)):
+        changed = [k for k, v in editor.pipe.unet.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed
+
+
+def test_cached_file_explains_itself(editor, base_image):
+    from safetensors import safe_open
+
+    result = editor.tune(base_image, TuneSettings(method="lora", steps=1, seed=31))
+    with safe_open(str(result.path), framework="pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["image_hash"] and metadata["model"] == editor.model
+    assert '"method":"lora"' in metadata["settings"] and "diffusers" in metadata["versions"]
+
+
+def test_stop_event_cancels_and_caches_nothing(editor, base_image):
+    stop = threading.Event()
+    stop.set()
+    tune = TuneSettings(steps=5, seed=41)
+    with pytest.raises(Cancelled):
+        editor.tune(base_image, tune, should_stop=stop)
+    assert not editor.cache.has(editor.tune_key(base_image, tune))
+
+
+def test_two_editors_tuning_the_same_key_train_once(tiny_model, base_image, tmp_path):
+    from unitune import Editor
+
+    editors = [Editor.load(tiny_model, device="cpu", cache_dir=tmp_path) for _ in range(2)]
+    tune, results = TuneSettings(steps=4, seed=51), []
+    threads = [threading.Thread(target=lambda e=e: results.append(e.tune(base_image, tune))) for e in editors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(r.trained for r in results) == [False, True]
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".safetensors"] == [f"{results[0].key}.safetensors"]
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
