@@ -52,7 +52,10 @@ def test_generate_matches_text_to_image(editor, scheduler_cls):
     ours = editor.generate(["a red square"], EditSettings(guidance=5.0, steps=5, seed=1))[0].image
     pipe = diffusers_pipe(StableDiffusionPipeline, editor)
     theirs = pipe(
-        "a red square", guidance_scale=5.0, num_inference_steps=5, generator=torch.Generator("cpu").manual_seed(1)
+        "a red square",
+        guidance_scale=5.0,
+        num_inference_steps=5,
+        generator=torch.Generator("cpu").manual_seed(1),
     ).images[0]
     assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1e-4
 
@@ -61,6 +64,8 @@ def test_same_seed_same_pixels_different_seed_differs(editor, base_image):
     settings = EditSettings(guidance=3.0, strength=0.7, steps=4, seed=5)
     first = editor.edit(base_image, ["blue"], settings, NO_TUNE)[0].image
     again = editor.edit(base_image, ["blue"], settings, NO_TUNE)[0].image
-    other = editor.edit(base_image, ["blue"], EditSettings(guidance=3.0, strength=0.7, steps=4, seed=6), NO_TUNE)
+    other = editor.edit(
+        base_image, ["blue"], EditSettings(guidance=3.0, strength=0.7, steps=4, seed=6), NO_TUNE
+    )
     assert np.array_equal(np.asarray(first), np.asarray(again))
     assert np.abs(pixels(first) - pixels(other[0].image)).max() > 1e-2

@@ -61,7 +61,9 @@ def test_second_edit_reuses_the_tune(editor, base_image, method):
     events.clear()
     editor.edit(base_image, ["b", "c"], edit, tune, progress=lambda e: events.append(e.stage))
     assert events.count("tune") == 0 and events.count("sample") == 2
-    editor.edit(base_image, ["a"], edit, TuneSettings(method=method, steps=3, seed=12), progress=events.append)
+    editor.edit(
+        base_image, ["a"], edit, TuneSettings(method=method, steps=3, seed=12), progress=events.append
+    )
     assert sum(1 for e in events if getattr(e, "stage", None) == "tune") == 3
 
 
@@ -113,5 +115,7 @@ def test_two_editors_tuning_the_same_key_train_once(tiny_model, base_image, tmp_
     for thread in threads:
         thread.join()
     assert sorted(r.trained for r in results) == [False, True]
-    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".safetensors"] == [f"{results[0].key}.safetensors"]
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".safetensors"] == [
+        f"{results[0].key}.safetensors"
+    ]
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]

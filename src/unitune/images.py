@@ -24,6 +24,8 @@ def load_image(source: str | Path | Image.Image) -> Image.Image:
     """An 8-bit RGB image from a path or a PIL image; raises UnituneError for anything unusable."""
     if isinstance(source, Image.Image):
         return to_rgb(ImageOps.exif_transpose(_first_frame(source)))
+    if not isinstance(source, str | Path):
+        raise UnituneError(f"expected an image path or a PIL image, got {type(source).__name__}")
     path = Path(source)
     _check_file(path)
     try:
@@ -34,7 +36,7 @@ def load_image(source: str | Path | Image.Image) -> Image.Image:
         raise UnituneError(f"{path}: image too large (over {MAX_IMAGE_PIXELS} pixels)") from None
     except UnidentifiedImageError:
         raise UnituneError(f"{path}: not an image file") from None
-    except (OSError, SyntaxError, ValueError) as error:
+    except Exception as error:  # decoders raise OSError, SyntaxError, ValueError, zlib.error...
         raise UnituneError(f"{path}: unreadable image ({_first_line(error)})") from None
 
 
@@ -83,7 +85,7 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
     if image.mode == "F":
         top = max(float(pixels.max()), 1e-12) if pixels.max() > 1 else 1.0
-    return Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
+    return Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
 def fit_to_size(image: Image.Image, size: int) -> Image.Image:
