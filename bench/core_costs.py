@@ -1,0 +1,140 @@
+"""Tune and edit costs on the tiny test pipeline: wall time, peak RSS, tune step vs a bare UNet step.
+
+Usage: OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python bench/core_costs.py [--tune-steps 32] [--edit-steps 20]
+
+Each method runs in its own subprocess so peak RSS (resource.getrusage ru_maxrss) is its own.
+Prints a markdown table. A benchmark, not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ROUNDS, ROUND_STEPS = 6, 10
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def bare_step_times(editor, latent, text, method: str, rank: int, steps: int, batch: int) -> list[float]:
+    """A plain diffusers-style UNet training step on the same batch: the floor a tune step is compared to."""
+    import torch
+    import torch.nn.functional as F
+
+    from unitune.tuning import add_lora, noisy_batch, remove_lora, trainable_parameters, training_scheduler
+
+    unet, scheduler = editor.pipe.unet, training_scheduler(editor.pipe)
+    state = {k: v.clone() for k, v in unet.state_dict().items()}
+    if method == "lora":
+        add_lora(unet, rank)
+    optimizer = torch.optim.AdamW(trainable_parameters(unet, method), lr=1e-6)
+    generator, times = torch.Generator().manual_seed(0), []
+    unet.train()
+    for _ in range(steps):
+        start = time.perf_counter()
+        noisy, t, target = noisy_batch(scheduler, latent, batch, generator)
+        loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=text.expand(batch, -1, -1)).sample, target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    unet.eval()
+    remove_lora(unet)
+    unet.requires_grad_(False)
+    unet.load_state_dict(state)
+    return times[1:]  # drop the warm-up step
+
+
+def tune_step_times(editor, image, settings) -> list[float]:
+    """Seconds per step of unitune's own tuning loop (Editor._train, as `tune` runs it, without the cache)."""
+    stamps = []
+    editor._train(image, settings, lambda event: stamps.append(time.perf_counter()), None)
+    return [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]  # drop warm-up steps
+
+
+def child(method: str, model: str, cache: str, tune_steps: int, edit_steps: int) -> dict:
+    from PIL import Image
+
+    from unitune import Editor, EditSettings, TuneSettings
+    from unitune.tuning import encode_latent, encode_text
+
+    editor = Editor.load(model, device="cpu", cache_dir=cache)
+    image = Image.effect_mandelbrot((32, 32), (-2, -1.5, 1, 1.5), 50).convert("RGB")
+    settings = TuneSettings(method=method, steps=tune_steps)
+    latent = encode_latent(editor.pipe, image, editor.runtime)
+    text = encode_text(editor.pipe, settings.rare_prompt, editor.runtime)
+    rss_loaded = rss_mib()
+    start = time.perf_counter()
+    editor.tune(image, settings)
+    tune_s = time.perf_counter() - start
+    bare, tuned, batch = [], [], settings.batch_size
+    for _ in range(ROUNDS):  # interleaved, so load from other processes hits both alike
+        bare += bare_step_times(editor, latent, text, method, settings.lora_rank, ROUND_STEPS, batch)
+        tuned += tune_step_times(editor, image, replace(settings, steps=ROUND_STEPS))
+    start = time.perf_counter()
+    editor.edit(image, ["a red square"], EditSettings(steps=edit_steps, strength=1.0), settings)
+    edit_s = time.perf_counter() - start
+    return {
+        "method": method,
+        "tune_s": tune_s,
+        "tune_step_ms": 1000 * statistics.median(tuned),
+        "bare_step_ms": 1000 * statistics.median(bare),
+        "edit_s": edit_s,
+        "rss_loaded_mib": rss_loaded,
+        "rss_peak_mib": rss_mib(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tune-steps", type=int, default=32)
+    parser.add_argument("--edit-steps", type=int, default=20)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--cache", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.model, args.cache, args.tune_steps, args.edit_steps)))
+        return
+    from tiny import save_tiny_pipeline
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = str(save_tiny_pipeline(Path(folder) / "tiny"))
+        rows = [run_child(method, model, folder, args) for method in ("full", "lora")]
+    print(f"tiny pipeline, CPU, tune {args.tune_steps} steps (batch 4), edit {args.edit_steps} steps;")
+    print("step times:", end=" ")
+    print(f"medians over {ROUNDS} interleaved rounds of {ROUND_STEPS} steps, warm-up steps dropped\n")
+    print(
+        "| method | tune s | tune step ms | bare step ms | ratio | edit s | RSS loaded MiB | peak RSS MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        ratio = r["tune_step_ms"] / r["bare_step_ms"]
+        print(
+            f"| {r['method']} | {r['tune_s']:.2f} | {r['tune_step_ms']:.1f} | {r['bare_step_ms']:.1f} | "
+            f"{ratio:.2f} | {r['edit_s']:.2f} | {r['rss_loaded_mib']:.0f} | {r['rss_peak_mib']:.0f} |"
+        )
+
+
+def run_child(method: str, model: str, folder: str, args) -> dict:
+    cache = str(Path(folder) / f"cache-{method}")
+    command = [sys.executable, __file__, "--child", method, "--model", model, "--cache", cache]
+    command += ["--tune-steps", str(args.tune_steps), "--edit-steps", str(args.edit_steps)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+if __name__ == "__main__":
+    main()
