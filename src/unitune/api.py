@@ -100,7 +100,8 @@ class Editor:
     def tune_key(self, image: ImageInput, settings: TuneSettings | None = None) -> str:
         base = self.prepare_image(image)
         settings = (settings or TuneSettings()).to_dict()
-        return tune_key(model_identity(self.model, self.pipe), image_hash(base), settings)
+        identity = f"{model_identity(self.model, self.pipe)}|compute={self.runtime.dtype}"
+        return tune_key(identity, image_hash(base), settings)
 
     def tune(
         self,
@@ -159,7 +160,8 @@ class Editor:
     def _snapshot_base(self) -> None:
         if self._base_state is None:
             state = self.pipe.unet.state_dict()
-            self._base_state = {name: tensor.detach().clone() for name, tensor in state.items()}
+            # kept on the CPU: a second UNet in accelerator memory would cost as much as the model
+            self._base_state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
     def _restore_base(self) -> None:
         remove_lora(self.pipe.unet)
