@@ -119,3 +119,24 @@ def test_two_editors_tuning_the_same_key_train_once(tiny_model, base_image, tmp_
         f"{results[0].key}.safetensors"
     ]
     assert not [p for p in tmp_path.iterdir() if p.suffix == ".tmp"]
+
+
+def test_stop_during_sampling_restores_the_unet(editor, base_image):
+    before = {k: v.clone() for k, v in editor.pipe.unet.state_dict().items()}
+    tune = TuneSettings(method="lora", steps=2, learning_rate=1e-2, seed=61)
+    edit = EditSettings(steps=4, strength=1)
+    editor.tune(base_image, tune)
+    calls = []
+    with pytest.raises(Cancelled):
+        editor.edit(base_image, ["x"], edit, tune, should_stop=lambda: calls.append(1) or len(calls) > 1)
+    assert len(calls) == 2  # stopped inside the sampling loop, with the LoRA applied
+    assert all(torch.equal(before[k], v) for k, v in editor.pipe.unet.state_dict().items())
+
+
+def test_interpolation_pulls_unchanged_pixels_back_to_the_base(editor, base_image):
+    def distance(weight: float) -> float:
+        settings = EditSettings(guidance=1.0, strength=0.5, steps=4, interpolation=weight)
+        image = editor.edit(base_image, [""], settings, TuneSettings(steps=0))[0].image
+        return float(np.abs(np.asarray(image, dtype=np.float64) - np.asarray(base_image)).mean())
+
+    assert distance(1.0) < distance(0.5) < distance(0.0)
