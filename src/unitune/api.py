@@ -116,7 +116,7 @@ class Editor:
         key = self.tune_key(base, settings)
         with self._lock, self.cache.locked(key):
             if self.cache.has(key):
-                _, metadata = self.cache.load(key)
+                metadata = self.cache.metadata(key)
                 return TuneResult(key, self.cache.path(key), False, settings.to_dict(), _losses(metadata))
             tensors, losses = self._train(base, settings, progress, should_stop)
             metadata = self._metadata(base, settings, losses)
@@ -148,6 +148,7 @@ class Editor:
             "format": "unitune-tune/1",
             "model": self.model,
             "model_identity": model_identity(self.model, self.pipe),
+            "compute_dtype": str(self.runtime.dtype),
             "image_hash": image_hash(base),
             "settings": settings_json(settings.to_dict()),
             "seed": str(settings.seed),
@@ -286,7 +287,7 @@ class Editor:
     def _result_settings(self, command, prompt, full_prompt, edit: EditSettings, seed) -> dict:
         settings = {"command": command, "model": self.model, "prompt": prompt, "full_prompt": full_prompt}
         settings.update(edit.to_dict(), seed=seed, num_images=1, scheduler=type(self.pipe.scheduler).__name__)
-        settings.update(unitune_version=__version__)
+        settings.update(dtype=str(self.runtime.dtype).removeprefix("torch."), unitune_version=__version__)
         return settings
 
 

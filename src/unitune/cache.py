@@ -49,11 +49,13 @@ class TuneCache:
     def has(self, key: str) -> bool:
         return self.path(key).is_file()
 
+    def metadata(self, key: str) -> dict[str, str]:
+        """The file's metadata only (reads the header, not the weights)."""
+        with safe_open(str(self.path(key)), framework="pt") as handle:
+            return handle.metadata() or {}
+
     def load(self, key: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        path = self.path(key)
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-        return load_file(str(path)), metadata
+        return load_file(str(self.path(key))), self.metadata(key)
 
     def save(self, key: str, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> Path:
         """Write atomically: a temporary file in the cache folder, then os.replace."""
