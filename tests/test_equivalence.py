@@ -7,13 +7,14 @@ from diffusers import (
     DDIMScheduler,
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
+    PNDMScheduler,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
 )
 
 from unitune import EditSettings, TuneSettings
 
-SCHEDULERS = [DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler]
+SCHEDULERS = [DDIMScheduler, EulerDiscreteScheduler, DPMSolverMultistepScheduler, PNDMScheduler]
 NO_TUNE = TuneSettings(steps=0)
 
 
@@ -31,7 +32,7 @@ def diffusers_pipe(cls, editor):
 @pytest.mark.parametrize("scheduler_cls", SCHEDULERS, ids=lambda c: c.__name__)
 @pytest.mark.parametrize(("strength", "guidance"), [(0.6, 7.5), (0.8, 1.0)])
 def test_edit_matches_img2img(editor, base_image, scheduler_cls, strength, guidance):
-    editor.pipe.scheduler = scheduler_cls.from_config(editor.pipe.scheduler.config)
+    editor.pipe.scheduler = scheduler_cls.from_config(editor.pipe.scheduler.config, skip_prk_steps=True)
     settings = EditSettings(guidance=guidance, strength=strength, steps=6, seed=3)
     ours = editor.edit(base_image, [""], settings, NO_TUNE)[0].image
     pipe = diffusers_pipe(StableDiffusionImg2ImgPipeline, editor)
