@@ -1,0 +1,157 @@
+"""Train the embedded shapes-world model from scratch on the CPU, resumably, and export it as a
+standard diffusers StableDiffusionPipeline folder.
+
+    python -m unitune.training --work runs/shapes --export src/unitune/embedded/shapes
+
+Stages: (1) render a seeded pool of scenes; (2) train the autoencoder for --ae-minutes; (3) encode the
+pool once; (4) train UNet + text encoder for --unet-minutes, evaluating every --eval-every minutes;
+(5) export the EMA weights in fp16. Run it again with the same --work to resume where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from diffusers import StableDiffusionPipeline
+from transformers import CLIPTokenizer
+
+from unitune.shapes.quality import evaluate_generation, held_out_scenes
+from unitune.shapes.world import render
+from unitune.training.architecture import (
+    MAX_TOKENS,
+    ArchitectureConfig,
+    build_autoencoder,
+    build_scheduler,
+    build_text_encoder,
+    build_unet,
+)
+from unitune.training.autoencoder import psnr, round_trip, train_autoencoder
+from unitune.training.checkpoints import Checkpointer, TrainingLog
+from unitune.training.data import render_pool
+from unitune.training.denoiser import DenoiserTrainer
+
+TOKENIZER_ASSET = Path(__file__).resolve().parents[1] / "assets" / "clip-tokenizer"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--work", type=Path, default=Path("runs/shapes"), help="checkpoints and logs")
+    parser.add_argument("--export", type=Path, default=None, help="write the pipeline folder here")
+    parser.add_argument("--pool", type=int, default=30_000, help="number of training scenes")
+    parser.add_argument("--ae-minutes", type=float, default=10.0)
+    parser.add_argument("--unet-minutes", type=float, default=60.0)
+    parser.add_argument("--eval-every", type=float, default=10.0, help="minutes between evaluations")
+    parser.add_argument("--eval-count", type=int, default=64, help="captions per evaluation during training")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    args.work.mkdir(parents=True, exist_ok=True)
+    config = ArchitectureConfig()
+    (args.work / "config.json").write_text(
+        json.dumps({"architecture": config.to_dict(), **vars_json(args)}, indent=2)
+    )
+    log = TrainingLog(args.work / "log.jsonl")
+
+    started = time.monotonic()
+    pool = render_pool(args.pool)
+    held_out = (
+        torch.from_numpy(__import__("numpy").stack([render(scene) for scene in held_out_scenes(256)]))
+        .permute(0, 3, 1, 2)
+        .float()
+        .div(127.5)
+        .sub(1.0)
+    )
+    log.write(stage="data", scenes=len(pool), seconds=time.monotonic() - started)
+
+    autoencoder = build_autoencoder(config)
+    train_autoencoder(
+        autoencoder,
+        pool,
+        held_out,
+        Checkpointer(args.work, "autoencoder"),
+        log,
+        args.ae_minutes,
+        seed=args.seed,
+    )
+    log.write(stage="autoencoder_done", psnr=psnr(round_trip(autoencoder, held_out), held_out))
+
+    latents = encode_pool(autoencoder, pool)
+    scaling_factor = 1.0 / latents.std().item()
+    autoencoder.register_to_config(scaling_factor=scaling_factor)
+    latents = latents * scaling_factor
+    log.write(stage="latents", scaling_factor=scaling_factor)
+
+    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_ASSET, model_max_length=MAX_TOKENS)
+    unet = build_unet(config).to(memory_format=torch.channels_last)
+    text_encoder = build_text_encoder(config, len(tokenizer))
+    scheduler = build_scheduler()
+    pipeline = StableDiffusionPipeline(
+        vae=autoencoder,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    trainer = DenoiserTrainer(
+        unet, text_encoder, tokenizer, scheduler, latents, pool.scenes, lr=args.lr, batch_size=args.batch
+    )
+    evaluate = lambda: evaluate_generation(pipeline, args.eval_count, args.eval_count // 2)  # noqa: E731
+    trainer.train(
+        Checkpointer(args.work, "denoiser", every_minutes=5),
+        log,
+        args.unet_minutes,
+        evaluate,
+        args.eval_every,
+        seed=args.seed,
+    )
+    if args.export:
+        with trainer.ema_weights():
+            export(pipeline, args.export)
+        log.write(stage="exported", path=str(args.export))
+
+
+@torch.no_grad()
+def encode_pool(autoencoder, pool, batch: int = 256) -> torch.Tensor:
+    chunks = []
+    for start in range(0, len(pool), batch):
+        images = pool.image_batch(torch.arange(start, min(start + batch, len(pool))))
+        chunks.append(autoencoder.encode(images.contiguous(memory_format=torch.channels_last)).latents)
+    return torch.cat(chunks).contiguous()
+
+
+def export(pipeline: StableDiffusionPipeline, folder: Path) -> None:
+    """Save the pipeline in fp16 safetensors, replacing `folder` atomically."""
+    temporary = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    pipeline.to(torch.float16).save_pretrained(temporary, safe_serialization=True)
+    pipeline.to(torch.float32)
+    shutil.rmtree(folder, ignore_errors=True)
+    temporary.rename(folder)
+
+
+def vars_json(args: argparse.Namespace) -> dict:
+    return {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+
+if __name__ == "__main__":
+    main()

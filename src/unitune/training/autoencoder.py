@@ -1,0 +1,84 @@
+"""Stage 1 of the recipe: train the AutoencoderTiny on rendered scenes (MSE), for a wall-clock budget."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+from diffusers import AutoencoderTiny
+
+from unitune.training.checkpoints import Checkpointer, TrainingLog
+from unitune.training.data import ScenePool
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:
+    """PSNR in dB of images in [-1, 1], measured on the 0-255 scale after rounding."""
+    to_uint8 = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round()  # noqa: E731
+    mse = (to_uint8(reconstruction) - to_uint8(target)).pow(2).mean().item()
+    return 10 * math.log10(255**2 / max(mse, 1e-10))
+
+
+@torch.no_grad()
+def round_trip(autoencoder: AutoencoderTiny, images: torch.Tensor) -> torch.Tensor:
+    images = images.contiguous(memory_format=torch.channels_last)
+    return autoencoder.decode(autoencoder.encode(images).latents).sample
+
+
+def train_autoencoder(
+    autoencoder: AutoencoderTiny,
+    pool: ScenePool,
+    held_out: torch.Tensor,
+    checkpointer: Checkpointer,
+    log: TrainingLog,
+    minutes: float,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+) -> None:
+    """Train until `minutes` of training time are spent (counting time from earlier runs)."""
+    autoencoder.to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.AdamW(autoencoder.parameters(), lr=lr, weight_decay=0.0)
+    state = checkpointer.restore(autoencoder, optimizer)
+    generator = torch.Generator().manual_seed(seed + state["step"])
+    budget = minutes * 60
+    started = time.monotonic() - state["seconds"]
+    while (elapsed := time.monotonic() - started) < budget:
+        set_lr(optimizer, lr * cosine(elapsed / budget))
+        indices = torch.randint(len(pool), (batch_size,), generator=generator)
+        images = pool.image_batch(indices).contiguous(memory_format=torch.channels_last)
+        reconstruction = autoencoder.decode(autoencoder.encode(images).latents).sample
+        loss = (reconstruction - images).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        state["step"] += 1
+        state["seconds"] = time.monotonic() - started
+        if state["step"] % 100 == 0:
+            autoencoder.eval()
+            quality = psnr(round_trip(autoencoder, held_out), held_out)
+            autoencoder.train()
+            log.write(
+                stage="autoencoder",
+                step=state["step"],
+                minutes=state["seconds"] / 60,
+                samples=state["step"] * batch_size,
+                loss=loss.item(),
+                psnr=quality,
+            )
+        checkpointer.maybe_save(autoencoder, optimizer, state)
+    checkpointer.save(autoencoder, optimizer, state)
+    autoencoder.eval()
+
+
+def cosine(progress: float, warmup: float = 0.02, floor: float = 0.05) -> float:
+    """Learning-rate factor: linear warm-up, then cosine decay to `floor` at the end of the budget."""
+    if progress < warmup:
+        return progress / warmup
+    progress = (progress - warmup) / (1 - warmup)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr

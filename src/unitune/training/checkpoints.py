@@ -1,0 +1,77 @@
+"""Resumable training state: model weights as safetensors, optimizer state, step and time spent."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+
+class Checkpointer:
+    """Saves `name.safetensors` + `name.optim.pt` + `name.json` into a folder every `every_minutes`.
+
+    The optimizer state is our own training artifact (never user input), so `torch.load` runs with
+    weights_only=True on it."""
+
+    def __init__(self, folder: Path, name: str, every_minutes: float = 3.0):
+        self.folder = Path(folder)
+        self.name = name
+        self.every = every_minutes * 60
+        self.last_save = time.monotonic()
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def weights_path(self) -> Path:
+        return self.folder / f"{self.name}.safetensors"
+
+    @property
+    def state_path(self) -> Path:
+        return self.folder / f"{self.name}.json"
+
+    def exists(self) -> bool:
+        return self.state_path.exists()
+
+    def restore(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+        if not self.exists():
+            return {"step": 0, "seconds": 0.0}
+        load_model(model, self.weights_path)
+        optimizer_path = self.folder / f"{self.name}.optim.pt"
+        if optimizer is not None and optimizer_path.exists():
+            optimizer.load_state_dict(torch.load(optimizer_path, weights_only=True))
+        return json.loads(self.state_path.read_text())
+
+    def maybe_save(self, model, optimizer, state: dict) -> None:
+        if time.monotonic() - self.last_save >= self.every:
+            self.save(model, optimizer, state)
+
+    def save(self, model: torch.nn.Module, optimizer, state: dict) -> None:
+        write_atomic(self.weights_path, lambda path: save_model(model, str(path)))
+        if optimizer is not None:
+            write_atomic(
+                self.folder / f"{self.name}.optim.pt", lambda path: torch.save(optimizer.state_dict(), path)
+            )
+        write_atomic(self.state_path, lambda path: Path(path).write_text(json.dumps(state)))
+        self.last_save = time.monotonic()
+
+
+def write_atomic(path: Path, write) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    write(temporary)
+    os.replace(temporary, path)
+
+
+class TrainingLog:
+    """Append-only JSON-lines log, also echoed to stdout."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def write(self, **record) -> None:
+        line = json.dumps({k: round(v, 5) if isinstance(v, float) else v for k, v in record.items()})
+        print(line, flush=True)
+        with self.path.open("a") as handle:
+            handle.write(line + "\n")

@@ -1,0 +1,155 @@
+"""Stage 2 of the recipe: train the UNet and the text encoder together on pre-encoded latents.
+
+v-prediction on a zero-terminal-SNR schedule (Lin et al. 2023, "Common Diffusion Noise Schedules and
+Sample Steps are Flawed"); captions with parts dropped and 10% empty for classifier-free guidance;
+an exponential moving average of the weights is what ships."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import torch
+from diffusers import DDIMScheduler, UNet2DConditionModel
+from diffusers.training_utils import EMAModel
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from unitune.shapes.world import Scene
+from unitune.training.autoencoder import cosine, set_lr
+from unitune.training.checkpoints import Checkpointer, TrainingLog
+from unitune.training.data import caption_batch
+
+
+class DenoiserTrainer:
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        scheduler: DDIMScheduler,
+        latents: torch.Tensor,
+        scenes: list[Scene],
+        lr: float = 1e-3,
+        batch_size: int = 64,
+        ema_decay: float = 0.999,
+    ):
+        self.unet, self.text_encoder, self.tokenizer, self.scheduler = (
+            unet,
+            text_encoder,
+            tokenizer,
+            scheduler,
+        )
+        self.latents, self.scenes = latents, scenes
+        self.lr, self.batch_size = lr, batch_size
+        self.parameters = [*unet.parameters(), *text_encoder.parameters()]
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+        self.ema = EMAModel(self.parameters, decay=ema_decay, use_ema_warmup=True, power=2 / 3, foreach=True)
+
+    def encode_captions(self, captions: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(
+            captions,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        return self.text_encoder(ids)[0]
+
+    def loss(self, indices: torch.Tensor, rng: random.Random, generator: torch.Generator) -> torch.Tensor:
+        latents = self.latents[indices]
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(
+            0, self.scheduler.config.num_train_timesteps, (len(indices),), generator=generator
+        )
+        noisy = self.scheduler.add_noise(latents, noise, timesteps)
+        target = self.scheduler.get_velocity(latents, noise, timesteps)
+        hidden = self.encode_captions(caption_batch([self.scenes[i] for i in indices.tolist()], rng))
+        prediction = self.unet(noisy.contiguous(memory_format=torch.channels_last), timesteps, hidden).sample
+        return (prediction.float() - target).pow(2).mean()
+
+    def train(
+        self,
+        checkpointer: Checkpointer,
+        log: TrainingLog,
+        minutes: float,
+        evaluate: Callable[[], dict],
+        evaluate_every_minutes: float = 10.0,
+        seed: int = 0,
+    ) -> None:
+        modules = _Modules(self.unet, self.text_encoder)
+        state = checkpointer.restore(modules, self.optimizer)
+        if checkpointer.exists():
+            self.ema.load_state_dict(torch.load(checkpointer.folder / "ema.pt", weights_only=True))
+        rng = random.Random(seed * 1_000_003 + state["step"])
+        generator = torch.Generator().manual_seed(seed + state["step"])
+        budget = minutes * 60
+        started = time.monotonic() - state["seconds"]
+        next_eval = state.get("next_eval", evaluate_every_minutes * 60)
+        self.unet.train(), self.text_encoder.train()
+        while (elapsed := time.monotonic() - started) < budget:
+            set_lr(self.optimizer, self.lr * cosine(elapsed / budget))
+            indices = torch.randint(len(self.latents), (self.batch_size,), generator=generator)
+            loss = self.loss(indices, rng, generator)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
+            self.optimizer.step()
+            self.ema.step(self.parameters)
+            state["step"] += 1
+            state["seconds"] = time.monotonic() - started
+            if state["step"] % 50 == 0:
+                log.write(
+                    stage="denoiser",
+                    step=state["step"],
+                    minutes=state["seconds"] / 60,
+                    samples=state["step"] * self.batch_size,
+                    loss=loss.item(),
+                )
+            if state["seconds"] >= next_eval:
+                paused = time.monotonic()
+                self.log_evaluation(log, state, evaluate)
+                started += time.monotonic() - paused  # evaluation time is not training time
+                next_eval += evaluate_every_minutes * 60
+                state["next_eval"] = next_eval
+            if time.monotonic() - checkpointer.last_save >= checkpointer.every:
+                self.save(checkpointer, modules, state)
+        self.save(checkpointer, modules, state)
+
+    def log_evaluation(self, log: TrainingLog, state: dict, evaluate: Callable[[], dict]) -> None:
+        with self.ema_weights():
+            scores = evaluate()
+        log.write(
+            stage="evaluation",
+            step=state["step"],
+            minutes=state["seconds"] / 60,
+            samples=state["step"] * self.batch_size,
+            **scores,
+        )
+
+    def save(self, checkpointer: Checkpointer, modules: torch.nn.Module, state: dict) -> None:
+        checkpointer.save(modules, self.optimizer, state)
+        torch.save(self.ema.state_dict(), checkpointer.folder / "ema.pt")
+
+    def ema_weights(self):
+        trainer = self
+
+        class _Swap:
+            def __enter__(self):
+                trainer.ema.store(trainer.parameters)
+                trainer.ema.copy_to(trainer.parameters)
+                trainer.unet.eval(), trainer.text_encoder.eval()
+
+            def __exit__(self, *exc):
+                trainer.ema.restore(trainer.parameters)
+                trainer.unet.train(), trainer.text_encoder.train()
+
+        return _Swap()
+
+
+class _Modules(torch.nn.Module):
+    """UNet and text encoder under one module, so one safetensors file holds both."""
+
+    def __init__(self, unet, text_encoder):
+        super().__init__()
+        self.unet, self.text_encoder = unet, text_encoder
