@@ -63,9 +63,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     args.work.mkdir(parents=True, exist_ok=True)
     config = ArchitectureConfig()
-    (args.work / "config.json").write_text(
-        json.dumps({"architecture": config.to_dict(), **vars_json(args)}, indent=2)
-    )
+    if args.unet_minutes > 0:  # an export-only run (--ae-minutes 0 --unet-minutes 0) keeps the record
+        record = {"architecture": config.to_dict(), **vars_json(args)}
+        (args.work / "config.json").write_text(json.dumps(record, indent=2))
     log = TrainingLog(args.work / "log.jsonl")
 
     started = time.monotonic()

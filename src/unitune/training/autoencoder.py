@@ -43,6 +43,7 @@ def train_autoencoder(
     generator = torch.Generator().manual_seed(seed + state["step"])
     budget = minutes * 60
     started = time.monotonic() - state["seconds"]
+    first_step = state["step"]
     while (elapsed := time.monotonic() - started) < budget:
         set_lr(optimizer, lr * cosine(elapsed / budget))
         indices = torch.randint(len(pool), (batch_size,), generator=generator)
@@ -67,7 +68,8 @@ def train_autoencoder(
                 psnr=quality,
             )
         checkpointer.maybe_save(autoencoder, optimizer, state)
-    checkpointer.save(autoencoder, optimizer, state)
+    if state["step"] > first_step:
+        checkpointer.save(autoencoder, optimizer, state)
     autoencoder.eval()
 
 

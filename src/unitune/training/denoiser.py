@@ -85,6 +85,7 @@ class DenoiserTrainer:
         generator = torch.Generator().manual_seed(seed + state["step"])
         budget = minutes * 60
         started = time.monotonic() - state["seconds"]
+        first_step = state["step"]
         next_eval = state.get("next_eval", evaluate_every_minutes * 60)
         self.unet.train(), self.text_encoder.train()
         while (elapsed := time.monotonic() - started) < budget:
@@ -114,7 +115,8 @@ class DenoiserTrainer:
                 state["next_eval"] = next_eval
             if time.monotonic() - checkpointer.last_save >= checkpointer.every:
                 self.save(checkpointer, modules, state)
-        self.save(checkpointer, modules, state)
+        if state["step"] > first_step:
+            self.save(checkpointer, modules, state)
 
     def log_evaluation(self, log: TrainingLog, state: dict, evaluate: Callable[[], dict]) -> None:
         with self.ema_weights():
