@@ -70,3 +70,25 @@ def test_same_seed_same_pixels_different_seed_differs(editor, base_image):
     )
     assert np.array_equal(np.asarray(first), np.asarray(again))
     assert np.abs(pixels(first) - pixels(other[0].image)).max() > 1e-2
+
+
+def test_autoencoder_tiny_pipeline_edits_like_img2img_and_tunes(tmp_path, base_image):
+    """The embedded model's VAE is an AutoencoderTiny: no latent distribution, latents returned directly."""
+    from tiny import save_tiny_pipeline
+    from unitune import Editor
+
+    editor = Editor.load(str(save_tiny_pipeline(tmp_path / "taesd", taesd=True)), cache_dir=tmp_path / "c")
+    assert type(editor.pipe.vae).__name__ == "AutoencoderTiny"
+    settings = EditSettings(guidance=7.5, strength=0.6, steps=4, seed=3)
+    ours = editor.edit(base_image, [""], settings, NO_TUNE)[0].image
+    theirs = diffusers_pipe(StableDiffusionImg2ImgPipeline, editor)(
+        NO_TUNE.rare_prompt,
+        image=base_image,
+        strength=0.6,
+        guidance_scale=7.5,
+        num_inference_steps=4,
+        generator=torch.Generator("cpu").manual_seed(3),
+    ).images[0]
+    assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1e-4
+    tuned = editor.tune(base_image, TuneSettings(method="lora", steps=2))
+    assert tuned.trained and len(tuned.losses) == 2

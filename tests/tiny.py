@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    AutoencoderTiny,
+    DDIMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 TOKENIZER = Path(__file__).resolve().parents[1] / "src/unitune/assets/clip-tokenizer"
@@ -68,7 +74,21 @@ def tiny_components(prediction_type: str = "epsilon") -> dict:
     )
 
 
-def save_tiny_pipeline(folder: Path, prediction_type: str = "epsilon") -> Path:
-    pipe = StableDiffusionPipeline(**tiny_components(prediction_type), requires_safety_checker=False)
+def tiny_taesd():
+    """An AutoencoderTiny (TAESD-style) VAE like the embedded model's; same scale factor as the KL one."""
+    torch.manual_seed(0)
+    return AutoencoderTiny(
+        encoder_block_out_channels=(32, 32),
+        decoder_block_out_channels=(32, 32),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+    )
+
+
+def save_tiny_pipeline(folder: Path, prediction_type: str = "epsilon", taesd: bool = False) -> Path:
+    components = tiny_components(prediction_type)
+    if taesd:
+        components["vae"] = tiny_taesd()
+    pipe = StableDiffusionPipeline(**components, requires_safety_checker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
