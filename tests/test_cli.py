@@ -64,6 +64,9 @@ def test_bad_image_fails_cleanly(bad_files, tiny_model, tmp_path, name):
         ["--steps", "-3"],
         ["--tune-steps", "-1"],
         ["--method", "dreambooth"],
+        ["--dtype", "float8"],
+        ["--device", "toaster"],
+        ["--interpolation", "2"],
     ],
     ids=lambda f: " ".join(f),
 )

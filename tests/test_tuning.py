@@ -140,3 +140,15 @@ def test_interpolation_pulls_unchanged_pixels_back_to_the_base(editor, base_imag
         return float(np.abs(np.asarray(image, dtype=np.float64) - np.asarray(base_image)).mean())
 
     assert distance(1.0) < distance(0.5) < distance(0.0)
+
+
+def test_bfloat16_autocast_on_cpu_tunes_and_edits(tiny_model, base_image, tmp_path):
+    from unitune import Editor
+
+    editor = Editor.load(tiny_model, device="cpu", dtype="bf16", cache_dir=tmp_path)
+    assert editor.runtime.dtype == torch.bfloat16
+    tune = TuneSettings(method="lora", steps=2, seed=71)
+    result = editor.edit(base_image, ["x"], EditSettings(steps=2), tune)[0]
+    assert result.settings["dtype"] == "bfloat16" and result.image.size == (32, 32)
+    float32_editor = Editor.load(tiny_model, device="cpu", cache_dir=tmp_path)
+    assert editor.tune_key(base_image, tune) != float32_editor.tune_key(base_image, tune)
