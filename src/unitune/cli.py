@@ -37,73 +37,60 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+# (name, type, default, help) of the options every command has: how to load the model
 _MODEL_OPTIONS = [
-    (
-        "model",
-        str | None,
-        None,
-        "hub id, diffusers folder or .safetensors file [default: embedded]",
-    ),
+    ("model", str | None, None, "hub id, diffusers folder or .safetensors file [default: embedded]"),
     ("device", str | None, None, "cuda, mps or cpu [default: best available]"),
     ("dtype", str | None, None, "auto, float32, float16 or bfloat16 (autocast precision)"),
     ("allow_pickle", bool, False, "allow loading pickle (.ckpt / .bin) weights, which can run code"),
-    (
-        "cache_dir",
-        Path | None,
-        None,
-        "tune cache [default: $UNITUNE_CACHE_DIR or ~/.cache/unitune]",
-    ),
+    ("cache_dir", Path | None, None, "tune cache [default: $UNITUNE_CACHE_DIR or ~/.cache/unitune]"),
 ]
 
 
-def _settings_parameters(cls) -> list[inspect.Parameter]:
-    """One keyword-only typer option per dataclass field, named after the field's --flag."""
+def _option(name: str, annotation, default, flag: str, help_text: str) -> inspect.Parameter:
+    option = typer.Option(default, flag, help=help_text, show_default=default is not None)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+
+
+def _flag_name(field: dataclasses.Field) -> str:
+    return field.metadata["flag"].lstrip("-").replace("-", "_")
+
+
+def _settings_options(cls) -> list[inspect.Parameter]:
+    """One option per field of a settings dataclass, with the field's --flag, default and help."""
     hints = typing.get_type_hints(cls)
-    params = []
-    for f in dataclasses.fields(cls):
-        flag = f.metadata["flag"]
-        name = flag.lstrip("-").replace("-", "_")
-        annotation = hints[f.name]
-        option = typer.Option(f.default, flag, help=f.metadata["help"], show_default=f.default is not None)
-        params.append(
-            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
-        )
-    return params
+    return [
+        _option(_flag_name(f), hints[f.name], f.default, f.metadata["flag"], f.metadata["help"])
+        for f in dataclasses.fields(cls)
+    ]
 
 
 def _build(cls, values: dict):
-    fields = {f.metadata["flag"].lstrip("-").replace("-", "_"): f.name for f in dataclasses.fields(cls)}
-    return cls(**{fields[k]: values.pop(k) for k in list(values) if k in fields})
+    """The settings object from the parsed options (removing them from `values`)."""
+    return cls(**{f.name: values.pop(_flag_name(f)) for f in dataclasses.fields(cls)})
 
 
-def command(*settings_classes, model_options: bool = True):
-    """Register a command whose signature gains model options and the settings classes' flags.
+def command(*settings_classes):
+    """Register a command whose signature gains the model options and the settings classes' flags.
 
-    The wrapped function receives `editor_options` (dict) and one settings object per class, and
-    UnituneError becomes `unitune: error: ...` on stderr with exit code 2.
+    The function receives `editor_options` (a dict for `Editor.load`) and one settings object per class
+    (`tune_settings`, `edit_settings`); UnituneError becomes `unitune: error: ...` and exit code 2.
     """
 
     def decorate(func):
         own = [p for p in inspect.signature(func).parameters.values() if p.name not in _INJECTED]
-        extra = []
-        if model_options:
-            for name, annotation, default, help_text in _MODEL_OPTIONS:
-                option = typer.Option(default, "--" + name.replace("_", "-"), help=help_text)
-                extra.append(
-                    inspect.Parameter(
-                        name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation
-                    )
-                )
+        extra = [
+            _option(name, kind, default, "--" + name.replace("_", "-"), text)
+            for name, kind, default, text in _MODEL_OPTIONS
+        ]
         for cls in settings_classes:
-            extra += _settings_parameters(cls)
+            extra += _settings_options(cls)
 
         @functools.wraps(func)
         def wrapper(**values):
             try:
                 built = {_SETTINGS_ARG[cls]: _build(cls, values) for cls in settings_classes}
-                options = {name: values.pop(name) for name, *_ in _MODEL_OPTIONS if name in values}
-                if model_options:
-                    built["editor_options"] = options
+                built["editor_options"] = {name: values.pop(name) for name, *_ in _MODEL_OPTIONS}
                 return func(**values, **built)
             except UnituneError as error:
                 typer.echo(f"unitune: error: {error}", err=True)
