@@ -7,6 +7,7 @@ Examples:
     unitune sweep photo.png "pixel art" --guidances 5,10,20 --strengths 0.7,0.9,1 --out out/sweep
     unitune tune photo.png --method lora
     unitune generate "a red square" --out out/gen
+    unitune ui                 # web UI on http://127.0.0.1:7860 (pip install 'unitune[ui]')
 
 The CLI only parses flags and calls the Python API (`unitune.Editor`); tune and edit flags are
 generated from the fields of `TuneSettings` and `EditSettings`.
@@ -241,6 +242,30 @@ def generate(
     results = editor.generate(prompts, edit_settings, progress=progress)
     progress.close()
     _print_paths(save_results(results, out, "generate"))
+
+
+@command(TuneSettings, EditSettings)
+def ui(
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0: the whole network)"),
+    port: int = typer.Option(7860, "--port", help="port to listen on"),
+    max_file_size: str = typer.Option("20mb", "--max-file-size", help="largest upload accepted"),
+    editor_options=None,
+    tune_settings=None,
+    edit_settings=None,
+):
+    """Serve the web UI: upload an image, tune once, edit it interactively (needs unitune[ui]).
+
+    The model is loaded once; the tune and edit flags set the controls' starting values.
+    """
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UnituneError("the web UI needs gradio: pip install 'unitune[ui]'") from None
+    from .ui import launch
+
+    editor, _ = _load(None, editor_options)
+    typer.echo(f"unitune: web UI on http://{host}:{port} (Ctrl+C to stop)", err=True)
+    launch(editor, host, port, max_file_size, tune_settings, edit_settings)
 
 
 def _floats(text: str, flag: str) -> list[float]:

@@ -1,0 +1,185 @@
+"""The web UI in a real browser: `unitune ui` on the tiny model, driven through Debian's chromium.
+
+Skipped when gradio, selenium or chromium is missing, except on CI (CI=true), where that is a failure.
+"""
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from unitune import read_settings
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "src/unitune/assets/examples/shapes.png"
+CHROMIUM = os.environ.get("UNITUNE_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("UNITUNE_CHROMEDRIVER", "/usr/bin/chromedriver")
+WAIT = 60  # seconds for any one thing to appear; the shared CPU can be slow
+
+
+def require(available: bool, what: str) -> None:
+    if available:
+        return
+    message = f"{what} is missing (bash scripts/setup.sh installs it)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model, tmp_path_factory):
+    """`unitune ui` in a subprocess on a free loopback port, with few tune and sampling steps."""
+    require(importable("gradio"), "gradio (pip install 'unitune[ui]')")
+    port, folder = free_port(), tmp_path_factory.mktemp("ui")
+    command = [sys.executable, "-m", "unitune.cli", "ui", "--model", tiny_model, "--port", str(port)]
+    command += ["--cache-dir", str(folder / "cache"), "--tune-steps", "2", "--steps", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(folder)}
+    log = open(folder / "server.log", "w")  # noqa: SIM115 - closed below
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                pytest.fail(
+                    f"unitune ui exited with {process.returncode}:\n{(folder / 'server.log').read_text()}"
+                )
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"unitune ui did not answer:\n{(folder / 'server.log').read_text()}")
+                time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    require(importable("selenium"), "selenium (pip install -e '.[dev]')")
+    require(Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file(), "chromium + chromium-driver (apt)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1300",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT)
+    yield driver
+    driver.quit()
+
+
+def wait_for(driver, condition, what: str):
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, WAIT, poll_frequency=0.25).until(condition)
+    except TimeoutException:
+        raise AssertionError(f"timed out waiting for {what}; page text:\n{page_text(driver)}") from None
+
+
+def page_text(driver) -> str:
+    return driver.find_element("tag name", "body").text
+
+
+def find(driver, css: str):
+    return wait_for(driver, lambda d: d.find_element("css selector", css), css)
+
+
+def open_app(driver, url: str) -> None:
+    driver.get(url)
+    find(driver, "#upload input[type=file]")
+
+
+def upload(driver, path: Path) -> None:
+    driver.find_element("css selector", "#upload input[type=file]").send_keys(str(path))
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+def test_upload_tune_edit_in_browser(server, browser, tmp_path):
+    open_app(browser, server)
+    upload(browser, EXAMPLE)
+    find(browser, "#base img")
+    wait_for(browser, lambda d: "Not tuned yet" in d.find_element("id", "tune-status").text, "tune status")
+
+    browser.find_element("id", "tune-btn").click()
+    wait_for(browser, lambda d: "Tuned in" in d.find_element("id", "tune-status").text, "the tune to finish")
+
+    browser.find_element("css selector", "#prompts textarea").send_keys("on a green background")
+    browser.find_element("id", "edit-btn").click()
+    result = find(browser, "#results img")
+    # the second use of the image reuses the tune, and says so
+    wait_for(browser, lambda d: "reused the cached tune" in d.find_element("id", "tune-status").text, "reuse")
+    find(browser, "#compare img")
+    browser.save_screenshot(str(tmp_path / "ui.png"))
+
+    # the edit is an image at the model's size, as the base image is shown
+    output = Image.open(io.BytesIO(fetch(result.get_attribute("src"))))
+    base = Image.open(
+        io.BytesIO(fetch(browser.find_element("css selector", "#base img").get_attribute("src")))
+    )
+    assert output.size == base.size
+    assert output.convert("RGB").getextrema() != ((0, 0), (0, 0), (0, 0))
+    link = find(browser, "#downloads a[href$='.png']")
+    downloaded = tmp_path / "download.png"
+    downloaded.write_bytes(fetch(link.get_attribute("href")))
+    settings = read_settings(downloaded)
+    assert settings["prompt"] == "on a green background"
+    assert settings["steps"] == 4 and settings["tune"]["steps"] == 2
+
+    tab = [b for b in browser.find_elements("css selector", "button[role=tab]") if b.text == "History"]
+    tab[0].click()
+    wait_for(browser, lambda d: "on a green background" in d.find_element("id", "history").text, "history")
+
+
+def test_broken_file_shows_friendly_error(server, browser, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_text("this is not an image\n")
+    open_app(browser, server)
+    upload(browser, broken)
+    wait_for(browser, lambda d: "broken.png: not an image file" in page_text(d), "the error message")
+    assert "Traceback" not in page_text(browser)
+    assert not browser.find_elements("css selector", "#base img")
