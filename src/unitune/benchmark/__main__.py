@@ -1,0 +1,3 @@
+from unitune.benchmark.run import main
+
+main()

@@ -1,0 +1,205 @@
+"""The methods compared, all on one loaded `Editor` (same model, same seeds):
+
+prompt  the untuned model on the full target caption (text-to-image, `Editor.generate`);
+sdedit  diffusers' StableDiffusionImg2ImgPipeline on the same components, full target caption;
+full    UniTune (`Editor.edit`, full tune) on the fragment, guidance x strength x interpolation grid;
+lora    the same with a LoRA tune.
+
+Base-detail interpolation is a post-process of the decoded sample (unitune.interpolation), so each
+(guidance, strength) sample is scored at every interpolation weight with the operator `Editor.edit`
+applies, instead of sampling it again per weight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from PIL import Image
+
+from unitune.benchmark.edits import Edit
+from unitune.interpolation import interpolate_details
+from unitune.settings import EditSettings, TuneSettings
+from unitune.shapes.world import IMAGE_SIZE
+
+FAMILIES = ("prompt", "sdedit", "full", "lora")
+
+
+@dataclass(frozen=True)
+class Setting:
+    family: str
+    guidance: float
+    strength: float = 1.0
+    interpolation: float = 0.0
+
+    @property
+    def label(self) -> str:
+        text = f"g{self.guidance:g}"
+        if self.family != "prompt":
+            text += f" s{self.strength:g}"
+        if self.family in ("full", "lora"):
+            text += f" i{self.interpolation:g}"
+        return text
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Which settings each family runs, and the sampler steps all share."""
+
+    steps: int
+    prompt_guidances: tuple[float, ...]
+    sdedit_guidances: tuple[float, ...]
+    sdedit_strengths: tuple[float, ...]
+    unitune_guidances: tuple[float, ...]
+    unitune_strengths: tuple[float, ...]
+    interpolations: tuple[float, ...]
+    families: tuple[str, ...] = FAMILIES
+
+    def settings(self, family: str) -> list[Setting]:
+        if family == "prompt":
+            return [Setting(family, g) for g in self.prompt_guidances]
+        if family == "sdedit":
+            return [Setting(family, g, s) for g in self.sdedit_guidances for s in self.sdedit_strengths]
+        return [
+            Setting(family, g, s, w)
+            for g in self.unitune_guidances
+            for s in self.unitune_strengths
+            for w in self.interpolations
+        ]
+
+
+@dataclass
+class Output:
+    """One edited image with the setting that made it and the seconds per image it took to sample."""
+
+    edit: Edit
+    setting: Setting
+    image: np.ndarray  # (64, 64, 3) uint8
+    seconds: float
+
+
+@dataclass
+class TuneCost:
+    family: str
+    scene: str
+    seconds: float
+    final_loss: float
+
+
+def to_array(image: Image.Image) -> np.ndarray:
+    """(64, 64, 3) uint8 at the shapes world's size (a model with another native size is resized)."""
+    image = image.convert("RGB")
+    if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)
+    return np.asarray(image, dtype=np.uint8)
+
+
+def run_prompt_only(editor, edits: list[Edit], grid: Grid, seed: int) -> Iterator[Output]:
+    for setting in grid.settings("prompt"):
+        started = time.perf_counter()
+        settings = EditSettings(guidance=setting.guidance, steps=grid.steps, seed=seed)
+        results = editor.generate([e.caption for e in edits], settings)
+        seconds = (time.perf_counter() - started) / len(edits)
+        for edit, result in zip(edits, results, strict=True):
+            yield Output(edit, setting, to_array(result.image), seconds)
+
+
+def run_sdedit(editor, edits: list[Edit], base: Image.Image, grid: Grid, seed: int) -> Iterator[Output]:
+    """SDEdit (Meng et al., arXiv 2108.01073) as diffusers implements it: img2img at `strength`."""
+    from diffusers import StableDiffusionImg2ImgPipeline
+
+    editor._restore_base()  # the untuned UNet, as the other baselines
+    pipe = StableDiffusionImg2ImgPipeline(**editor.pipe.components)
+    base = editor.prepare_image(base)
+    pipe.set_progress_bar_config(disable=True)
+    for setting in grid.settings("sdedit"):
+        started = time.perf_counter()
+        with torch.no_grad():
+            images = pipe(
+                prompt=[e.caption for e in edits],
+                image=[base] * len(edits),
+                strength=setting.strength,
+                guidance_scale=setting.guidance,
+                num_inference_steps=grid.steps,
+                generator=torch.Generator("cpu").manual_seed(seed),
+                output_type="np",
+            ).images
+        seconds = (time.perf_counter() - started) / len(edits)
+        for edit, image in zip(edits, images, strict=True):
+            pixels = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
+            yield Output(edit, setting, to_array(Image.fromarray(pixels)), seconds)
+
+
+def run_unitune(
+    editor,
+    family: str,
+    edits: list[Edit],
+    base: Image.Image,
+    grid: Grid,
+    seed: int,
+    costs: list[TuneCost],
+    tune_steps: int = 128,
+) -> Iterator[Output]:
+    """Tune once on the base image (timed; appended to `costs`), then edit on the whole grid."""
+    tune = TuneSettings(method=family, steps=tune_steps)
+    started = time.perf_counter()
+    tuned = editor.tune(base, tune)
+    costs.append(
+        TuneCost(family, edits[0].name.rsplit("-", 1)[0], time.perf_counter() - started, _last(tuned))
+    )
+    base_pixels = _tensor(np.asarray(editor.prepare_image(base)))
+    samples = {(s.guidance, s.strength) for s in grid.settings(family)}
+    for guidance, strength in sorted(samples):
+        settings = EditSettings(guidance=guidance, strength=strength, steps=grid.steps, seed=seed)
+        started = time.perf_counter()
+        results = editor.edit(base, [e.prompt for e in edits], settings, tune)
+        seconds = (time.perf_counter() - started) / len(edits)
+        for edit, result in zip(edits, results, strict=True):
+            pixels = _tensor(np.asarray(result.image.convert("RGB")))
+            for weight in grid.interpolations:
+                mixed = interpolate_details(pixels, base_pixels, weight)
+                image = Image.fromarray((mixed[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+                yield Output(edit, Setting(family, guidance, strength, weight), to_array(image), seconds)
+
+
+def run_scene(
+    editor,
+    edits: list[Edit],
+    base: Image.Image,
+    grid: Grid,
+    seed: int,
+    costs: list[TuneCost],
+    tune_steps: int = 128,
+    families: tuple[str, ...] | None = None,
+    on_output: Callable[[Output], None] | None = None,
+) -> list[Output]:
+    """Every family's outputs for the edits of one base scene."""
+    outputs = []
+    for family in families or grid.families:
+        if family == "prompt":
+            produced = run_prompt_only(editor, edits, grid, seed)
+        elif family == "sdedit":
+            produced = run_sdedit(editor, edits, base, grid, seed)
+        else:
+            produced = run_unitune(editor, family, edits, base, grid, seed, costs, tune_steps)
+        for output in produced:
+            outputs.append(output)
+            if on_output is not None:
+                on_output(output)
+    return outputs
+
+
+def _tensor(pixels: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 to (1, 3, H, W) in [0, 1], as Editor.edit hands images to the interpolation."""
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float() / 255.0
+
+
+def _last(tuned) -> float:
+    return float(tuned.losses[-1]) if tuned.losses else float("nan")
+
+
+def with_steps(grid: Grid, steps: int) -> Grid:
+    return replace(grid, steps=steps)

@@ -1,0 +1,409 @@
+"""The benchmark's markdown report and plots (docs/benchmark.md, docs/images/bench-*.png)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from unitune.benchmark.edits import EDIT_KINDS
+from unitune.benchmark.selection import (
+    METHODS,
+    Method,
+    best_setting,
+    by_kind,
+    by_setting,
+    oracle,
+    pareto_front,
+    summarise,
+)
+
+TARGET_SUCCESS, TARGET_MARGIN, TARGET_TUNE_S, TARGET_EDIT_S = 0.75, 0.20, 20.0, 2.0
+UNITUNE_KEYS = ("full-noise", "full", "lora-noise", "lora")
+
+
+def pct(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{100 * value:.0f}%"
+
+
+def num(value: float, digits: int = 1) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def choose(records: list[dict]) -> dict:
+    """For each method: the setting chosen on validation and its validation and test summaries."""
+    chosen = {}
+    for method in METHODS:
+        validation, test = method.records(records, "validation"), method.records(records, "test")
+        label = best_setting(validation)
+        if label is None:
+            continue
+        chosen[method.key] = {
+            "method": method,
+            "label": label,
+            "validation": summarise(by_setting(validation)[label]),
+            "test": summarise([r for r in test if r["label"] == label]),
+            "test_records": [r for r in test if r["label"] == label],
+        }
+    return chosen
+
+
+def oracles(records: list[dict]) -> dict[str, list[dict]]:
+    return {
+        family: oracle([r for r in records if r["family"] == family and r["split"] == "test"])
+        for family in ("full", "lora")
+        if any(r["family"] == family for r in records)
+    }
+
+
+def headline_rows(chosen: dict, oracle_rows: dict) -> list[str]:
+    lines = [
+        "| method | best fixed setting (validation) | val success | test expressive | test preserved | "
+        "**test success** | PSNR target | SSIM target | PSNR base, untouched | SSIM base, untouched | "
+        "edit s/img |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in chosen.values():
+        t = row["test"]
+        lines.append(
+            f"| {row['method'].title} | `{row['label']}` | {pct(row['validation']['success'])} | "
+            f"{pct(t['expressive'])} | {pct(t['preserved'])} | **{pct(t['success'])}** | "
+            f"{num(t['psnr_target'])} | {num(t['ssim_target'], 3)} | {num(t['psnr_base_untouched'])} | "
+            f"{num(t['ssim_base_untouched'], 3)} | {num(t['seconds'], 2)} |"
+        )
+    for family, rows in oracle_rows.items():
+        t = summarise(rows)
+        lines.append(
+            f"| (f) oracle: best of the {family} grid per edit (uses the ground truth) | per edit | - | "
+            f"{pct(t['expressive'])} | {pct(t['preserved'])} | **{pct(t['success'])}** | "
+            f"{num(t['psnr_target'])} | {num(t['ssim_target'], 3)} | {num(t['psnr_base_untouched'])} | "
+            f"{num(t['ssim_base_untouched'], 3)} | - |"
+        )
+    return lines
+
+
+def reference_rows(config) -> list[str]:
+    """The scores of the ideal target and of the unchanged base image: the analyzer's ceiling and the
+    no-op floor (preserved, not expressive) on the same test edits."""
+    from unitune.benchmark.edits import edit_set
+    from unitune.benchmark.metrics import score
+    from unitune.shapes.world import render
+
+    edits = edit_set("test", config.test_scenes, config.kinds)
+    lines = []
+    for title, pick in (("ideal target image", "target"), ("no-op: the base image", "base")):
+        rows = [score(render(getattr(e, pick)), e) for e in edits]
+        rows = [{**r, "seconds": float("nan")} for r in rows]
+        t = summarise(rows)
+        lines.append(
+            f"| reference: {title} | - | - | {pct(t['expressive'])} | {pct(t['preserved'])} | "
+            f"{pct(t['success'])} | {num(t['psnr_target'])} | {num(t['ssim_target'], 3)} | "
+            f"{num(t['psnr_base_untouched'])} | {num(t['ssim_base_untouched'], 3)} | - |"
+        )
+    return lines
+
+
+def kind_rows(chosen: dict, oracle_rows: dict, kinds) -> list[str]:
+    lines = ["| method (setting) | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    for row in chosen.values():
+        per = by_kind(row["test_records"])
+        cells = [f"{pct(per[k]['success'])} ({per[k]['count']})" if k in per else "-" for k in kinds]
+        lines.append(f"| {row['method'].key} (`{row['label']}`) | " + " | ".join(cells) + " |")
+    for family, rows in oracle_rows.items():
+        per = by_kind(rows)
+        cells = [f"{pct(per[k]['success'])} ({per[k]['count']})" if k in per else "-" for k in kinds]
+        lines.append(f"| oracle {family} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def setting_table(method: Method, records: list[dict], chosen_label: str | None) -> list[str]:
+    validation = by_setting(method.records(records, "validation"))
+    test = by_setting(method.records(records, "test"))
+    lines = [
+        "| setting | val success | test expressive | test preserved | test success | PSNR target | "
+        "PSNR base, untouched | SSIM base, untouched |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label in sorted(test, key=_setting_order):
+        v, t = summarise(validation.get(label, [])), summarise(test[label])
+        mark = " **(chosen)**" if label == chosen_label else ""
+        lines.append(
+            f"| `{label}`{mark} | {pct(v['success'])} | {pct(t['expressive'])} | {pct(t['preserved'])} | "
+            f"{pct(t['success'])} | {num(t['psnr_target'])} | {num(t['psnr_base_untouched'])} | "
+            f"{num(t['ssim_base_untouched'], 3)} |"
+        )
+    return lines
+
+
+def _setting_order(label: str):
+    return tuple(float(part[1:]) for part in label.split())
+
+
+def cost_rows(results) -> list[str]:
+    tune = {
+        family: [c.seconds for c in results.tune_costs if c.family == family] for family in ("full", "lora")
+    }
+    grid = {
+        family: [r["seconds"] for r in results.records if r["family"] == family and r["interpolation"] == 0]
+        for family in ("prompt", "sdedit", "full", "lora")
+    }
+    lines = [
+        "| method | tune s per image (benchmark mean, max) | edit s per image (benchmark, grid mean) | "
+        "tune s (core_costs, 128 steps) | tune step ms | bare UNet step ms | ratio | edit s (core_costs) | "
+        "peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    measured = {row["method"]: row for row in results.costs}
+    for family in ("full", "lora"):
+        if not tune[family]:
+            continue
+        c = measured.get(family)
+        core = (
+            f"{c['tune_s']:.2f} | {c['tune_step_ms']:.1f} | {c['bare_step_ms']:.1f} | "
+            f"{c['tune_step_ms'] / c['bare_step_ms']:.2f} | {c['edit_s']:.2f} | {c['rss_peak_mib']:.0f}"
+            if c
+            else "n/a | n/a | n/a | n/a | n/a | n/a"
+        )
+        lines.append(
+            f"| UniTune {family} | {np.mean(tune[family]):.2f}, {np.max(tune[family]):.2f} | "
+            f"{np.mean(grid[family]):.2f} | {core} |"
+        )
+    for family, title in (("prompt", "prompt only"), ("sdedit", "SDEdit")):
+        if grid[family]:
+            lines.append(f"| {title} | - | {np.mean(grid[family]):.2f} | - | - | - | - | - | - |")
+    return lines
+
+
+def targets(chosen: dict, results) -> list[str]:
+    unitune = [chosen[k] for k in UNITUNE_KEYS if k in chosen]
+    if not unitune:
+        return ["No UniTune method ran."]
+    best = max(unitune, key=lambda row: (row["validation"]["success"], row["test"]["success"]))
+    success = best["test"]["success"]
+    sdedit = chosen.get("sdedit", {}).get("test", {}).get("success", float("nan"))
+    family = best["method"].family
+    tune = [c.seconds for c in results.tune_costs if c.family == family]
+    tune_s = float(np.mean(tune)) if tune else float("nan")
+    edit_s = best["test"]["seconds"]
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    margin = success - sdedit
+    return [
+        f"UniTune's best method on validation is **{best['method'].title}** at `{best['label']}`.",
+        "",
+        "| target | measured (test) | |",
+        "|---|---|---|",
+        f"| success >= {pct(TARGET_SUCCESS)} | {pct(success)} | {verdict(success >= TARGET_SUCCESS)} |",
+        f"| beats best SDEdit by >= {100 * TARGET_MARGIN:.0f} points | {100 * margin:+.0f} points "
+        f"(SDEdit {pct(sdedit)}) | {verdict(margin >= TARGET_MARGIN)} |",
+        f"| tune <= {TARGET_TUNE_S:.0f} s ({family}) | {tune_s:.1f} s | {verdict(tune_s <= TARGET_TUNE_S)} |",
+        f"| edit <= {TARGET_EDIT_S:.0f} s per image | {edit_s:.2f} s | {verdict(edit_s <= TARGET_EDIT_S)} |",
+    ]
+
+
+# ---------------------------------------------------------------- plots
+
+
+def plot_tradeoff(records: list[dict], chosen: dict, oracle_rows: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(12, 5))
+    for axis, x_key, x_title in (
+        (axes[0], "preserved", "preservation rate (test)"),
+        (axes[1], "psnr_base_untouched", "PSNR to base on the untouched region, dB (test)"),
+    ):
+        for index, method in enumerate(m for m in METHODS if m.key not in ("full-noise", "lora-noise")):
+            groups = by_setting(method.records(records, "test"))
+            if not groups:
+                continue
+            points = [(summarise(g)[x_key], summarise(g)["expressive"]) for g in groups.values()]
+            colour = f"C{index}"
+            axis.scatter(*zip(*points, strict=True), s=14, alpha=0.35, color=colour)
+            front = pareto_front([p for p in points if all(map(math.isfinite, p))])
+            axis.plot(*zip(*front, strict=True), "-o", ms=4, color=colour, label=method.key)
+            if method.key in chosen:
+                best = chosen[method.key]["test"]
+                axis.scatter(
+                    [best[x_key]], [best["expressive"]], marker="*", s=180, color=colour, edgecolor="k"
+                )
+        for index, (family, rows) in enumerate(oracle_rows.items()):
+            s = summarise(rows)
+            axis.scatter(
+                [s[x_key]],
+                [s["expressive"]],
+                marker="X",
+                s=120,
+                color=f"C{6 + index}",
+                label=f"oracle {family}",
+            )
+        axis.set_xlabel(x_title)
+        axis.set_ylabel("expressiveness rate (test)")
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left")
+    figure.suptitle(
+        "fidelity vs expressiveness: each point a setting; line = Pareto front; star = chosen on validation"
+    )
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+def plot_examples(results, chosen: dict, path: Path) -> Path | None:
+    """Base, ideal target and each method's chosen setting, for the example test edits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from unitune.benchmark.edits import edit_set
+    from unitune.shapes.world import render
+
+    names = sorted({name for name, _, _ in results.examples})
+    if not names:
+        return None
+    columns = [(key, row["method"].family, row["label"]) for key, row in chosen.items()]
+    edits = {e.name: e for e in edit_set("test", 2, results.config.kinds)}
+    figure, axes = plt.subplots(
+        len(names), 2 + len(columns), figsize=(1.6 * (2 + len(columns)), 1.7 * len(names))
+    )
+    axes = np.atleast_2d(axes)
+    for row, name in enumerate(names):
+        edit = edits[name]
+        panels = [("base", render(edit.base)), (f"target: {edit.prompt}", render(edit.target))]
+        panels += [(key, results.examples.get((name, family, label))) for key, family, label in columns]
+        for column, (title, image) in enumerate(panels):
+            axis = axes[row, column]
+            axis.axis("off")
+            if image is not None:
+                axis.imshow(image, interpolation="nearest")
+            axis.set_title(title, fontsize=6)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+    return path
+
+
+# ---------------------------------------------------------------- the report
+
+
+NOTES = """\
+Tune seconds per image come from the benchmark's own tunes (empty cache; encode, 128 steps, cache write).
+Edit seconds per image are the wall time of one `Editor.edit` / `generate` / img2img call divided by its
+images (UniTune's include loading the tune). The core_costs columns are `bench/core_costs.py`'s
+measurement on the same model, one subprocess per method: a tune step vs a bare diffusers-style UNet
+training step, and the peak RSS (`ru_maxrss`) of that process.
+
+## How it is scored
+
+- **edits**: background recolour (`on a green background`), object recolour (`a blue circle`), shape
+  change (`a red square`), resize (`a large red square`), add an object (`and a small yellow
+  triangle`; one-object scenes only, as training scenes have at most two objects). UniTune gets the
+  fragment after R; prompt-only and SDEdit get the full target caption.
+- **expressive**: the analyzer reads the requested attribute (for an added object: one new object with
+  the requested shape, colour and size, anywhere).
+- **preserved**: the background and every object matched by position (centre within 4 px) keep their
+  other attributes, and there are no extra objects. **success** = both.
+- **PSNR/SSIM target**: to the ideal target image. **PSNR/SSIM base, untouched**: to the base image
+  outside the pixels where base and target differ (dilated 2 px).
+- **oracle**: per edit, the grid setting that is best against the ground truth; a ceiling for any
+  automatic choice of the dials, not a method.
+- interpolation is applied to each saved sample with the operator `Editor.edit` uses
+  (`unitune.interpolation.interpolate_details`), rather than sampling again per weight.
+"""
+
+INTRO = """\
+Every edit has a known right answer: the base scene with one attribute changed, rendered with the same
+texture seed and positions. Methods run side by side on one loaded model with the same seeds. Settings
+are chosen on the validation split (by success rate, ties by PSNR to the target) and reported on the
+test split. Generated by `unitune.benchmark`; numbers as measured.
+"""
+
+
+def link(path: Path, report: Path) -> str:
+    """`path` relative to the report's folder when it is below it (so the markdown image resolves)."""
+    path = Path(path)
+    return path.relative_to(report.parent).as_posix() if report.parent in path.parents else str(path)
+
+
+def write_report(results, report: Path, images: Path, command: str) -> Path:
+    records, config = results.records, results.config
+    chosen, oracle_rows = choose(records), oracles(records)
+    tradeoff = plot_tradeoff(records, chosen, oracle_rows, images / "bench-tradeoff.png")
+    examples = plot_examples(results, chosen, images / "bench-examples.png")
+    kinds = [k for k in EDIT_KINDS if k in config.kinds]
+    counts = {
+        split: len({r["edit"] for r in records if r["split"] == split}) for split in ("validation", "test")
+    }
+    m = results.machine
+    grid = config.grid
+    lines = [
+        "# Edit benchmark on the shapes world",
+        "",
+        *INTRO.splitlines(),
+        "",
+        f"- command: `{command}`",
+        f"- model: `{results.model}`",
+        f"- machine: {m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')} with "
+        f"{m.get('torch_threads')} threads, load average {num(m.get('load_average', math.nan), 2)} at start",
+        f"- date: {m.get('date')}; the run took {results.seconds / 60:.1f} min",
+        f"- edits: {counts['validation']} validation ({config.validation_scenes} scenes), "
+        f"{counts['test']} test ({config.test_scenes} scenes); kinds: {', '.join(kinds)}",
+        f"- grid: {grid.steps} sampler steps; prompt guidance {list(grid.prompt_guidances)}; SDEdit guidance "
+        f"{list(grid.sdedit_guidances)} x strength {list(grid.sdedit_strengths)}; UniTune guidance "
+        f"{list(grid.unitune_guidances)} x strength {list(grid.unitune_strengths)} x interpolation "
+        f"{list(grid.interpolations)}; tune: `TuneSettings(method, steps={config.tune_steps})` (batch 4, "
+        "default learning rates)",
+        "",
+        "## Headline (test split)",
+        "",
+        *headline_rows(chosen, oracle_rows),
+        *reference_rows(config),
+        "",
+        "Setting labels: `g` guidance, `s` strength (1 = pure noise), `i` base-detail interpolation weight.",
+        "",
+        "## Targets",
+        "",
+        *targets(chosen, results),
+        "",
+        "## Success by edit kind (test; edits per kind in brackets)",
+        "",
+        *kind_rows(chosen, oracle_rows, kinds),
+        "",
+        "## Fidelity vs expressiveness",
+        "",
+        f"![trade-off]({link(tradeoff, report)})",
+        "",
+    ]
+    if examples is not None:
+        lines += [
+            "## Examples (test, each method at its chosen setting)",
+            "",
+            f"![examples]({link(examples, report)})",
+            "",
+        ]
+    lines += ["## Costs", "", *cost_rows(results), ""]
+    lines += [*NOTES.splitlines(), ""]
+    lines += [
+        "## Every setting (test rates, validation success)",
+        "",
+    ]
+    for method in METHODS:
+        if method.key in ("full-noise", "lora-noise") or not method.records(records, "test"):
+            continue
+        lines += [
+            f"### {method.title}",
+            "",
+            *setting_table(method, records, chosen.get(method.key, {}).get("label")),
+            "",
+        ]
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text("\n".join(lines))
+    return report

@@ -1,0 +1,238 @@
+"""Run the edit benchmark end to end: edit set -> every method -> scores -> costs -> report.
+
+python -m unitune.benchmark --quick        # or: unitune bench --quick
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from unitune.benchmark import metrics
+from unitune.benchmark.edits import EDIT_KINDS, edit_set
+from unitune.benchmark.methods import Grid, Output, TuneCost, run_scene
+from unitune.shapes.world import render, render_pil
+
+ROOT = Path(__file__).resolve().parents[3]
+CORE_COSTS = ROOT / "bench" / "core_costs.py"
+
+
+@dataclass(frozen=True)
+class Config:
+    validation_scenes: int
+    test_scenes: int
+    grid: Grid
+    kinds: tuple[str, ...] = EDIT_KINDS
+    seed: int = 0
+    tune_steps: int = 128  # TuneSettings' default; the CI smoke test uses a handful
+    costs: bool = True  # tune / edit / memory costs via bench/core_costs.py (one subprocess per method)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+QUICK = Config(
+    validation_scenes=2,
+    test_scenes=2,
+    grid=Grid(
+        steps=10,
+        prompt_guidances=(5.0,),
+        sdedit_guidances=(5.0,),
+        sdedit_strengths=(0.6, 0.8),
+        unitune_guidances=(5.0, 10.0),
+        unitune_strengths=(0.8, 1.0),
+        interpolations=(0.0, 0.5),
+    ),
+)
+FULL = Config(
+    validation_scenes=12,
+    test_scenes=16,
+    grid=Grid(
+        steps=20,
+        prompt_guidances=(3.0, 5.0, 10.0),
+        sdedit_guidances=(5.0, 10.0),
+        sdedit_strengths=(0.5, 0.7, 0.85),
+        unitune_guidances=(3.0, 6.0, 12.0, 24.0),
+        unitune_strengths=(0.7, 0.85, 1.0),
+        interpolations=(0.0, 0.5, 1.0),
+    ),
+)
+
+
+@dataclass
+class Results:
+    config: Config
+    model: str
+    records: list[dict] = field(default_factory=list)
+    tune_costs: list[TuneCost] = field(default_factory=list)
+    examples: dict = field(default_factory=dict)  # (edit name, family, label) -> image, first test scenes
+    costs: list[dict] = field(default_factory=list)
+    machine: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def record(output: Output, scores: dict) -> dict:
+    edit, setting = output.edit, output.setting
+    return {
+        "split": edit.split,
+        "scene": edit.scene,
+        "kind": edit.kind,
+        "edit": edit.name,
+        "prompt": edit.prompt,
+        "caption": edit.caption,
+        "family": setting.family,
+        "label": setting.label,
+        "guidance": setting.guidance,
+        "strength": setting.strength,
+        "interpolation": setting.interpolation,
+        "seconds": output.seconds,
+        **scores,
+    }
+
+
+def run_benchmark(
+    config: Config,
+    model: str | None = None,
+    device: str | None = "cpu",
+    log: Callable[[str], None] = print,
+) -> Results:
+    """Every method on the validation and test edits with one loaded model; scored records."""
+    from unitune.api import Editor
+    from unitune.cli import _quiet_libraries
+
+    _quiet_libraries()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="unitune-bench-") as cache:
+        editor = Editor.load(model, device=device, cache_dir=cache)  # empty cache: every tune is timed
+        results = Results(config, editor.model, machine=machine())
+        for split, count in (("validation", config.validation_scenes), ("test", config.test_scenes)):
+            edits = edit_set(split, count, config.kinds)
+            for scene in sorted({e.scene for e in edits}):
+                scene_edits = [e for e in edits if e.scene == scene]
+                _run_one_scene(editor, scene_edits, config, results)
+                log(
+                    f"{split} scene {scene + 1}/{count}: {len(results.records)} scored outputs, "
+                    f"{time.perf_counter() - started:.0f} s"
+                )
+        del editor
+        if config.costs:
+            results.costs = measure_costs(results.model, config.grid.steps, cache, log)
+    results.seconds = time.perf_counter() - started
+    return results
+
+
+def _run_one_scene(editor, edits, config: Config, results: Results) -> None:
+    base_scene = edits[0].base
+    base_pixels, base_image = render(base_scene), render_pil(base_scene)
+    targets = {e.name: render(e.target) for e in edits}
+    example = edits[0].split == "test" and edits[0].scene < 2
+
+    def on_output(output: Output) -> None:
+        scores = metrics.score(output.image, output.edit, base_pixels, targets[output.edit.name])
+        results.records.append(record(output, scores))
+        if example:
+            results.examples[(output.edit.name, output.setting.family, output.setting.label)] = output.image
+
+    seed = config.seed + 1000 * (edits[0].split == "test") + edits[0].scene
+    run_scene(
+        editor,
+        edits,
+        base_image,
+        config.grid,
+        seed,
+        results.tune_costs,
+        config.tune_steps,
+        on_output=on_output,
+    )
+
+
+def measure_costs(model: str, edit_steps: int, folder: str, log) -> list[dict]:
+    """bench/core_costs.py's measurement (tune, tune step vs bare UNet step, edit, peak RSS) on `model`,
+    one subprocess per tune method; empty when that script is not there (an installed package)."""
+    if not CORE_COSTS.is_file():
+        log(f"costs skipped: {CORE_COSTS} not found")
+        return []
+    rows = []
+    for method in ("full", "lora"):
+        cache = str(Path(folder) / f"costs-{method}")
+        command = [sys.executable, str(CORE_COSTS), "--child", method, "--model", model, "--cache", cache]
+        command += ["--tune-steps", "128", "--edit-steps", str(edit_steps)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        rows.append(json.loads(output.strip().splitlines()[-1]))
+        log(f"costs {method}: {rows[-1]}")
+    return rows
+
+
+def machine() -> dict:
+    import torch
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu or platform.processor(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan,
+    }
+
+
+def save_records(results: Results, folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "records.jsonl"
+    with path.open("w") as handle:
+        for row in results.records:
+            handle.write(json.dumps(row) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m unitune.benchmark", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a handful of scenes and a tiny grid")
+    parser.add_argument("--model", default=None, help="diffusers folder [default: the embedded model]")
+    parser.add_argument("--report", type=Path, default=Path("docs/benchmark.md"))
+    parser.add_argument("--images", type=Path, default=Path("docs/images"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="raw records (JSONL)")
+    parser.add_argument("--scenes", type=int, default=None, help="override scenes per split")
+    parser.add_argument("--no-costs", action="store_true", help="skip the cost measurement")
+    args = parser.parse_args(argv)
+    config = configure(args.quick, args.scenes, not args.no_costs)
+    command = "python -m unitune.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
+    benchmark(config, args.model, args.report, args.images, args.out, command.strip())
+
+
+def configure(quick: bool, scenes: int | None = None, costs: bool = True) -> Config:
+    config = QUICK if quick else FULL
+    if scenes is not None:
+        config = replace(config, validation_scenes=scenes, test_scenes=scenes)
+    return replace(config, costs=costs)
+
+
+def benchmark(config: Config, model, report, images, out, command: str, log=print) -> Path:
+    """Run, save the raw records and write the markdown report; returns the report's path."""
+    from unitune.benchmark.report import write_report
+
+    results = run_benchmark(config, model, log=log)
+    save_records(results, Path(out))
+    path = write_report(results, Path(report), Path(images), command)
+    log(f"wrote {path} ({results.seconds:.0f} s)")
+    return path

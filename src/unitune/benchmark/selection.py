@@ -1,0 +1,112 @@
+"""From scored records to method summaries: rates per setting, the best fixed setting (chosen on the
+validation split, reported on test) and the per-edit oracle. Pure functions of record dicts."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+RATES = ("expressive", "preserved", "success")
+DISTANCES = ("psnr_target", "ssim_target", "psnr_base_untouched", "ssim_base_untouched")
+COLUMNS = (*RATES, *DISTANCES, "seconds")
+
+
+@dataclass(frozen=True)
+class Method:
+    """A row of the comparison: a family of settings, optionally narrowed by `keep(record)`."""
+
+    key: str
+    title: str
+    family: str
+    keep: Callable[[dict], bool] = lambda record: True
+
+    def records(self, records: list[dict], split: str) -> list[dict]:
+        return [r for r in records if r["family"] == self.family and r["split"] == split and self.keep(r)]
+
+
+METHODS = (
+    Method("prompt", "(a) prompt only: untuned model, full target caption", "prompt"),
+    Method("sdedit", "(b) SDEdit: img2img, full target caption", "sdedit"),
+    Method(
+        "full-noise",
+        "(c) UniTune from pure noise (full tune, strength 1, no interpolation)",
+        "full",
+        lambda r: r["strength"] == 1.0 and r["interpolation"] == 0.0,
+    ),
+    Method("full", "(d) UniTune, full tune: guidance x strength x interpolation", "full"),
+    Method(
+        "lora-noise",
+        "(e) UniTune from pure noise, LoRA tune",
+        "lora",
+        lambda r: r["strength"] == 1.0 and r["interpolation"] == 0.0,
+    ),
+    Method("lora", "(e) UniTune, LoRA tune: guidance x strength x interpolation", "lora"),
+)
+
+
+def finite_mean(values) -> float:
+    """Mean over finite values (region scores are nan where the region is empty)."""
+    values = np.asarray(list(values), dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else float("nan")
+
+
+def summarise(records: list[dict]) -> dict:
+    """Mean of every column over `records`, plus their count."""
+    summary = {column: finite_mean(r[column] for r in records) for column in COLUMNS}
+    summary["count"] = len(records)
+    return summary
+
+
+def by_setting(records: list[dict]) -> dict[str, list[dict]]:
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        groups[record["label"]].append(record)
+    return dict(groups)
+
+
+def ranking_key(summary: dict) -> tuple[float, float]:
+    """Success rate first; mean PSNR to the ideal target breaks ties."""
+    psnr = summary["psnr_target"]
+    return summary["success"], psnr if np.isfinite(psnr) else -np.inf
+
+
+def best_setting(records: list[dict]) -> str | None:
+    """The label of the setting with the best ranking_key over `records` (e.g. the validation split)."""
+    groups = by_setting(records)
+    if not groups:
+        return None
+    return max(sorted(groups), key=lambda label: ranking_key(summarise(groups[label])))
+
+
+def oracle(records: list[dict]) -> list[dict]:
+    """Per edit, the record of the grid setting that is best against the ground truth: success, then
+    expressive + preserved, then PSNR to the ideal target. A ceiling for any automatic dial."""
+    per_edit: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        per_edit[record["edit"]].append(record)
+
+    def key(record: dict):
+        psnr = record["psnr_target"] if np.isfinite(record["psnr_target"]) else 1e9
+        return record["success"], record["expressive"] + record["preserved"], psnr
+
+    return [max(group, key=key) for _, group in sorted(per_edit.items())]
+
+
+def by_kind(records: list[dict]) -> dict[str, dict]:
+    kinds: dict[str, list[dict]] = defaultdict(list)
+    for record in records:
+        kinds[record["kind"]].append(record)
+    return {kind: summarise(rows) for kind, rows in kinds.items()}
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not dominated in (x, y), both larger-is-better, sorted by x."""
+    front = []
+    for x, y in sorted(points, key=lambda p: (-p[0], -p[1])):
+        if not front or y > front[-1][1]:
+            front.append((x, y))
+    return sorted(front)

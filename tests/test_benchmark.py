@@ -1,0 +1,213 @@
+"""The edit benchmark: metrics on synthetic arrays, selection on fake records, and a smoke run of the
+whole pipeline (edit set -> methods -> scores -> report) on a tiny configuration."""
+
+import dataclasses
+import math
+import re
+
+import numpy as np
+import pytest
+
+from unitune.benchmark import metrics
+from unitune.benchmark.edits import EDIT_KINDS, SPLIT_SEEDS, edit_set, fits
+from unitune.benchmark.selection import best_setting, oracle, pareto_front, summarise
+from unitune.shapes.world import render
+
+EDITS = edit_set("validation", 6)
+
+
+def one_of_each_kind():
+    return [next(e for e in EDITS if e.kind == kind) for kind in EDIT_KINDS]
+
+
+# ---------------------------------------------------------------- the edit set
+
+
+def test_edit_set_is_seeded_and_changes_one_attribute():
+    assert {1, 2}.isdisjoint(SPLIT_SEEDS.values())  # training and generation-eval seeds
+    assert edit_set("validation", 6) == EDITS
+    assert {e.kind for e in EDITS} == set(EDIT_KINDS)
+    for edit in EDITS:
+        assert edit.target.texture_seed == edit.base.texture_seed
+        assert edit.caption.endswith(f"on a {edit.target.background} background")
+        if edit.kind == "add":
+            assert edit.target.objects[: len(edit.base.objects)] == edit.base.objects
+            assert edit.prompt.startswith("and a ")
+            continue
+        assert len(edit.target.objects) == len(edit.base.objects)
+        for index, (old, new) in enumerate(zip(edit.base.objects, edit.target.objects, strict=True)):
+            assert (old.cx, old.cy) == (new.cx, new.cy)
+            changed = {
+                f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)
+            }
+            expected = {"colour": {"colour"}, "shape": {"shape"}, "size": {"size", "extent"}}.get(
+                edit.kind, set()
+            )
+            assert changed == (expected if index == edit.index else set())
+            others = [o for i, o in enumerate(edit.target.objects) if i != index]
+            assert fits(new, others)
+
+
+def test_test_split_differs_from_validation():
+    assert {e.base for e in edit_set("test", 6)}.isdisjoint({e.base for e in EDITS})
+
+
+# ---------------------------------------------------------------- metrics on synthetic arrays
+
+
+@pytest.mark.parametrize("edit", one_of_each_kind(), ids=lambda e: e.kind)
+def test_perfect_edit_succeeds(edit):
+    scores = metrics.score(render(edit.target), edit)
+    assert scores["success"] == scores["expressive"] == scores["preserved"] == 1.0
+    assert scores["psnr_target"] == metrics.PSNR_CAP and scores["ssim_target"] == pytest.approx(1.0)
+    assert scores["psnr_base_untouched"] == metrics.PSNR_CAP
+
+
+@pytest.mark.parametrize("edit", one_of_each_kind(), ids=lambda e: e.kind)
+def test_noop_edit_is_preserved_but_not_expressive(edit):
+    scores = metrics.score(render(edit.base), edit)
+    assert scores["preserved"] == 1.0 and scores["expressive"] == 0.0 and scores["success"] == 0.0
+    assert scores["psnr_target"] < metrics.PSNR_CAP
+
+
+def test_moved_object_is_not_preserved():
+    edit = next(e for e in EDITS if e.kind == "background")
+    moved = edit.target.replace_object(0, cx=edit.target.objects[0].cx + 6)
+    if not fits(moved.objects[0], list(moved.objects[1:])):
+        moved = edit.target.replace_object(0, cx=edit.target.objects[0].cx - 6)
+    scores = metrics.score(render(moved), edit)
+    assert scores["expressive"] == 1.0 and scores["preserved"] == 0.0
+
+
+def test_noise_image_fails_everything():
+    edit = EDITS[0]
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    scores = metrics.score(noise, edit)
+    assert scores["success"] == 0.0
+    assert scores["psnr_target"] < 15
+
+
+def test_region_scores_use_only_the_mask():
+    a = np.zeros((64, 64, 3), np.uint8)
+    b = a.copy()
+    b[:32] = 200
+    mask = np.zeros((64, 64), bool)
+    mask[32:] = True
+    assert metrics.psnr(a, b, mask) == metrics.PSNR_CAP
+    away = np.zeros((64, 64), bool)
+    away[36:] = True  # SSIM's 7x7 windows reach 3 px across the boundary
+    assert metrics.ssim(a, b, away) == pytest.approx(1.0)
+    assert metrics.psnr(a, b) < 10
+    assert math.isnan(metrics.psnr(a, b, np.zeros((64, 64), bool)))
+
+
+def test_change_mask_covers_the_changed_pixels_and_a_margin():
+    edit = next(e for e in EDITS if e.kind == "colour")
+    base, target = render(edit.base), render(edit.target)
+    changed = (base != target).any(axis=-1)
+    mask = metrics.change_mask(base, target)
+    assert mask[changed].all() and mask.sum() > changed.sum()
+    assert not metrics.change_mask(base, base).any()
+
+
+# ---------------------------------------------------------------- selection on fake records
+
+
+def fake(split, label, edit, success, psnr=20.0):
+    return {
+        "split": split,
+        "label": label,
+        "edit": edit,
+        "kind": "colour",
+        "family": "full",
+        "expressive": success,
+        "preserved": 1.0,
+        "success": success,
+        "psnr_target": psnr,
+        "ssim_target": 0.5,
+        "psnr_base_untouched": 30.0,
+        "ssim_base_untouched": 0.9,
+        "seconds": 1.0,
+    }
+
+
+def test_best_setting_by_success_then_psnr():
+    records = [fake("validation", "a", "e1", 1.0), fake("validation", "a", "e2", 0.0)]
+    records += [fake("validation", "b", "e1", 1.0, 10.0), fake("validation", "b", "e2", 1.0, 10.0)]
+    records += [fake("validation", "c", "e1", 1.0, 30.0), fake("validation", "c", "e2", 1.0, 30.0)]
+    assert best_setting(records) == "c"
+    assert summarise(records)["success"] == pytest.approx(5 / 6)
+    assert best_setting([]) is None
+
+
+def test_oracle_takes_the_best_setting_per_edit():
+    records = [fake("test", "a", "e1", 1.0), fake("test", "b", "e1", 0.0)]
+    records += [
+        fake("test", "a", "e2", 0.0),
+        fake("test", "b", "e2", 1.0, 25.0),
+        fake("test", "c", "e2", 1.0),
+    ]
+    chosen = oracle(records)
+    assert [(r["edit"], r["label"]) for r in chosen] == [("e1", "a"), ("e2", "b")]
+
+
+def test_pareto_front():
+    assert pareto_front([(0.1, 0.9), (0.5, 0.5), (0.4, 0.4), (0.9, 0.1)]) == [
+        (0.1, 0.9),
+        (0.5, 0.5),
+        (0.9, 0.1),
+    ]
+
+
+# ---------------------------------------------------------------- smoke: the whole run on a tiny config
+
+
+def smoke_config():
+    from unitune.benchmark.methods import Grid
+    from unitune.benchmark.run import Config
+
+    grid = Grid(
+        steps=2,
+        prompt_guidances=(5.0,),
+        sdedit_guidances=(5.0,),
+        sdedit_strengths=(0.5,),
+        unitune_guidances=(5.0,),
+        unitune_strengths=(0.5, 1.0),
+        interpolations=(0.0, 0.5),
+    )
+    return Config(validation_scenes=1, test_scenes=1, grid=grid, tune_steps=2, costs=False)
+
+
+def benchmark_model(tiny_model):
+    """The embedded model when it is there (the shipped path), else the tiny test pipeline."""
+    from unitune.loading import embedded_model_dir
+
+    return None if (embedded_model_dir() / "model_index.json").is_file() else tiny_model
+
+
+def test_benchmark_writes_a_well_formed_report(tiny_model, tmp_path):
+    from unitune.benchmark.run import benchmark
+
+    report, images = tmp_path / "docs" / "benchmark.md", tmp_path / "docs" / "images"
+    path = benchmark(smoke_config(), benchmark_model(tiny_model), report, images, tmp_path / "raw", "smoke")
+    text = path.read_text()
+    for heading in ("## Headline (test split)", "## Targets", "## Costs", "## Fidelity vs expressiveness"):
+        assert heading in text
+    for title in (
+        "(a) prompt only",
+        "(b) SDEdit",
+        "(c) UniTune from pure noise",
+        "(d) UniTune",
+        "LoRA",
+        "oracle",
+    ):
+        assert title in text
+    assert "- command: `smoke`" in text and "cores" in text
+    for name in re.findall(r"\]\((images/bench-[\w-]+\.png)\)", text):
+        assert (report.parent / name).stat().st_size > 1000
+    assert (images / "bench-tradeoff.png").is_file()
+    header = next(line for line in text.splitlines() if line.startswith("| method | best fixed"))
+    table = text.split(header)[1].split("\n\n")[0].strip().splitlines()[1:]
+    assert len(table) >= 8 and all(line.count("|") == header.count("|") for line in table)
+    records = (tmp_path / "raw" / "records.jsonl").read_text().splitlines()
+    assert len(records) > 0
