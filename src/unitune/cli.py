@@ -261,7 +261,7 @@ def ui(
         import gradio  # noqa: F401
     except ImportError:
         raise UnituneError("the web UI needs gradio: pip install 'unitune[ui]'") from None
-    from .ui import launch
+    from .ui.app import launch
 
     editor, _ = _load(None, editor_options)
     typer.echo(f"unitune: web UI on http://{host}:{port} (Ctrl+C to stop)", err=True)
