@@ -268,6 +268,28 @@ def ui(
     launch(editor, host, port, max_file_size, tune_settings, edit_settings)
 
 
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="a handful of scenes and a tiny grid (minutes)"),
+    model: str | None = typer.Option(None, "--model", help="diffusers folder [default: embedded]"),
+    scenes: int | None = typer.Option(None, "--scenes", help="scenes per split [default: by mode]"),
+    report: Path = typer.Option(Path("docs/benchmark.md"), "--report", help="markdown report to write"),
+    images: Path = typer.Option(Path("docs/images"), "--images", help="folder for the bench-*.png plots"),
+    out: Path = typer.Option(Path("runs/bench"), "--out", help="folder for the raw scored records"),
+    costs: bool = typer.Option(True, "--costs/--no-costs", help="measure tune/edit costs and memory"),
+):
+    """Edit benchmark on the shapes world: prompt only, SDEdit and UniTune (full, LoRA) side by side."""
+    from .benchmark.run import benchmark, configure
+
+    command = "unitune bench" + (" --quick" if quick else "") + (f" --scenes {scenes}" if scenes else "")
+    try:
+        _quiet_libraries()
+        benchmark(configure(quick, scenes, costs), model, report, images, out, command)
+    except UnituneError as error:
+        typer.echo(f"unitune: error: {error}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _floats(text: str, flag: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
