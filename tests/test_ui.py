@@ -53,6 +53,7 @@ def server(tiny_model, tmp_path_factory):
     port, folder = free_port(), tmp_path_factory.mktemp("ui")
     command = [sys.executable, "-m", "unitune.cli", "ui", "--model", tiny_model, "--port", str(port)]
     command += ["--cache-dir", str(folder / "cache"), "--tune-steps", "2", "--steps", "4"]
+    command += ["--max-file-size", "1mb"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(folder)}
     log = open(folder / "server.log", "w")  # noqa: SIM115 - closed below
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -121,6 +122,12 @@ def page_text(driver) -> str:
     return driver.find_element("tag name", "body").text
 
 
+def toasts(driver) -> str:
+    """The text of gradio's notifications (gr.Error, gr.Info, upload errors), shown or collapsed."""
+    texts = driver.find_elements("css selector", "[data-testid=toast-text]")
+    return "\n".join(t.get_attribute("textContent") for t in texts)
+
+
 def find(driver, css: str):
     return wait_for(driver, lambda d: d.find_element("css selector", css), css)
 
@@ -180,6 +187,35 @@ def test_broken_file_shows_friendly_error(server, browser, tmp_path):
     broken.write_text("this is not an image\n")
     open_app(browser, server)
     upload(browser, broken)
-    wait_for(browser, lambda d: "broken.png: not an image file" in page_text(d), "the error message")
+    wait_for(browser, lambda d: "broken.png: not an image file" in toasts(d), "the error message")
     assert "Traceback" not in page_text(browser)
     assert not browser.find_elements("css selector", "#base img")
+
+
+def test_upload_over_the_size_limit_is_refused(server, browser, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + bytes(1_500_000))
+    open_app(browser, server)
+    upload(browser, big)
+    wait_for(browser, lambda d: "exceed the maximum allowed size of 1.0 Mb" in toasts(d), "the size error")
+    assert not browser.find_elements("css selector", "#base img")
+
+
+def test_stop_button_interrupts_a_long_tune(server, browser):
+    open_app(browser, server)
+    upload(browser, EXAMPLE)
+    find(browser, "#base img")
+    accordion = [b for b in browser.find_elements("css selector", "button") if "Tune settings" in b.text]
+    accordion[0].click()
+    steps = find(browser, "#tune-steps input")
+    steps.clear()
+    steps.send_keys("100000\n")
+    wait_for(
+        browser, lambda d: "100000 steps" in d.find_element("id", "tune-status").text, "the new settings"
+    )
+
+    browser.find_element("id", "tune-btn").click()
+    wait_for(browser, lambda d: "Tuning on the image" in page_text(d), "the tune progress bar")
+    browser.find_element("id", "stop-btn").click()
+    wait_for(browser, lambda d: "Stopped on request" in toasts(d), "the stop message")
+    assert "Not tuned yet" in browser.find_element("id", "tune-status").text

@@ -48,8 +48,11 @@ def test_tune_once_then_edits_reuse_it(studio, image):
     tune = TuneSettings(steps=2, seed=4242)  # a tune no other test makes
     state = studio.load(SessionState(), image, "s1")
     assert "Not tuned yet" in studio.tune_status(state, tune)
-    state, message = studio.tune(state, tune, "s1")
+    tune_bars = []
+    state, message = studio.tune(state, tune, "s1", bar=_record(tune_bars))
     assert message.startswith("**Tuned** in") and state.tune_key
+    assert [step for step, _ in tune_bars] == [(1, 2), (2, 2)]
+    assert all(desc.startswith("Tuning on the image · loss ") for _, desc in tune_bars)
     assert "cached tune" in studio.tune_status(state, tune)
 
     bars = []

@@ -31,6 +31,8 @@ CSS = """
 .pixelated img { image-rendering: pixelated; }
 #base img { width: 100%; height: 100%; object-fit: contain; }
 #tune-status p { margin: 0; }
+#examples .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
+#examples .gallery-item { width: auto !important; height: auto !important; aspect-ratio: 1; }
 """
 DEFAULT_MAX_FILE_SIZE = "20mb"
 
@@ -64,13 +66,16 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
         )
         with gr.Row():
             with gr.Column(scale=1, min_width=280):
-                upload = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="upload")
+                upload = gr.File(
+                    label="Image", file_types=["image"], type="filepath", height=130, elem_id="upload"
+                )
                 picker = gr.Gallery(
                     examples,
                     label="…or pick an example",
                     columns=4,
                     rows=1,
-                    height=110,
+                    height=130,
+                    object_fit="contain",
                     allow_preview=False,
                     elem_id="examples",
                     elem_classes="pixelated",
@@ -79,13 +84,15 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
                     label="Base image (as the model sees it)",
                     type="filepath",
                     interactive=False,
-                    height=220,
+                    height=180,
                     elem_id="base",
                     elem_classes="pixelated",
                 )
                 with gr.Accordion("Tune settings", open=False):
                     method = gr.Radio(list(METHODS), value=tune.method, label="method")
-                    tune_steps = gr.Number(tune.steps, label="tune steps", precision=0, minimum=0)
+                    tune_steps = gr.Number(
+                        tune.steps, label="tune steps", precision=0, minimum=0, elem_id="tune-steps"
+                    )
                     batch_size = gr.Number(tune.batch_size, label="batch size", precision=0, minimum=1)
                     tune_seed = gr.Number(tune.seed, label="tune seed", precision=0)
                 tune_status = gr.Markdown("Upload an image or pick an example.", elem_id="tune-status")
