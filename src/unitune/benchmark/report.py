@@ -150,8 +150,8 @@ def cost_rows(results) -> list[str]:
     }
     lines = [
         "| method | tune s per image (benchmark mean, max) | edit s per image (benchmark, grid mean) | "
-        "tune s (core_costs, 128 steps) | tune step ms | bare UNet step ms | ratio | edit s (core_costs) | "
-        "peak RSS MiB |",
+        f"tune s (core_costs, {results.config.cost_tune_steps} steps) | tune step ms | bare UNet step ms | "
+        "ratio | edit s (core_costs) | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     measured = {row["method"]: row for row in results.costs}
@@ -242,6 +242,9 @@ def plot_tradeoff(records: list[dict], chosen: dict, oracle_rows: dict, path: Pa
                 color=f"C{6 + index}",
                 label=f"oracle {family}",
             )
+        axis.set_ylim(-0.03, 1.03)
+        if x_key == "preserved":
+            axis.set_xlim(-0.03, 1.03)
         axis.set_xlabel(x_title)
         axis.set_ylabel("expressiveness rate (test)")
         axis.grid(alpha=0.3)
@@ -270,7 +273,7 @@ def plot_examples(results, chosen: dict, path: Path) -> Path | None:
     if not names:
         return None
     columns = [(key, row["method"].family, row["label"]) for key, row in chosen.items()]
-    edits = {e.name: e for e in edit_set("test", 2, results.config.kinds)}
+    edits = {e.name: e for e in edit_set("test", 1, results.config.kinds)}
     figure, axes = plt.subplots(
         len(names), 2 + len(columns), figsize=(1.6 * (2 + len(columns)), 1.7 * len(names))
     )
@@ -278,7 +281,9 @@ def plot_examples(results, chosen: dict, path: Path) -> Path | None:
     for row, name in enumerate(names):
         edit = edits[name]
         panels = [("base", render(edit.base)), (f"target: {edit.prompt}", render(edit.target))]
-        panels += [(key, results.examples.get((name, family, label))) for key, family, label in columns]
+        panels += [
+            (f"{key} {label}", results.examples.get((name, family, label))) for key, family, label in columns
+        ]
         for column, (title, image) in enumerate(panels):
             axis = axes[row, column]
             axis.axis("off")
@@ -295,7 +300,7 @@ def plot_examples(results, chosen: dict, path: Path) -> Path | None:
 
 
 NOTES = """\
-Tune seconds per image come from the benchmark's own tunes (empty cache; encode, 128 steps, cache write).
+Tune seconds per image come from the benchmark's own tunes (empty cache; encode, train, cache write).
 Edit seconds per image are the wall time of one `Editor.edit` / `generate` / img2img call divided by its
 images (UniTune's include loading the tune). The core_costs columns are `bench/core_costs.py`'s
 measurement on the same model, one subprocess per method: a tune step vs a bare diffusers-style UNet

@@ -35,6 +35,7 @@ class Config:
     kinds: tuple[str, ...] = EDIT_KINDS
     seed: int = 0
     tune_steps: int = 128  # TuneSettings' default; the CI smoke test uses a handful
+    cost_tune_steps: int = 128  # the tune bench/core_costs.py times (quick mode: fewer)
     costs: bool = True  # tune / edit / memory costs via bench/core_costs.py (one subprocess per method)
 
     def to_dict(self) -> dict:
@@ -53,6 +54,7 @@ QUICK = Config(
         unitune_strengths=(0.8, 1.0),
         interpolations=(0.0, 0.5),
     ),
+    cost_tune_steps=32,
 )
 FULL = Config(
     validation_scenes=12,
@@ -126,7 +128,9 @@ def run_benchmark(
                 )
         del editor
         if config.costs:
-            results.costs = measure_costs(results.model, config.grid.steps, cache, log)
+            results.costs = measure_costs(
+                results.model, config.cost_tune_steps, config.grid.steps, cache, log
+            )
     results.seconds = time.perf_counter() - started
     return results
 
@@ -135,7 +139,7 @@ def _run_one_scene(editor, edits, config: Config, results: Results) -> None:
     base_scene = edits[0].base
     base_pixels, base_image = render(base_scene), render_pil(base_scene)
     targets = {e.name: render(e.target) for e in edits}
-    example = edits[0].split == "test" and edits[0].scene < 2
+    example = edits[0].split == "test" and edits[0].scene == 0
 
     def on_output(output: Output) -> None:
         scores = metrics.score(output.image, output.edit, base_pixels, targets[output.edit.name])
@@ -156,7 +160,7 @@ def _run_one_scene(editor, edits, config: Config, results: Results) -> None:
     )
 
 
-def measure_costs(model: str, edit_steps: int, folder: str, log) -> list[dict]:
+def measure_costs(model: str, tune_steps: int, edit_steps: int, folder: str, log) -> list[dict]:
     """bench/core_costs.py's measurement (tune, tune step vs bare UNet step, edit, peak RSS) on `model`,
     one subprocess per tune method; empty when that script is not there (an installed package)."""
     if not CORE_COSTS.is_file():
@@ -166,7 +170,7 @@ def measure_costs(model: str, edit_steps: int, folder: str, log) -> list[dict]:
     for method in ("full", "lora"):
         cache = str(Path(folder) / f"costs-{method}")
         command = [sys.executable, str(CORE_COSTS), "--child", method, "--model", model, "--cache", cache]
-        command += ["--tune-steps", "128", "--edit-steps", str(edit_steps)]
+        command += ["--tune-steps", str(tune_steps), "--edit-steps", str(edit_steps)]
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         rows.append(json.loads(output.strip().splitlines()[-1]))
         log(f"costs {method}: {rows[-1]}")
