@@ -177,9 +177,32 @@ def test_upload_tune_edit_in_browser(server, browser, tmp_path):
     assert settings["prompt"] == "on a green background"
     assert settings["steps"] == 4 and settings["tune"]["steps"] == 2
 
-    tab = [b for b in browser.find_elements("css selector", "button[role=tab]") if b.text == "History"]
-    tab[0].click()
+    open_tab(browser, "History")
     wait_for(browser, lambda d: "on a green background" in d.find_element("id", "history").text, "history")
+
+    open_tab(browser, "Sweep")
+    browser.find_element("css selector", "#sweep-prompt textarea, #sweep-prompt input").send_keys("pixel art")
+    set_text(browser, "#guidances", "5, 10")
+    set_text(browser, "#strengths", "0.5, 1")
+    browser.find_element("id", "sweep-btn").click()
+    sheet = find(browser, "#sheet img")
+    contact = Image.open(io.BytesIO(fetch(sheet.get_attribute("src"))))
+    assert contact.width > 2 * base.width and contact.height > 2 * base.height  # a 2 x 2 grid with labels
+    wait_for(
+        browser, lambda d: len(d.find_elements("css selector", "#sweep-files a[href$='.png']")) == 5, "files"
+    )
+    browser.save_screenshot(str(tmp_path / "ui-sweep.png"))
+
+
+def open_tab(driver, name: str) -> None:
+    [tab] = [b for b in driver.find_elements("css selector", "button[role=tab]") if b.text == name]
+    tab.click()
+
+
+def set_text(driver, css: str, text: str) -> None:
+    box = find(driver, f"{css} textarea, {css} input")
+    box.clear()
+    box.send_keys(text)
 
 
 def test_broken_file_shows_friendly_error(server, browser, tmp_path):

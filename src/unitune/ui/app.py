@@ -29,7 +29,7 @@ from .session import (  # noqa: E402
 # the shapes model works at 64x64: show its pixels, not a blur
 CSS = """
 .pixelated img { image-rendering: pixelated; }
-#base img { width: 100%; height: 100%; object-fit: contain; }
+#base img, #sheet img { width: 100%; height: 100%; object-fit: contain; }
 #tune-status p { margin: 0; }
 #examples .grid-container { grid-template-columns: repeat(4, minmax(0, 1fr)) !important; }
 #examples .gallery-item { width: auto !important; height: auto !important; aspect-ratio: 1; }
@@ -157,12 +157,13 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
                         gr.Markdown("One edit per guidance x strength pair (other dials from the Edit tab).")
                         sweep_prompt = gr.Textbox(label="Edit prompt", elem_id="sweep-prompt")
                         with gr.Row():
-                            guidances = gr.Textbox("5, 10, 20", label="guidances")
-                            strengths = gr.Textbox("0.7, 0.85, 1.0", label="strengths")
+                            guidances = gr.Textbox("5, 10, 20", label="guidances", elem_id="guidances")
+                            strengths = gr.Textbox("0.7, 0.85, 1.0", label="strengths", elem_id="strengths")
                         sweep_btn = gr.Button("Sweep", variant="primary", elem_id="sweep-btn")
                         sheet = gr.Image(
-                            label="Rows: guidance, columns: strength",
+                            label="Columns: guidance, rows: strength",
                             type="filepath",
+                            height=440,
                             interactive=False,
                             elem_id="sheet",
                             elem_classes="pixelated",
