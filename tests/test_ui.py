@@ -4,6 +4,7 @@ Skipped when gradio, selenium or chromium is missing, except on CI (CI=true), wh
 """
 
 import io
+import json
 import os
 import socket
 import subprocess
@@ -169,6 +170,7 @@ def test_upload_tune_edit_in_browser(server, browser, tmp_path):
         io.BytesIO(fetch(browser.find_element("css selector", "#base img").get_attribute("src")))
     )
     assert output.size == base.size
+    assert json.loads(output.text["unitune"])["prompt"] == "on a green background"  # the gallery's file too
     assert output.convert("RGB").getextrema() != ((0, 0), (0, 0), (0, 0))
     link = find(browser, "#downloads a[href$='.png']")
     downloaded = tmp_path / "download.png"
