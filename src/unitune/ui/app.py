@@ -110,14 +110,20 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
                             elem_id="prompts",
                         )
                         with gr.Row():
-                            guidance = gr.Slider(0, 50, edit.guidance, step=0.5, label="guidance")
+                            guidance = gr.Slider(
+                                0, max(50, edit.guidance), edit.guidance, step=0.5, label="guidance"
+                            )
                             strength = gr.Slider(0.05, 1, edit.strength, step=0.01, label="strength")
                             interpolation = gr.Slider(
                                 0, 1, edit.interpolation, step=0.05, label="interpolation"
                             )
                         with gr.Row():
-                            steps = gr.Slider(1, 150, edit.steps, step=1, label="sampling steps")
-                            num_images = gr.Slider(1, 8, edit.num_images, step=1, label="images per prompt")
+                            steps = gr.Slider(
+                                1, max(150, edit.steps), edit.steps, step=1, label="sampling steps"
+                            )
+                            num_images = gr.Slider(
+                                1, max(8, edit.num_images), edit.num_images, step=1, label="images per prompt"
+                            )
                             seed = gr.Number(
                                 edit.seed, label="seed", precision=0, minimum=0, maximum=MAX_SEED
                             )
