@@ -1,5 +1,6 @@
 """The web UI's actions without a browser or gradio: load, tune once, edit, sweep, history, stop."""
 
+import socket
 import sys
 
 import pytest
@@ -128,3 +129,16 @@ def _record(bars):
         bars.append((step, desc))
 
     return bar
+
+
+def test_ui_on_a_busy_port_is_one_line_and_exit_2(tiny_model, tmp_path):
+    pytest.importorskip("gradio")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(
+            app, ["ui", "--model", tiny_model, "--port", port, "--cache-dir", tmp_path]
+        )
+    assert result.exit_code == 2
+    assert f"unitune: error: cannot listen on 127.0.0.1:{port}: the port is in use" in result.output

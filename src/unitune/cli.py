@@ -264,7 +264,6 @@ def ui(
     from .ui.app import launch
 
     editor, _ = _load(None, editor_options)
-    typer.echo(f"unitune: web UI on http://{host}:{port} (Ctrl+C to stop)", err=True)
     launch(editor, host, port, max_file_size, tune_settings, edit_settings)
 
 

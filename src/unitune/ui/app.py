@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -311,6 +312,15 @@ def _history(state: SessionState):
     return history_rows(state.history), gallery
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _blocks_style() -> dict:
     """gradio 6 takes css in launch(), older versions in Blocks()."""
     return {} if _css_in_launch() else {"css": CSS}
@@ -335,6 +345,8 @@ def launch(
     demo = build_app(studio, tune, edit)
     demo.queue(default_concurrency_limit=1)
     style = {"css": CSS} if _css_in_launch() else {}
+    if port is not None and not _port_free(host, port):
+        raise UnituneError(f"cannot listen on {host}:{port}: the port is in use (choose another with --port)")
     demo.launch(
         server_name=host,
         server_port=port,
