@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline
+from safetensors.torch import load_file, save_file
 from transformers import CLIPTokenizer
 
 from unitune.shapes.quality import evaluate_generation, held_out_scenes
@@ -91,7 +92,7 @@ def main() -> None:
     )
     log.write(stage="autoencoder_done", psnr=psnr(round_trip(autoencoder, held_out), held_out))
 
-    latents = encode_pool(autoencoder, pool)
+    latents = cached_latents(args.work / "latents.safetensors", autoencoder, pool)
     scaling_factor = 1.0 / latents.std().item()
     autoencoder.register_to_config(scaling_factor=scaling_factor)
     latents = latents * scaling_factor
@@ -128,6 +129,15 @@ def main() -> None:
         with trainer.ema_weights():
             export(pipeline, args.export)
         log.write(stage="exported", path=str(args.export))
+
+
+def cached_latents(path: Path, autoencoder, pool) -> torch.Tensor:
+    """The pool's latents, encoded once per run folder (the autoencoder is frozen from here on)."""
+    if path.exists():
+        return load_file(path)["latents"]
+    latents = encode_pool(autoencoder, pool)
+    save_file({"latents": latents}, path)
+    return latents
 
 
 @torch.no_grad()
