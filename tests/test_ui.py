@@ -195,6 +195,12 @@ def test_upload_tune_edit_in_browser(server, browser, tmp_path):
     )
     browser.save_screenshot(str(tmp_path / "ui-sweep.png"))
 
+    # another image (a bundled example): not tuned yet, and the last image's edits are gone
+    open_tab(browser, "Edit")
+    browser.find_elements("css selector", "#examples img")[1].click()
+    wait_for(browser, lambda d: "Not tuned yet" in d.find_element("id", "tune-status").text, "the new image")
+    wait_for(browser, lambda d: not d.find_elements("css selector", "#results img"), "the old edits to go")
+
 
 def open_tab(driver, name: str) -> None:
     [tab] = [b for b in driver.find_elements("css selector", "button[role=tab]") if b.text == name]

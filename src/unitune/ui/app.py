@@ -201,12 +201,13 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
         def load(state_, path, m, ts, tb, tsd, request: gr.Request):
             if path:
                 state_ = studio.load(state_, path, request.session_hash)
-            return state_, state_.base, studio.tune_status(state_, tune_settings(m, ts, tb, tsd))
+            status_ = studio.tune_status(state_, tune_settings(m, ts, tb, tsd))
+            return state_, state_.base, status_, None, [], None, None  # the old image's edits go
 
         def pick(state_, m, ts, tb, tsd, evt: gr.SelectData, request: gr.Request):
             return load(state_, examples[evt.index], m, ts, tb, tsd, request)
 
-        load_outputs = [state, base, tune_status]
+        load_outputs = [state, base, tune_status, compare, results, settings_view, downloads]
         upload.upload(load, [state, upload, *tune_inputs], load_outputs, concurrency_limit=None)
         picker.select(pick, [state, *tune_inputs], load_outputs, concurrency_limit=None)
 
@@ -260,6 +261,8 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
         edit_btn.click(run_edit, [*edit_inputs, *tune_inputs], edit_outputs, **busy)
 
         def select_result(state_, evt: gr.SelectData):
+            if evt.index >= len(state_.last):
+                return gr.skip(), gr.skip()
             entry = state_.last[evt.index]
             return _pair(state_.base, entry["file"], has_slider), entry["settings"]
 
