@@ -60,6 +60,10 @@ def test_tune_once_then_edits_reuse_it(studio, image):
     state, paths, message = studio.edit(state, "a hat\n\n at sunset ", EDIT, tune, "s1", bar=_record(bars))
     assert "reused the cached tune" in message
     assert not any(desc.startswith("Tuning") for _, desc in bars)  # the reused tune did not train again
+    assert (
+        bars[0] == ((1, 1), "Editing 1/2: a hat (seed 0)")  # 2 steps x strength 0.9
+        and bars[-1][1] == "Editing 2/2: at sunset (seed 0)"
+    )
     assert [read_settings(p)["prompt"] for p in paths] == ["a hat", "at sunset"]
     assert read_settings(paths[0])["tune_key"] == state.tune_key
     assert (paths[0].parent / "manifest.json").is_file()

@@ -66,10 +66,10 @@ def parse_floats(text: str, what: str) -> list[float]:
 
 
 class ProgressBar:
-    """Turns the API's step reports into one bar per stage, with the loss while tuning."""
+    """Turns the API's step reports into one bar per tune or image, with the loss while tuning."""
 
-    def __init__(self, bar: BarFn | None):
-        self.bar = bar
+    def __init__(self, bar: BarFn | None, images: int = 1):
+        self.bar, self.images, self.image = bar, images, 0
 
     def __call__(self, event: Progress) -> None:
         if self.bar is None:
@@ -78,7 +78,8 @@ class ProgressBar:
             loss = f" · loss {event.loss:.4f}" if event.loss is not None else ""
             desc = f"Tuning on the image{loss}"
         else:
-            desc = f"Editing: {event.label}"
+            self.image += event.step == 1
+            desc = f"Editing {self.image}/{self.images}: {event.label}"
         self.bar((event.step, event.total), desc=desc)
 
 
@@ -171,7 +172,7 @@ class Studio:
     ) -> tuple[SessionState, list[Path], str]:
         """Edit the base image once per prompt line and seed; returns the saved PNGs and the tune message."""
         base, prompts = self._base(state), parse_prompts(prompts_text)
-        stop, progress = self._start(session), ProgressBar(bar)
+        stop, progress = self._start(session), ProgressBar(bar, len(prompts) * edit.num_images)
         started = time.monotonic()
         tuned = self.editor.tune(base, tune, progress, stop)
         message = self._tune_message(tuned, time.monotonic() - started)
@@ -205,8 +206,9 @@ class Studio:
         for g in guidances:  # check every cell before any work
             for s in strengths:
                 EditSettings(**{**edit.to_dict(), "guidance": g, "strength": s})
+        progress = ProgressBar(bar, len(guidances) * len(strengths))
         result = self.editor.sweep(
-            base, prompt, guidances, strengths, edit, tune, ProgressBar(bar), self._start(session)
+            base, prompt, guidances, strengths, edit, tune, progress, self._start(session)
         )
         state.runs += 1
         folder = self._folder(session, f"sweep-{state.runs:03d}")
