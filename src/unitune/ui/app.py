@@ -36,6 +36,12 @@ CSS = """
 #examples .gallery-item { width: auto !important; height: auto !important; aspect-ratio: 1; }
 """
 DEFAULT_MAX_FILE_SIZE = "20mb"
+EXAMPLE_PROMPTS = [
+    ["on a green background"],
+    ["a yellow circle"],
+    ["a small red circle"],
+    ["on a white background\na purple circle"],
+]
 
 
 def friendly(fn):
@@ -110,6 +116,7 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
                             placeholder="on a green background\na yellow circle",
                             elem_id="prompts",
                         )
+                        gr.Examples(EXAMPLE_PROMPTS, inputs=prompts, label="Example prompts (shapes world)")
                         with gr.Row():
                             guidance = gr.Slider(
                                 0, max(50, edit.guidance), edit.guidance, step=0.5, label="guidance"
