@@ -300,11 +300,13 @@ def plot_examples(results, chosen: dict, path: Path) -> Path | None:
 
 
 NOTES = """\
-Tune seconds per image come from the benchmark's own tunes (empty cache; encode, train, cache write).
-Edit seconds per image are the wall time of one `Editor.edit` / `generate` / img2img call divided by its
-images (UniTune's include loading the tune). The core_costs columns are `bench/core_costs.py`'s
-measurement on the same model, one subprocess per method: a tune step vs a bare diffusers-style UNet
-training step, and the peak RSS (`ru_maxrss`) of that process.
+Tune seconds per image come from the benchmark's own tunes (empty cache; encode, train, cache write),
+inside a worker process (so with the other worker busy on the other core). Edit seconds per image are
+the wall time of one `Editor.edit` / `generate` / img2img call divided by its images (UniTune's include
+loading the tune), at the benchmark's sampler steps and strength. The core_costs columns are
+`bench/core_costs.py`'s measurement on the same model, one subprocess per method: a tune step vs a bare
+diffusers-style UNet training step, an edit from pure noise, and the peak RSS (`ru_maxrss`) of that
+process.
 
 ## How it is scored
 
@@ -356,8 +358,11 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         "",
         f"- command: `{command}`",
         f"- model: `{results.model}`",
-        f"- machine: {m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')} with "
-        f"{m.get('torch_threads')} threads, load average {num(m.get('load_average', math.nan), 2)} at start",
+        f"- machine: {m.get('cpu')}, {m.get('cores')} cores, torch {m.get('torch')}; load average "
+        f"{num(m.get('load_average', math.nan), 2)} at the start",
+        f"- scenes ran in {config.workers} worker process(es)"
+        + (", one torch thread each" if config.workers > 1 else f", {m.get('torch_threads')} torch threads")
+        + "; the core_costs measurement ran afterwards, alone, with torch's default threads",
         f"- date: {m.get('date')}; the run took {results.seconds / 60:.1f} min",
         f"- edits: {counts['validation']} validation ({config.validation_scenes} scenes), "
         f"{counts['test']} test ({config.test_scenes} scenes); kinds: {', '.join(kinds)}",

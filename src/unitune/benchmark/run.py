@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -14,6 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +36,7 @@ class Config:
     grid: Grid
     kinds: tuple[str, ...] = EDIT_KINDS
     seed: int = 0
+    workers: int = 1  # processes, one torch thread each (the full run: one per core)
     tune_steps: int = 128  # TuneSettings' default; the CI smoke test uses a handful
     cost_tune_steps: int = 128  # the tune bench/core_costs.py times (quick mode: fewer)
     costs: bool = True  # tune / edit / memory costs via bench/core_costs.py (one subprocess per method)
@@ -55,6 +58,7 @@ QUICK = Config(
         interpolations=(0.0, 0.5),
     ),
     cost_tune_steps=32,
+    workers=2,
 )
 FULL = Config(
     validation_scenes=12,
@@ -68,6 +72,7 @@ FULL = Config(
         unitune_strengths=(0.7, 0.85, 1.0),
         interpolations=(0.0, 0.5, 1.0),
     ),
+    workers=2,
 )
 
 
@@ -108,30 +113,62 @@ def run_benchmark(
     device: str | None = "cpu",
     log: Callable[[str], None] = print,
 ) -> Results:
-    """Every method on the validation and test edits with one loaded model; scored records."""
+    """Every method on the validation and test edits with one loaded model; scored records.
+
+    With `config.workers` > 1 the scenes are dealt round-robin to that many processes (one torch thread
+    each, spawn), each loading the model once; the costs are then measured alone, after them.
+    """
+    from unitune.loading import resolve_model
+
+    started = time.perf_counter()
+    resolved = resolve_model(model)
+    results = Results(config, resolved, machine=machine())
+    items = [(split, scene) for split in ("validation", "test") for scene in range(_count(config, split))]
+    shares = [items[k :: config.workers] for k in range(config.workers)]
+    if config.workers == 1:
+        parts = [run_scenes(config, resolved, device, items, log)]
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
+            futures = [pool.submit(run_scenes, config, resolved, device, share, None, 1) for share in shares]
+            parts = [future.result() for future in futures]
+    for part in parts:
+        results.records += part.records
+        results.tune_costs += part.tune_costs
+        results.examples.update(part.examples)
+    log(f"{len(results.records)} scored outputs in {time.perf_counter() - started:.0f} s")
+    if config.costs:
+        with tempfile.TemporaryDirectory(prefix="unitune-bench-costs-") as folder:
+            results.costs = measure_costs(resolved, config.cost_tune_steps, config.grid.steps, folder, log)
+    results.seconds = time.perf_counter() - started
+    return results
+
+
+def _count(config: Config, split: str) -> int:
+    return config.validation_scenes if split == "validation" else config.test_scenes
+
+
+def run_scenes(config: Config, model: str, device, items, log=None, threads: int | None = None) -> Results:
+    """The scenes `items` ((split, scene number) pairs) with one editor and an empty tune cache."""
+    import torch
+
     from unitune.api import Editor
     from unitune.cli import _quiet_libraries
 
+    if threads is not None:
+        torch.set_num_threads(threads)
+    log = log or (lambda text: print(text, flush=True))
     _quiet_libraries()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="unitune-bench-") as cache:
         editor = Editor.load(model, device=device, cache_dir=cache)  # empty cache: every tune is timed
-        results = Results(config, editor.model, machine=machine())
-        for split, count in (("validation", config.validation_scenes), ("test", config.test_scenes)):
-            edits = edit_set(split, count, config.kinds)
-            for scene in sorted({e.scene for e in edits}):
-                scene_edits = [e for e in edits if e.scene == scene]
-                _run_one_scene(editor, scene_edits, config, results)
-                log(
-                    f"{split} scene {scene + 1}/{count}: {len(results.records)} scored outputs, "
-                    f"{time.perf_counter() - started:.0f} s"
-                )
-        del editor
-        if config.costs:
-            results.costs = measure_costs(
-                results.model, config.cost_tune_steps, config.grid.steps, cache, log
-            )
-    results.seconds = time.perf_counter() - started
+        results = Results(config, editor.model)
+        edit_sets = {split: edit_set(split, _count(config, split), config.kinds) for split, _ in items}
+        for split, scene in items:
+            scene_edits = [e for e in edit_sets[split] if e.scene == scene]
+            _run_one_scene(editor, scene_edits, config, results)
+            elapsed = time.perf_counter() - started
+            log(f"{split} scene {scene + 1}/{_count(config, split)} done at {elapsed:.0f} s")
     return results
 
 
