@@ -6,7 +6,7 @@ from .api import Editor, TuneResult  # noqa: E402
 from .errors import Cancelled, UnituneError, UnituneWarning  # noqa: E402
 from .outputs import EditResult, read_settings, save_results  # noqa: E402
 from .progress import Progress  # noqa: E402
-from .settings import EditSettings, TuneSettings  # noqa: E402
+from .settings import EditSettings, ModelDefaults, TuneSettings  # noqa: E402
 from .sweep import SweepResult  # noqa: E402
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "EditResult",
     "EditSettings",
     "Editor",
+    "ModelDefaults",
     "Progress",
     "SweepResult",
     "TuneResult",

@@ -24,11 +24,18 @@ from .cache import TuneCache, tune_key
 from .errors import UnituneError
 from .images import fit_to_size, image_hash, load_image
 from .interpolation import interpolate_details
-from .loading import Runtime, load_pipeline, model_identity, pick_runtime, resolve_model
+from .loading import (
+    Runtime,
+    load_model_defaults,
+    load_pipeline,
+    model_identity,
+    pick_runtime,
+    resolve_model,
+)
 from .outputs import EditResult
 from .progress import Progress, ProgressFn, StopFn, check_stop, report
 from .sampling import decode, encode_prompts, initial_latents, iter_denoise, schedule, to_pil
-from .settings import EditSettings, TuneSettings, settings_json
+from .settings import EditSettings, ModelDefaults, TuneSettings, settings_json
 from .sweep import SweepResult, contact_sheet, grid
 from .tuning import add_lora, encode_latent, encode_text, load_lora, lora_state, remove_lora, train
 
@@ -63,8 +70,11 @@ def library_versions() -> dict[str, str]:
 class Editor:
     """A loaded pipeline plus the tune cache. Thread-safe: calls run one at a time."""
 
-    def __init__(self, pipe, model: str, runtime: Runtime, cache: TuneCache):
+    def __init__(
+        self, pipe, model: str, runtime: Runtime, cache: TuneCache, defaults: ModelDefaults | None = None
+    ):
         self.pipe, self.model, self.runtime, self.cache = pipe, model, runtime, cache
+        self.defaults = defaults or ModelDefaults()
         self._lock = threading.RLock()
         self._base_state: dict[str, torch.Tensor] | None = None
         self._full_applied = False
@@ -78,13 +88,26 @@ class Editor:
         allow_pickle: bool = False,
         cache_dir: str | Path | None = None,
     ) -> Editor:
-        """Load `model` (hub id, diffusers folder or .safetensors file; None = embedded model) once."""
+        """Load `model` (hub id, diffusers folder or .safetensors file; None = embedded model) once.
+
+        A local folder's `unitune.json` (the embedded model: `assets/embedded-defaults.json`) sets the
+        settings used when a call passes None; see `default_edit_settings` / `default_tune_settings`.
+        """
         runtime = pick_runtime(device, dtype)
         resolved = resolve_model(model)
+        defaults = load_model_defaults(resolved)
         pipe = load_pipeline(resolved, allow_pickle=allow_pickle).to(runtime.device)
         for module in (pipe.unet, pipe.vae, pipe.text_encoder):
             module.requires_grad_(False).eval()
-        return cls(pipe, resolved, runtime, TuneCache(cache_dir))
+        return cls(pipe, resolved, runtime, TuneCache(cache_dir), defaults)
+
+    def default_edit_settings(self) -> EditSettings:
+        """The model's recommended edit settings (its unitune.json over the dataclass defaults)."""
+        return self.defaults.edit
+
+    def default_tune_settings(self) -> TuneSettings:
+        """The model's recommended tune settings (its unitune.json over the dataclass defaults)."""
+        return self.defaults.tune
 
     @property
     def native_size(self) -> int:
@@ -99,7 +122,7 @@ class Editor:
 
     def tune_key(self, image: ImageInput, settings: TuneSettings | None = None) -> str:
         base = self.prepare_image(image)
-        settings = (settings or TuneSettings()).to_dict()
+        settings = (settings or self.default_tune_settings()).to_dict()
         identity = f"{model_identity(self.model, self.pipe)}|compute={self.runtime.dtype}"
         return tune_key(identity, image_hash(base), settings)
 
@@ -111,7 +134,7 @@ class Editor:
         should_stop: StopFn | None = None,
     ) -> TuneResult:
         """Fine-tune on (image, R) unless the cache already holds this (model, image, settings) tune."""
-        settings = (settings or TuneSettings()).resolved()
+        settings = (settings or self.default_tune_settings()).resolved()
         base = self.prepare_image(image)
         key = self.tune_key(base, settings)
         with self._lock, self.cache.locked(key):
@@ -200,7 +223,8 @@ class Editor:
         should_stop: StopFn | None = None,
     ) -> list[EditResult]:
         """Edit `image` once per prompt and seed; tunes first unless a cached tune exists."""
-        edit, tune, prompts = edit or EditSettings(), (tune or TuneSettings()).resolved(), _prompts(prompts)
+        edit, tune = edit or self.default_edit_settings(), (tune or self.default_tune_settings()).resolved()
+        prompts = _prompts(prompts)
         base = self.prepare_image(image)
         tuned = self.tune(base, tune, progress, should_stop)
         with self.applied(tuned):
@@ -225,7 +249,8 @@ class Editor:
         should_stop: StopFn | None = None,
     ) -> list[EditResult]:
         """Plain text-to-image with the base model (strength is ignored: always from pure noise)."""
-        edit, prompts = replace(edit or EditSettings(), strength=1.0, interpolation=0.0), _prompts(prompts)
+        edit = replace(edit or self.default_edit_settings(), strength=1.0, interpolation=0.0)
+        prompts = _prompts(prompts)
         results = []
         with self._lock:
             self._restore_base()
@@ -251,11 +276,11 @@ class Editor:
         should_stop: StopFn | None = None,
     ) -> SweepResult:
         """Edit with every (guidance, strength) pair, one image each; returns them and a contact sheet."""
-        edit = replace(edit or EditSettings(), num_images=1)
+        edit = replace(edit or self.default_edit_settings(), num_images=1)
         cells = [replace(edit, guidance=g, strength=s) for g, s in grid(guidances, strengths)]
         if not cells:
             raise UnituneError("a sweep needs at least one guidance and one strength")
-        tune, prompt = (tune or TuneSettings()).resolved(), _prompts(prompt)[0]
+        tune, prompt = (tune or self.default_tune_settings()).resolved(), _prompts(prompt)[0]
         base = self.prepare_image(image)
         tuned = self.tune(base, tune, progress, should_stop)
         with self.applied(tuned):

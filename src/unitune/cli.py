@@ -10,7 +10,8 @@ Examples:
     unitune ui                 # web UI on http://127.0.0.1:7860 (pip install 'unitune[ui]')
 
 The CLI only parses flags and calls the Python API (`unitune.Editor`); tune and edit flags are
-generated from the fields of `TuneSettings` and `EditSettings`.
+generated from the fields of `TuneSettings` and `EditSettings`. A flag left out takes the model's
+recommended value (`unitune.json` in its folder), else the default shown.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 import typer
 
 from .errors import UnituneError
-from .settings import EditSettings, TuneSettings
+from .settings import EditSettings, ModelDefaults, TuneSettings
 
 app = typer.Typer(
     help=__doc__,
@@ -58,24 +59,52 @@ def _flag_name(field: dataclasses.Field) -> str:
 
 
 def _settings_options(cls) -> list[inspect.Parameter]:
-    """One option per field of a settings dataclass, with the field's --flag, default and help."""
+    """One option per field of a settings dataclass, with the field's --flag and help.
+
+    Every option defaults to None (not given), so only the flags the user passed override the model's
+    recommended settings; `--help` shows the dataclass default.
+    """
     hints = typing.get_type_hints(cls)
     return [
-        _option(_flag_name(f), hints[f.name], f.default, f.metadata["flag"], f.metadata["help"])
+        _option(_flag_name(f), hints[f.name] | None, None, f.metadata["flag"], _help(f))
         for f in dataclasses.fields(cls)
     ]
 
 
-def _build(cls, values: dict):
-    """The settings object from the parsed options (removing them from `values`)."""
-    return cls(**{f.name: values.pop(_flag_name(f)) for f in dataclasses.fields(cls)})
+def _help(field: dataclasses.Field) -> str:
+    if field.default is None:
+        return field.metadata["help"]  # it says what None means
+    default = repr(field.default) if isinstance(field.default, str) else field.default
+    return f"{field.metadata['help']}  [default: {default} or the model's]"
+
+
+def _given(cls, values: dict) -> dict:
+    """The settings flags the user passed, by field name (removing all of them from `values`)."""
+    given = {f.name: values.pop(_flag_name(f)) for f in dataclasses.fields(cls)}
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _model_defaults(model: str | None) -> ModelDefaults:
+    """The model's recommended settings, read before the slow model load so bad flags fail first.
+
+    A model that does not resolve gets the dataclass defaults here: `Editor.load` reports it, after the
+    command's own cheaper checks (image file, gradio).
+    """
+    from .loading import load_model_defaults, resolve_model
+
+    try:
+        resolved = resolve_model(model)
+    except UnituneError:
+        return ModelDefaults()
+    return load_model_defaults(resolved)
 
 
 def command(*settings_classes):
     """Register a command whose signature gains the model options and the settings classes' flags.
 
     The function receives `editor_options` (a dict for `Editor.load`) and one settings object per class
-    (`tune_settings`, `edit_settings`); UnituneError becomes `unitune: error: ...` and exit code 2.
+    (`tune_settings`, `edit_settings`): the flags given, over the model's recommended settings (see
+    `Editor.default_edit_settings`). UnituneError becomes `unitune: error: ...` and exit code 2.
     """
 
     def decorate(func):
@@ -90,8 +119,12 @@ def command(*settings_classes):
         @functools.wraps(func)
         def wrapper(**values):
             try:
-                built = {_SETTINGS_ARG[cls]: _build(cls, values) for cls in settings_classes}
-                built["editor_options"] = {name: values.pop(name) for name, *_ in _MODEL_OPTIONS}
+                given = {cls: _given(cls, values) for cls in settings_classes}
+                built = {"editor_options": {name: values.pop(name) for name, *_ in _MODEL_OPTIONS}}
+                defaults = _model_defaults(built["editor_options"]["model"])
+                for cls, flags in given.items():
+                    model_settings = defaults.edit if cls is EditSettings else defaults.tune
+                    built[_SETTINGS_ARG[cls]] = dataclasses.replace(model_settings, **flags)
                 return func(**values, **built)
             except UnituneError as error:
                 typer.echo(f"unitune: error: {error}", err=True)
@@ -116,7 +149,8 @@ _INJECTED = {"editor_options", "tune_settings", "edit_settings"}
 class TqdmProgress:
     """A progress callback drawing one tqdm bar per stage run, with the loss while tuning."""
 
-    def __init__(self):
+    def __init__(self, verb: str = "edit"):
+        self.verb = verb  # what the sampling bars say they do: edit or generate
         self.bar = None
         self.key = None
 
@@ -126,7 +160,7 @@ class TqdmProgress:
         key = (event.stage, event.label, event.total)
         if self.bar is None or key != self.key or event.step == 1:
             self.close()
-            desc = "tune" if event.stage == "tune" else f"edit {event.label}"[:50]
+            desc = "tune" if event.stage == "tune" else f"{self.verb} {event.label}"[:50]
             self.bar, self.key = tqdm(total=event.total, desc=desc, leave=False, file=sys.stderr), key
         if event.loss is not None:
             self.bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)
@@ -238,7 +272,7 @@ def generate(
     from .outputs import save_results
 
     editor, _ = _load(None, editor_options)
-    progress = TqdmProgress()
+    progress = TqdmProgress("generate")
     results = editor.generate(prompts, edit_settings, progress=progress)
     progress.close()
     _print_paths(save_results(results, out, "generate"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -16,8 +17,13 @@ from pathlib import Path
 import torch
 
 from .errors import UnituneError
+from .settings import ModelDefaults
 
 EMBEDDED_MODEL = "embedded/shapes"
+MODEL_DEFAULTS_FILE = "unitune.json"
+# The embedded model's folder is replaced whole by each training export, so its recommended settings
+# live in the package instead (used when the exported folder has no unitune.json of its own).
+EMBEDDED_DEFAULTS = "assets/embedded-defaults.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {
     "float32": torch.float32,
@@ -86,6 +92,31 @@ def resolve_model(model: str | None) -> str:
     if _HUB_ID.match(model) and not model.startswith("."):
         return model
     raise UnituneError(f"{model}: model not found")
+
+
+def model_defaults_file(model: str) -> Path | None:
+    """The resolved model's recommended-settings file, if any (local folders only)."""
+    path = Path(model)
+    if not path.is_dir():
+        return None  # a hub id or a single checkpoint file carries no unitune.json
+    if (path / MODEL_DEFAULTS_FILE).is_file():
+        return path / MODEL_DEFAULTS_FILE
+    if path.resolve() == embedded_model_dir().resolve():
+        packaged = Path(str(resources.files("unitune").joinpath(EMBEDDED_DEFAULTS)))
+        return packaged if packaged.is_file() else None
+    return None
+
+
+def load_model_defaults(model: str) -> ModelDefaults:
+    """The resolved model's recommended settings: its unitune.json over the dataclass defaults."""
+    file = model_defaults_file(model)
+    if file is None:
+        return ModelDefaults()
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UnituneError(f"{file}: not a readable JSON file ({_first_line(error)})") from None
+    return ModelDefaults.from_dict(data, str(file))
 
 
 def load_pipeline(model: str, allow_pickle: bool = False):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import UnituneError
 
@@ -90,6 +91,52 @@ class EditSettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """A model's recommended settings (its folder's `unitune.json`), used wherever a caller passes None."""
+
+    edit: EditSettings = field(default_factory=EditSettings)
+    tune: TuneSettings = field(default_factory=TuneSettings)
+
+    @classmethod
+    def from_dict(cls, data, source: str) -> ModelDefaults:
+        """`{"edit": {...}, "tune": {...}}`, each any subset of the settings' fields; unknown keys raise."""
+        if not isinstance(data, dict):
+            raise UnituneError(f"{source}: expected a JSON object with 'edit' and/or 'tune'")
+        for key in data:
+            if key not in ("edit", "tune"):
+                raise UnituneError(f"{source}: unknown key {key!r}; expected 'edit' and/or 'tune'")
+        return cls(
+            edit=_settings_from_dict(EditSettings, data.get("edit", {}), f"{source}: edit"),
+            tune=_settings_from_dict(TuneSettings, data.get("tune", {}), f"{source}: tune"),
+        )
+
+
+def _settings_from_dict(cls, values, source: str):
+    if not isinstance(values, dict):
+        raise UnituneError(f"{source}: expected a JSON object of {cls.__name__} fields")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    checked = {}
+    for key, value in values.items():
+        if key not in names:
+            raise UnituneError(f"{source}: unknown key {key!r}; {cls.__name__} fields: {', '.join(names)}")
+        types = typing.get_args(hints[key]) or (hints[key],)  # `float | None` -> (float, NoneType)
+        if float in types and type(value) is int:
+            value = float(value)  # JSON writes 5.0 as 5 as often as not
+        if isinstance(value, bool) != (bool in types) or not isinstance(value, types):
+            raise UnituneError(f"{source}: {key} must be {_type_name(hints[key])}, got {value!r}")
+        checked[key] = value
+    try:
+        return cls(**checked)
+    except UnituneError as error:
+        raise UnituneError(f"{source}: {error}") from None
+
+
+def _type_name(hint) -> str:
+    return " or ".join("null" if t is type(None) else t.__name__ for t in typing.get_args(hint) or (hint,))
 
 
 def settings_json(settings: dict) -> str:

@@ -1,0 +1,111 @@
+"""Per-model recommended settings: a model folder's unitune.json, below explicit flags, above the defaults."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import unitune
+from unitune import Editor, EditSettings, loading, read_settings
+from unitune.cli import app
+from unitune.loading import EMBEDDED_DEFAULTS, load_model_defaults
+from unitune.settings import ModelDefaults
+
+RECOMMENDED = {"edit": {"guidance": 3.5, "steps": 3, "seed": 5}, "tune": {"steps": 1, "batch_size": 2}}
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def model_with(tiny_model, folder, defaults) -> str:
+    """A copy of the tiny pipeline whose folder holds `defaults` as unitune.json (None: no file)."""
+    shutil.copytree(tiny_model, folder)
+    if defaults is not None:
+        (folder / "unitune.json").write_text(json.dumps(defaults))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def recommended_model(tiny_model, tmp_path_factory):
+    return model_with(tiny_model, tmp_path_factory.mktemp("recommended") / "model", RECOMMENDED)
+
+
+@pytest.fixture
+def good_image(tmp_path, base_image):
+    base_image.save(tmp_path / "base.png")
+    return tmp_path / "base.png"
+
+
+def test_model_defaults_are_used_when_flags_are_absent(recommended_model, good_image, tmp_path):
+    out = tmp_path / "out"
+    result = run("edit", good_image, "a", "--model", recommended_model, "--out", out, "--cache-dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    settings = read_settings(next(out.glob("*.png")))
+    assert (settings["guidance"], settings["steps"], settings["seed"]) == (3.5, 3, 5)
+    assert settings["strength"] == EditSettings().strength  # not in unitune.json: the dataclass default
+    assert settings["tune"]["steps"] == 1 and settings["tune"]["batch_size"] == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["images"][0]["settings"]["guidance"] == 3.5
+
+
+def test_an_explicit_flag_wins_over_the_model(recommended_model, tmp_path):
+    out = tmp_path / "gen"
+    result = run("generate", "a square", "--model", recommended_model, "--guidance", "2", "--out", out)
+    assert result.exit_code == 0, result.output
+    settings = read_settings(next(out.glob("*.png")))
+    assert settings["guidance"] == 2.0 and settings["steps"] == 3  # the flag; the model for the rest
+    assert "generate a square" in result.stderr and "edit a square" not in result.stderr  # progress label
+
+
+@pytest.mark.parametrize(
+    "defaults, named",
+    [
+        ({"edit": {"guidnce": 5.0}}, "'guidnce'"),
+        ({"tune": {"steps": 1, "learning_rte": 1e-3}}, "'learning_rte'"),
+        ({"sample": {}}, "'sample'"),
+        ({"edit": {"steps": "many"}}, "steps"),
+        ({"edit": {"strength": 2.0}}, "strength"),
+    ],
+    ids=["edit key", "tune key", "section", "type", "range"],
+)
+def test_a_bad_unitune_json_fails_cleanly(tiny_model, good_image, tmp_path, defaults, named):
+    model = model_with(tiny_model, tmp_path / "model", defaults)
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    result = run("edit", good_image, "a", "--model", model, "--out", out, "--cache-dir", cache)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("unitune: error: ") and "Traceback" not in result.output
+    assert "unitune.json" in lines[0] and named in lines[0]
+    assert not out.exists() and not cache.exists()
+
+
+def test_help_shows_the_dataclass_default():
+    result = run("edit", "--help")
+    assert result.exit_code == 0
+    assert "[default: 10.0 or the model's]" in " ".join(result.output.split())
+
+
+def test_editor_uses_the_model_defaults_when_given_none(recommended_model, tmp_path):
+    editor = Editor.load(recommended_model, device="cpu", cache_dir=tmp_path)
+    assert editor.default_edit_settings() == EditSettings(guidance=3.5, steps=3, seed=5)
+    assert editor.default_tune_settings().steps == 1
+    [result] = editor.generate("a square")
+    assert result.settings["guidance"] == 3.5 and result.settings["seed"] == 5
+
+
+def test_embedded_model_uses_the_packaged_defaults_unless_its_folder_has_its_own(
+    tiny_model, tmp_path, monkeypatch
+):
+    packaged = Path(unitune.__file__).parent / EMBEDDED_DEFAULTS
+    expected = ModelDefaults.from_dict(json.loads(packaged.read_text()), str(packaged))
+    embedded = model_with(tiny_model, tmp_path / "embedded", None)
+    monkeypatch.setattr(loading, "embedded_model_dir", lambda: tmp_path / "embedded")
+    assert load_model_defaults(embedded) == expected
+    (tmp_path / "embedded" / "unitune.json").write_text(json.dumps({"edit": {"guidance": 7.0}}))
+    assert load_model_defaults(embedded).edit.guidance == 7.0
+    other = model_with(tiny_model, tmp_path / "other", None)  # any other folder: the dataclass defaults
+    assert load_model_defaults(other) == ModelDefaults()
+    assert load_model_defaults("some-org/some-model") == ModelDefaults()
