@@ -122,21 +122,24 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/shapes"))
     parser.add_argument("--out", type=Path, default=Path("docs"))
     parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--guidance", default="3,5,8", help="comma-separated guidance scales, all reported")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     images = args.out / "images"
     images.mkdir(parents=True, exist_ok=True)
     pipeline = load_pipeline(args.model)
+    guidances = [float(g) for g in args.guidance.split(",")]
     started = time.monotonic()
     results = {
         "date": date.today().isoformat(),
         "machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
         "command": "python -m unitune.training.report "
         + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
-        "guidance": args.guidance,
         "steps": args.steps,
-        "generation": evaluate_generation(pipeline, args.count, args.count // 2, args.steps, args.guidance),
+        "generation": {
+            str(g): evaluate_generation(pipeline, args.count, args.count // 2, args.steps, g)
+            for g in guidances
+        },
         "autoencoder": autoencoder_round_trip(pipeline),
         "parameters": {
             name: sum(p.numel() for p in getattr(pipeline, name).parameters())
@@ -144,7 +147,7 @@ def main() -> None:
         },
     }
     results["seconds"] = time.monotonic() - started
-    sample_grid(pipeline, images / "model-samples.png", args.guidance)
+    sample_grid(pipeline, images / "model-samples.png", guidances[len(guidances) // 2])
     if (args.work / "log.jsonl").exists():
         plot_curves(args.work / "log.jsonl", images / "model-curves.png")
     (args.out / "model-results.json").write_text(json.dumps(results, indent=2))

@@ -1,0 +1,63 @@
+"""End to end on the shipped shapes-world model: the product's main job, offline, with no --model."""
+
+import json
+from pathlib import Path
+
+import pytest
+from diffusers import AutoencoderTiny, StableDiffusionPipeline
+from typer.testing import CliRunner
+
+import unitune
+from unitune import read_settings
+from unitune.cli import app
+from unitune.shapes.world import vocabulary
+
+EMBEDDED = Path(unitune.__file__).parent / "embedded" / "shapes"
+EXAMPLE = Path(unitune.__file__).parent / "assets" / "examples" / "shapes.png"
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_embedded_model_is_a_standard_diffusers_pipeline():
+    pipe = StableDiffusionPipeline.from_pretrained(EMBEDDED, safety_checker=None)
+    assert isinstance(pipe.vae, AutoencoderTiny)
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64
+    size = sum(f.stat().st_size for f in EMBEDDED.rglob("*") if f.is_file())
+    assert size <= 30 * 2**20, f"embedded model is {size / 2**20:.1f} MiB, over the 30 MiB budget"
+
+
+def test_default_rare_prompt_never_occurs_in_shapes_captions():
+    rare = unitune.TuneSettings().rare_prompt.split()
+    assert rare and not set(rare) & vocabulary()
+
+
+def test_generate_without_model(tmp_path):
+    out = tmp_path / "gen"
+    result = run("generate", "a large red circle on a blue background", "--steps", "4", "--out", out)
+    assert result.exit_code == 0, result.output
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 1
+    settings = read_settings(pngs[0])
+    assert "embedded" in settings["model"] and settings["prompt"].endswith("blue background")
+
+
+def test_edit_without_model_tunes_once_then_reuses(tmp_path):
+    out, cache = tmp_path / "edit", tmp_path / "cache"
+    flags = ["--tune-steps", "8", "--steps", "4", "--cache-dir", cache]
+    first = run("edit", EXAMPLE, "on a green background", "--out", out, *flags)
+    assert first.exit_code == 0, first.output
+    second = run("edit", EXAMPLE, "on a yellow background", "--out", out / "again", *flags)
+    assert second.exit_code == 0, second.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    again = json.loads((out / "again" / "manifest.json").read_text())
+    assert manifest["images"][0]["settings"]["tune_key"] == again["images"][0]["settings"]["tune_key"]
+    assert len(list(cache.rglob("*.safetensors"))) == 1
+
+
+@pytest.mark.parametrize("command", ["generate", "edit"])
+def test_bad_steps_on_embedded_model_exit_2(tmp_path, command):
+    args = ["a red circle"] if command == "generate" else [EXAMPLE, "on a green background"]
+    result = run(command, *args, "--steps", "0", "--out", tmp_path / "out")
+    assert result.exit_code == 2 and not (tmp_path / "out").exists()
