@@ -309,12 +309,15 @@ def bench(
     report: Path = typer.Option(Path("docs/benchmark.md"), "--report", help="markdown report to write"),
     images: Path = typer.Option(Path("docs/images"), "--images", help="folder for the bench-*.png plots"),
     out: Path = typer.Option(Path("runs/bench"), "--out", help="folder for the raw scored records"),
-    costs: bool = typer.Option(True, "--costs/--no-costs", help="measure tune/edit costs and memory"),
+    costs: bool | None = typer.Option(
+        None, "--costs/--no-costs", help="measure tune/edit costs and memory [default: full mode only]"
+    ),
 ):
     """Edit benchmark on the shapes world: prompt only, SDEdit and UniTune (full, LoRA) side by side."""
     from .benchmark.run import benchmark, configure
 
     command = "unitune bench" + (" --quick" if quick else "") + (f" --scenes {scenes}" if scenes else "")
+    command += "" if costs is None else (" --costs" if costs else " --no-costs")
     try:
         _quiet_libraries()
         benchmark(configure(quick, scenes, costs), model, report, images, out, command)
