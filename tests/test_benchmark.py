@@ -211,3 +211,9 @@ def test_benchmark_writes_a_well_formed_report(tiny_model, tmp_path):
     assert len(table) >= 8 and all(line.count("|") == header.count("|") for line in table)
     records = (tmp_path / "raw" / "records.jsonl").read_text().splitlines()
     assert len(records) > 0
+
+    from unitune.benchmark.run import main
+
+    again = tmp_path / "again.md"
+    main(["--replot", str(tmp_path / "raw" / "results.pkl"), "--report", str(again), "--images", str(images)])
+    assert again.read_text().split("- date:")[0] == text.split("- date:")[0]

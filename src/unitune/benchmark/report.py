@@ -16,6 +16,7 @@ from unitune.benchmark.selection import (
     by_setting,
     oracle,
     pareto_front,
+    ranking_key,
     summarise,
 )
 
@@ -106,14 +107,21 @@ def reference_rows(config) -> list[str]:
 
 def kind_rows(chosen: dict, oracle_rows: dict, kinds) -> list[str]:
     lines = ["| method (setting) | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+
+    def cells(records: list[dict]) -> str:
+        per = by_kind(records)
+        return " | ".join(
+            f"{pct(per[k]['success'])} (E {pct(per[k]['expressive'])}, P {pct(per[k]['preserved'])}; "
+            f"n={per[k]['count']})"
+            if k in per
+            else "-"
+            for k in kinds
+        )
+
     for row in chosen.values():
-        per = by_kind(row["test_records"])
-        cells = [f"{pct(per[k]['success'])} ({per[k]['count']})" if k in per else "-" for k in kinds]
-        lines.append(f"| {row['method'].key} (`{row['label']}`) | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['method'].key} (`{row['label']}`) | {cells(row['test_records'])} |")
     for family, rows in oracle_rows.items():
-        per = by_kind(rows)
-        cells = [f"{pct(per[k]['success'])} ({per[k]['count']})" if k in per else "-" for k in kinds]
-        lines.append(f"| oracle {family} | " + " | ".join(cells) + " |")
+        lines.append(f"| oracle {family} | {cells(rows)} |")
     return lines
 
 
@@ -179,7 +187,7 @@ def targets(chosen: dict, results) -> list[str]:
     unitune = [chosen[k] for k in UNITUNE_KEYS if k in chosen]
     if not unitune:
         return ["No UniTune method ran."]
-    best = max(unitune, key=lambda row: (row["validation"]["success"], row["test"]["success"]))
+    best = max(unitune, key=lambda row: ranking_key(row["validation"]))  # chosen on validation only
     success = best["test"]["success"]
     sdedit = chosen.get("sdedit", {}).get("test", {}).get("success", float("nan"))
     family = best["method"].family
@@ -383,7 +391,7 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         "",
         *targets(chosen, results),
         "",
-        "## Success by edit kind (test; edits per kind in brackets)",
+        "## Success by edit kind (test; E expressive, P preserved, n edits)",
         "",
         *kind_rows(chosen, oracle_rows, kinds),
         "",

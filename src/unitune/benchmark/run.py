@@ -9,6 +9,7 @@ import json
 import math
 import multiprocessing
 import os
+import pickle
 import platform
 import subprocess
 import sys
@@ -238,12 +239,15 @@ def machine() -> dict:
     }
 
 
-def save_records(results: Results, folder: Path) -> Path:
+def save_records(results: Results, folder: Path, command: str) -> Path:
+    """records.jsonl (one scored output per line) and results.pkl (everything, for --replot)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "records.jsonl"
     with path.open("w") as handle:
         for row in results.records:
             handle.write(json.dumps(row) + "\n")
+    with (folder / "results.pkl").open("wb") as handle:
+        pickle.dump((results, command), handle)
     return path
 
 
@@ -258,7 +262,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="raw records (JSONL)")
     parser.add_argument("--scenes", type=int, default=None, help="override scenes per split")
     parser.add_argument("--costs", action=argparse.BooleanOptionalAction, default=None, help="measure costs")
+    parser.add_argument("--replot", type=Path, help="rewrite the report from a saved results.pkl, no run")
     args = parser.parse_args(argv)
+    if args.replot:
+        from unitune.benchmark.report import write_report
+
+        with args.replot.open("rb") as handle:
+            results, command = pickle.load(handle)
+        print(write_report(results, args.report, args.images, command))
+        return
     config = configure(args.quick, args.scenes, args.costs)
     command = "python -m unitune.benchmark " + " ".join(argv if argv is not None else sys.argv[1:])
     benchmark(config, args.model, args.report, args.images, args.out, command.strip())
@@ -277,7 +289,7 @@ def benchmark(config: Config, model, report, images, out, command: str, log=prin
     from unitune.benchmark.report import write_report
 
     results = run_benchmark(config, model, log=log)
-    save_records(results, Path(out))
+    save_records(results, Path(out), command)
     path = write_report(results, Path(report), Path(images), command)
     log(f"wrote {path} ({results.seconds:.0f} s)")
     return path
