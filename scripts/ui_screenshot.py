@@ -64,7 +64,7 @@ def main() -> None:
 def capture(url: str, args) -> None:
     options = webdriver.ChromeOptions()
     options.binary_location = "/usr/bin/chromium"
-    for flag in (*FLAGS, "--window-size=1400,1000", f"--user-data-dir={tempfile.mkdtemp()}"):
+    for flag in (*FLAGS, "--window-size=1400,1150", f"--user-data-dir={tempfile.mkdtemp()}"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path="/usr/bin/chromedriver"), options=options)
     try:
