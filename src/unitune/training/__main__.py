@@ -21,8 +21,7 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTokenizer
 
-from unitune.shapes.quality import evaluate_generation, held_out_scenes
-from unitune.shapes.world import render
+from unitune.shapes.quality import EVALUATION_SEED, evaluate_generation
 from unitune.training.architecture import (
     MAX_TOKENS,
     ArchitectureConfig,
@@ -71,13 +70,7 @@ def main() -> None:
 
     started = time.monotonic()
     pool = render_pool(args.pool)
-    held_out = (
-        torch.from_numpy(__import__("numpy").stack([render(scene) for scene in held_out_scenes(256)]))
-        .permute(0, 3, 1, 2)
-        .float()
-        .div(127.5)
-        .sub(1.0)
-    )
+    held_out = render_pool(256, seed=EVALUATION_SEED).image_batch(torch.arange(256))
     log.write(stage="data", scenes=len(pool), seconds=time.monotonic() - started)
 
     autoencoder = build_autoencoder(config)

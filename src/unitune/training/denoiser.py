@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
@@ -133,20 +134,17 @@ class DenoiserTrainer:
         checkpointer.save(modules, self.optimizer, state)
         torch.save(self.ema.state_dict(), checkpointer.folder / "ema.pt")
 
+    @contextmanager
     def ema_weights(self):
-        trainer = self
-
-        class _Swap:
-            def __enter__(self):
-                trainer.ema.store(trainer.parameters)
-                trainer.ema.copy_to(trainer.parameters)
-                trainer.unet.eval(), trainer.text_encoder.eval()
-
-            def __exit__(self, *exc):
-                trainer.ema.restore(trainer.parameters)
-                trainer.unet.train(), trainer.text_encoder.train()
-
-        return _Swap()
+        """Swap the EMA weights in (eval mode) for the duration of the block."""
+        self.ema.store(self.parameters)
+        self.ema.copy_to(self.parameters)
+        self.unet.eval(), self.text_encoder.eval()
+        try:
+            yield
+        finally:
+            self.ema.restore(self.parameters)
+            self.unet.train(), self.text_encoder.train()
 
 
 class _Modules(torch.nn.Module):
