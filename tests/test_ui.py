@@ -157,6 +157,7 @@ def test_upload_tune_edit_in_browser(server, browser, tmp_path):
     wait_for(browser, lambda d: "Tuned in" in d.find_element("id", "tune-status").text, "the tune to finish")
 
     browser.find_element("css selector", "#prompts textarea").send_keys("on a green background")
+    set_text(browser, "#negative", "a red circle")
     browser.find_element("id", "edit-btn").click()
     result = find(browser, "#results img")
     # the second use of the image reuses the tune, and says so
@@ -178,6 +179,7 @@ def test_upload_tune_edit_in_browser(server, browser, tmp_path):
     settings = read_settings(downloaded)
     assert settings["prompt"] == "on a green background"
     assert settings["steps"] == 4 and settings["tune"]["steps"] == 2
+    assert settings["negative_prompt"] == "a red circle"
 
     open_tab(browser, "History")
     wait_for(browser, lambda d: "on a green background" in d.find_element("id", "history").text, "history")

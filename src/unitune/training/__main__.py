@@ -45,14 +45,16 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--work", type=Path, default=Path("runs/shapes"), help="checkpoints and logs")
     parser.add_argument("--export", type=Path, default=None, help="write the pipeline folder here")
     parser.add_argument("--pool", type=int, default=30_000, help="number of training scenes")
-    parser.add_argument("--ae-minutes", type=float, default=10.0)
+    parser.add_argument("--ae-minutes", type=float, default=16.0)
     parser.add_argument("--unet-minutes", type=float, default=60.0)
-    parser.add_argument("--eval-every", type=float, default=10.0, help="minutes between evaluations")
+    parser.add_argument("--eval-every", type=float, default=15.0, help="minutes between evaluations")
     parser.add_argument("--eval-count", type=int, default=64, help="captions per evaluation during training")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads; 1 if other jobs share a 2-core CPU"
+    )
     return parser.parse_args()
 
 

@@ -1,5 +1,9 @@
-"""Shapes of the embedded model's parts: a conv-only AutoencoderTiny (64x64x3 <-> 16x16x4), a small
-CLIP text encoder over CLIP's BPE vocabulary, and a small latent UNet with cross-attention."""
+"""Shapes of the embedded model's parts: a conv-only AutoencoderTiny (64x64x3 <-> 16x16x8), a small
+CLIP text encoder over CLIP's BPE vocabulary, and a small latent UNet with cross-attention.
+
+Eight latent channels (6x compression rather than 12x with four) keep the edges of 14-pixel shapes
+through the round trip; they cost the UNet almost nothing. The UNet's widest level is its coarsest,
+where extra width is nearly free on a CPU (measured: 4.2M parameters train as fast as 1.7M)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from transformers import CLIPTextConfig, CLIPTextModel
 
 from unitune.shapes.world import IMAGE_SIZE
 
-LATENT_CHANNELS = 4
+LATENT_CHANNELS = 8
 LATENT_SIZE = IMAGE_SIZE // 4
 MAX_TOKENS = 32  # captions are at most 16 tokens; the rest leaves room for UniTune's rare prompt
 
@@ -20,7 +24,7 @@ class ArchitectureConfig:
     autoencoder_channels: int = 32
     text_width: int = 64
     text_layers: int = 2
-    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_channels: tuple[int, ...] = (32, 64, 128)
     unet_layers_per_block: int = 1
     unet_down_blocks: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
     unet_up_blocks: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")

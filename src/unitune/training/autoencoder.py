@@ -1,4 +1,8 @@
-"""Stage 1 of the recipe: train the AutoencoderTiny on rendered scenes (MSE), for a wall-clock budget."""
+"""Stage 1 of the recipe: train the AutoencoderTiny on rendered scenes, for a wall-clock budget.
+
+It trains on random 32x32 crops aligned to the latent grid: the network is fully convolutional, so a
+crop teaches it the same thing per pixel at a quarter of the cost of a whole image. The loss is MSE
+plus L1; L1 keeps the shapes' edges sharp where MSE alone settles for a blur."""
 
 from __future__ import annotations
 
@@ -32,9 +36,10 @@ def train_autoencoder(
     checkpointer: Checkpointer,
     log: TrainingLog,
     minutes: float,
-    batch_size: int = 32,
+    batch_size: int = 64,
     lr: float = 2e-3,
     seed: int = 0,
+    crop: int = 32,
 ) -> None:
     """Train until `minutes` of training time are spent (counting time from earlier runs)."""
     autoencoder.to(memory_format=torch.channels_last).train()
@@ -47,9 +52,10 @@ def train_autoencoder(
     while (elapsed := time.monotonic() - started) < budget:
         set_lr(optimizer, lr * cosine(elapsed / budget))
         indices = torch.randint(len(pool), (batch_size,), generator=generator)
-        images = pool.image_batch(indices).contiguous(memory_format=torch.channels_last)
+        images = random_crops(pool.image_batch(indices), crop, generator)
         reconstruction = autoencoder.decode(autoencoder.encode(images).latents).sample
-        loss = (reconstruction - images).pow(2).mean()
+        error = reconstruction - images
+        loss = error.pow(2).mean() + error.abs().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -71,6 +77,15 @@ def train_autoencoder(
     if state["step"] > first_step:
         checkpointer.save(autoencoder, optimizer, state)
     autoencoder.eval()
+
+
+def random_crops(images: torch.Tensor, size: int, generator: torch.Generator, grid: int = 4) -> torch.Tensor:
+    """One random `size` x `size` crop per image, its corner on the autoencoder's `grid`-pixel lattice."""
+    if size >= images.shape[-1]:
+        return images.contiguous(memory_format=torch.channels_last)
+    corners = torch.randint((images.shape[-1] - size) // grid + 1, (len(images), 2), generator=generator) * grid
+    crops = [image[:, y : y + size, x : x + size] for image, (y, x) in zip(images, corners.tolist())]
+    return torch.stack(crops).contiguous(memory_format=torch.channels_last)
 
 
 def cosine(progress: float, warmup: float = 0.02, floor: float = 0.05) -> float:

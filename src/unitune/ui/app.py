@@ -117,6 +117,11 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
                             elem_id="prompts",
                         )
                         gr.Examples(EXAMPLE_PROMPTS, inputs=prompts, label="Example prompts (shapes world)")
+                        negative = gr.Textbox(
+                            edit.negative_prompt,
+                            label="Negative prompt (optional; guided against)",
+                            elem_id="negative",
+                        )
                         with gr.Row():
                             guidance = gr.Slider(
                                 0, max(50, edit.guidance), edit.guidance, step=0.5, label="guidance"
@@ -236,13 +241,14 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
 
         @friendly
         def run_edit(
-            state_, prompts_, g, s, i, n, k, seed_, random_, m, ts, tb, tsd,
+            state_, prompts_, negative_, g, s, i, n, k, seed_, random_, m, ts, tb, tsd,
             request: gr.Request, progress=gr.Progress(),
         ):  # fmt: skip
             used_seed = pick_seed(seed_, random_)
             dials = dict(
-                guidance=g, strength=s, interpolation=i, steps=int(n), num_images=int(k), seed=used_seed
-            )
+                guidance=g, strength=s, interpolation=i, steps=int(n), num_images=int(k), seed=used_seed,
+                negative_prompt=(negative_ or "").strip(),
+            )  # fmt: skip
             tuning, session = tune_settings(m, ts, tb, tsd), request.session_hash
             state_, paths, message = studio.edit(
                 state_, prompts_, replace(edit, **dials), tuning, session, progress
@@ -253,7 +259,9 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
             first = state_.last[0]["settings"]
             return state_, before_after, gallery, first, files, message, *_history(state_), used_seed
 
-        edit_inputs = [state, prompts, guidance, strength, interpolation, steps, num_images, seed, randomize]
+        edit_inputs = [
+            state, prompts, negative, guidance, strength, interpolation, steps, num_images, seed, randomize
+        ]  # fmt: skip
         history_outputs = [history_table, history_gallery]
         edit_outputs = [
             state,
