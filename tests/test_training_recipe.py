@@ -4,7 +4,11 @@ import json
 import subprocess
 import sys
 
+import torch
 from diffusers import AutoencoderTiny, StableDiffusionPipeline
+
+from unitune.training.architecture import LATENT_STRIDE
+from unitune.training.autoencoder import random_crops
 
 
 def train(work, export, minutes):
@@ -37,3 +41,14 @@ def test_recipe_trains_resumes_and_exports(tmp_path):
     assert first["step"] > 0 and second["step"] > first["step"]
     pipe = StableDiffusionPipeline.from_pretrained(export, safety_checker=None)
     assert isinstance(pipe.vae, AutoencoderTiny) and pipe.scheduler.config.prediction_type == "v_prediction"
+
+
+def test_autoencoder_crops_lie_on_the_latent_grid():
+    images = torch.arange(4 * 3 * 64 * 64, dtype=torch.float32).reshape(4, 3, 64, 64)
+    crops = random_crops(images, 32, torch.Generator().manual_seed(0))
+    assert crops.shape == (4, 3, 32, 32)
+    for image, crop in zip(images, crops, strict=True):
+        offset = int((crop[0, 0, 0] - image[0, 0, 0]).item())  # the corner pixel tells where it came from
+        y, x = divmod(offset, 64)
+        assert y % LATENT_STRIDE == 0 and x % LATENT_STRIDE == 0
+        assert torch.equal(crop, image[:, y : y + 32, x : x + 32])

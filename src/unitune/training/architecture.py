@@ -15,7 +15,8 @@ from transformers import CLIPTextConfig, CLIPTextModel
 from unitune.shapes.world import IMAGE_SIZE
 
 LATENT_CHANNELS = 8
-LATENT_SIZE = IMAGE_SIZE // 4
+LATENT_STRIDE = 4  # pixels per latent cell (two 2x downsamplings)
+LATENT_SIZE = IMAGE_SIZE // LATENT_STRIDE
 MAX_TOKENS = 32  # captions are at most 16 tokens; the rest leaves room for UniTune's rare prompt
 
 

@@ -12,6 +12,7 @@ import time
 import torch
 from diffusers import AutoencoderTiny
 
+from unitune.training.architecture import LATENT_STRIDE
 from unitune.training.checkpoints import Checkpointer, TrainingLog
 from unitune.training.data import ScenePool
 
@@ -79,12 +80,18 @@ def train_autoencoder(
     autoencoder.eval()
 
 
-def random_crops(images: torch.Tensor, size: int, generator: torch.Generator, grid: int = 4) -> torch.Tensor:
+def random_crops(
+    images: torch.Tensor, size: int, generator: torch.Generator, grid: int = LATENT_STRIDE
+) -> torch.Tensor:
     """One random `size` x `size` crop per image, its corner on the autoencoder's `grid`-pixel lattice."""
     if size >= images.shape[-1]:
         return images.contiguous(memory_format=torch.channels_last)
-    corners = torch.randint((images.shape[-1] - size) // grid + 1, (len(images), 2), generator=generator) * grid
-    crops = [image[:, y : y + size, x : x + size] for image, (y, x) in zip(images, corners.tolist())]
+    corners = (
+        torch.randint((images.shape[-1] - size) // grid + 1, (len(images), 2), generator=generator) * grid
+    )
+    crops = [
+        image[:, y : y + size, x : x + size] for image, (y, x) in zip(images, corners.tolist(), strict=True)
+    ]
     return torch.stack(crops).contiguous(memory_format=torch.channels_last)
 
 
