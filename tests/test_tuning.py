@@ -152,3 +152,27 @@ def test_bfloat16_autocast_on_cpu_tunes_and_edits(tiny_model, base_image, tmp_pa
     assert result.settings["dtype"] == "bfloat16" and result.image.size == (32, 32)
     float32_editor = Editor.load(tiny_model, device="cpu", cache_dir=tmp_path)
     assert editor.tune_key(base_image, tune) != float32_editor.tune_key(base_image, tune)
+
+
+def test_merged_lora_predicts_what_the_adapter_does(editor, base_image):
+    from unitune.tuning import load_lora, remove_lora
+
+    tune = TuneSettings(method="lora", steps=2, learning_rate=1e-2, seed=81)
+    tensors, _ = editor.cache.load(editor.tune(base_image, tune).key)
+    unet = editor.pipe.unet
+    latent = torch.randn(1, unet.config.in_channels, 8, 8, generator=torch.Generator().manual_seed(0))
+    text = torch.randn(1, 77, unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(1))
+
+    def predict():
+        with torch.no_grad():
+            return unet(latent, 500, encoder_hidden_states=text).sample
+
+    plain = predict()
+    load_lora(unet, tensors, tune.lora_rank)
+    adapted = predict()
+    with editor.applied(editor.tune(base_image, tune)):
+        assert not any("lora" in name for name in unet.state_dict())  # merged, no adapter layers left
+        merged = predict()
+    remove_lora(unet)
+    assert not torch.allclose(adapted, plain, atol=1e-4)
+    assert torch.allclose(merged, adapted, atol=1e-5)

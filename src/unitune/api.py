@@ -37,7 +37,16 @@ from .progress import Progress, ProgressFn, StopFn, check_stop, report
 from .sampling import decode, encode_prompts, initial_latents, iter_denoise, schedule, to_pil
 from .settings import EditSettings, ModelDefaults, TuneSettings, settings_json
 from .sweep import SweepResult, contact_sheet, grid
-from .tuning import add_lora, encode_latent, encode_text, load_lora, lora_state, remove_lora, train
+from .tuning import (
+    add_lora,
+    encode_latent,
+    encode_text,
+    load_lora,
+    lora_state,
+    merge_lora,
+    remove_lora,
+    train,
+)
 
 ImageInput = str | Path | Image.Image
 
@@ -201,11 +210,12 @@ class Editor:
         with self._lock:
             self._restore_base()
             try:
+                self._snapshot_base()
+                self._full_applied = True  # restored from the snapshot afterwards, LoRA included
                 if settings["method"] == "lora":
                     load_lora(self.pipe.unet, tensors, settings["lora_rank"])
+                    merge_lora(self.pipe.unet)
                 else:
-                    self._snapshot_base()
-                    self._full_applied = True
                     self.pipe.unet.load_state_dict(tensors)
                 yield
             finally:

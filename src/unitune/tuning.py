@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from peft import LoraConfig
+from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from .loading import Runtime
@@ -81,6 +82,14 @@ def add_lora(unet, rank: int) -> None:
 def remove_lora(unet) -> None:
     if getattr(unet, "_hf_peft_config_loaded", False):
         unet.unload_lora()
+
+
+def merge_lora(unet) -> None:
+    """Fold the adapter into the weights and drop the LoRA layers: sampling then costs a plain UNet's time."""
+    for module in unet.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.merge(adapter_names=[ADAPTER])
+    remove_lora(unet)  # the base layers keep the merged weights
 
 
 def lora_state(unet) -> dict[str, torch.Tensor]:

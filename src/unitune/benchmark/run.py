@@ -63,7 +63,8 @@ QUICK = Config(
     cost_tune_steps=32,
 )
 # Guidance above ~8 saturated the colours of the development preview of the embedded model, so the
-# UniTune grid spans 2-8; sized to finish in about 20 minutes on 2 CPU cores.
+# UniTune grid spans 2-8 (the probe of the current model: low strengths keep the scene); about 35
+# minutes on 2 CPU cores.
 FULL = Config(
     validation_scenes=8,
     test_scenes=12,
@@ -73,7 +74,7 @@ FULL = Config(
         sdedit_guidances=(5.0, 10.0),
         sdedit_strengths=(0.5, 0.7, 0.85),
         unitune_guidances=(2.0, 4.0, 8.0),
-        unitune_strengths=(0.6, 0.8, 1.0),
+        unitune_strengths=(0.4, 0.6, 0.8, 1.0),
         interpolations=(0.0, 0.5, 1.0),
     ),
     workers=2,
