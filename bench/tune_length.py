@@ -1,0 +1,75 @@
+"""Does a shorter (or longer) tune change the edits? UniTune full tunes of several lengths on the edit
+benchmark's validation split, embedded model, same grid and seeds.
+
+Usage: HF_HUB_OFFLINE=1 python bench/tune_length.py [--steps 32,64,128,256] [--scenes 8]
+
+Prints a markdown table per tune length: tune seconds (mean, in a worker beside the other one), and
+over the grid the mean expressive / preserved rates, the best setting's success, the per-edit oracle,
+and the fixed setting `g2 s0.4 i1` (the full benchmark's choice). A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from dataclasses import replace
+
+from unitune.benchmark.methods import Grid
+from unitune.benchmark.run import Config, run_benchmark
+from unitune.benchmark.selection import best_setting, by_setting, oracle, summarise
+
+GRID = Grid(
+    steps=20,
+    prompt_guidances=(),
+    sdedit_guidances=(),
+    sdedit_strengths=(),
+    unitune_guidances=(2.0, 4.0, 8.0),
+    unitune_strengths=(0.4, 0.6, 0.8),
+    interpolations=(0.0, 1.0),
+    families=("full",),
+)
+REFERENCE = "g2 s0.4 i1"
+
+
+def row(steps: int, records: list[dict], tune_seconds: list[float]) -> str:
+    grid, groups = summarise(records), by_setting(records)
+    best = best_setting(records)
+    top, ceiling, reference = (
+        summarise(groups[best]),
+        summarise(oracle(records)),
+        summarise(groups[REFERENCE]),
+    )
+    cells = [
+        f"{steps}",
+        f"{statistics.mean(tune_seconds):.1f}",
+        f"{grid['expressive']:.0%} / {grid['preserved']:.0%}",
+        f"`{best}` {top['success']:.0%}",
+        f"{ceiling['success']:.0%} (E {ceiling['expressive']:.0%}, P {ceiling['preserved']:.0%})",
+        f"{reference['expressive']:.0%} / {reference['preserved']:.0%} / "
+        f"{reference['psnr_base_untouched']:.1f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", default="32,64,128,256", help="tune lengths, comma-separated")
+    parser.add_argument("--scenes", type=int, default=8, help="validation scenes")
+    args = parser.parse_args()
+    base = Config(validation_scenes=args.scenes, test_scenes=0, grid=GRID, workers=2, costs=False)
+    lines = [
+        "| tune steps | tune s | grid mean E / P | best setting, success | oracle success | "
+        f"`{REFERENCE}`: E / P / PSNR base untouched |",
+        "|---|---|---|---|---|---|",
+    ]
+    for steps in (int(s) for s in args.steps.split(",")):
+        results = run_benchmark(replace(base, tune_steps=steps), log=lambda text: None)
+        lines.append(row(steps, results.records, [c.seconds for c in results.tune_costs]))
+        print(lines[-1], flush=True)
+    edits = len({r["edit"] for r in results.records})
+    print(f"\n{edits} validation edits ({args.scenes} scenes), grid {GRID}\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
