@@ -12,13 +12,14 @@ import argparse
 import socket
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
-from unitune import Editor, EditSettings, TuneSettings
+from unitune import Editor, TuneSettings
 from unitune.ui.app import launch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,16 +43,17 @@ def main() -> None:
     parser.add_argument("--prompts", default="on a green background\na yellow circle")
     parser.add_argument("--tune-steps", type=int, default=TuneSettings().steps)
     parser.add_argument("--method", default=TuneSettings().method)
-    parser.add_argument("--steps", type=int, default=EditSettings().steps, help="sampling steps")
-    parser.add_argument("--guidance", type=float, default=EditSettings().guidance)
-    parser.add_argument("--strength", type=float, default=EditSettings().strength)
+    parser.add_argument("--steps", type=int, help="sampling steps [default: the model's]")
+    parser.add_argument("--guidance", type=float, help="[default: the model's]")
+    parser.add_argument("--strength", type=float, help="[default: the model's]")
     parser.add_argument("--timeout", type=float, default=900, help="seconds to wait for the tune + edits")
     args = parser.parse_args()
 
     cache = tempfile.mkdtemp(prefix="unitune-screenshot-cache-")  # a fresh tune, so the UI shows one
     editor = Editor.load(args.model, cache_dir=cache)
     tune = TuneSettings(method=args.method, steps=args.tune_steps)
-    edit = EditSettings(steps=args.steps, guidance=args.guidance, strength=args.strength)
+    given = {"steps": args.steps, "guidance": args.guidance, "strength": args.strength}
+    edit = replace(editor.default_edit_settings(), **{k: v for k, v in given.items() if v is not None})
     port = free_port()
     demo = launch(editor, port=port, tune=tune, edit=edit, block=False)
     try:

@@ -256,7 +256,7 @@ def plot_tradeoff(records: list[dict], chosen: dict, oracle_rows: dict, path: Pa
         axis.set_xlabel(x_title)
         axis.set_ylabel("expressiveness rate (test)")
         axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower left")
+    axes[0].legend(fontsize=8, loc="upper right")
     figure.suptitle(
         "fidelity vs expressiveness: each point a setting; line = Pareto front; star = chosen on validation"
     )
