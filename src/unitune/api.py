@@ -87,6 +87,7 @@ class Editor:
         self._lock = threading.RLock()
         self._base_state: dict[str, torch.Tensor] | None = None
         self._full_applied = False
+        self._lora_originals: dict[str, torch.Tensor] | None = None  # the weights a merged LoRA changed
 
     @classmethod
     def load(
@@ -198,6 +199,9 @@ class Editor:
 
     def _restore_base(self) -> None:
         remove_lora(self.pipe.unet)
+        if self._lora_originals is not None:
+            self.pipe.unet.load_state_dict(self._lora_originals, strict=False)
+            self._lora_originals = None
         if self._full_applied:
             self.pipe.unet.load_state_dict(self._base_state)
             self._full_applied = False
@@ -210,12 +214,12 @@ class Editor:
         with self._lock:
             self._restore_base()
             try:
-                self._snapshot_base()
-                self._full_applied = True  # restored from the snapshot afterwards, LoRA included
                 if settings["method"] == "lora":
                     load_lora(self.pipe.unet, tensors, settings["lora_rank"])
-                    merge_lora(self.pipe.unet)
+                    self._lora_originals = merge_lora(self.pipe.unet)
                 else:
+                    self._snapshot_base()
+                    self._full_applied = True
                     self.pipe.unet.load_state_dict(tensors)
                 yield
             finally:

@@ -84,12 +84,18 @@ def remove_lora(unet) -> None:
         unet.unload_lora()
 
 
-def merge_lora(unet) -> None:
-    """Fold the adapter into the weights and drop the LoRA layers: sampling then costs a plain UNet's time."""
-    for module in unet.modules():
+def merge_lora(unet) -> dict[str, torch.Tensor]:
+    """Fold the adapter into its layers' weights and drop the LoRA layers, so sampling costs a plain UNet's
+    time. Returns copies of the weights it changed (only those): loading them back restores the base
+    bit for bit, which subtracting the update again would not."""
+    originals = {}
+    for name, module in unet.named_modules():
         if isinstance(module, BaseTunerLayer):
+            for key, tensor in module.get_base_layer().state_dict().items():
+                originals[f"{name}.{key}"] = tensor.detach().clone()
             module.merge(adapter_names=[ADAPTER])
-    remove_lora(unet)  # the base layers keep the merged weights
+    remove_lora(unet)  # the base layers keep the merged weights, under the names `originals` uses
+    return originals
 
 
 def lora_state(unet) -> dict[str, torch.Tensor]:

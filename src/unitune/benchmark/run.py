@@ -63,7 +63,7 @@ QUICK = Config(
     cost_tune_steps=32,
 )
 # Guidance above ~8 saturated the colours of the development preview of the embedded model, so the
-# UniTune grid spans 2-8 (the probe of the current model: low strengths keep the scene); about 35
+# UniTune grid spans 2-8 (the probe of the current model: low strengths keep the scene); about 30
 # minutes on 2 CPU cores.
 FULL = Config(
     validation_scenes=8,
