@@ -1,7 +1,9 @@
 """Does a shorter (or longer) tune change the edits? UniTune full tunes of several lengths on the edit
 benchmark's validation split, embedded model, same grid and seeds.
 
-Usage: HF_HUB_OFFLINE=1 python bench/tune_length.py [--steps 32,64,128,256] [--scenes 8]
+Usage: HF_HUB_OFFLINE=1 python bench/tune_length.py [--tunes 32,64,128,256,64x8] [--scenes 8]
+
+Each tune is `steps` or `steps`x`batch` (batch 4 unless given).
 
 Prints a markdown table per tune length: tune seconds (mean, in a worker beside the other one), and
 over the grid the mean expressive / preserved rates, the best setting's success, the per-edit oracle,
@@ -31,7 +33,7 @@ GRID = Grid(
 REFERENCE = "g2 s0.4 i1"
 
 
-def row(steps: int, records: list[dict], tune_seconds: list[float]) -> str:
+def row(tune: str, records: list[dict], tune_seconds: list[float]) -> str:
     grid, groups = summarise(records), by_setting(records)
     best = best_setting(records)
     top, ceiling, reference = (
@@ -40,7 +42,7 @@ def row(steps: int, records: list[dict], tune_seconds: list[float]) -> str:
         summarise(groups[REFERENCE]),
     )
     cells = [
-        f"{steps}",
+        tune,
         f"{statistics.mean(tune_seconds):.1f}",
         f"{grid['expressive']:.0%} / {grid['preserved']:.0%}",
         f"`{best}` {top['success']:.0%}",
@@ -53,18 +55,21 @@ def row(steps: int, records: list[dict], tune_seconds: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", default="32,64,128,256", help="tune lengths, comma-separated")
+    parser.add_argument("--tunes", default="32,64,128,256,64x8", help="steps[xbatch], comma-separated")
     parser.add_argument("--scenes", type=int, default=8, help="validation scenes")
     args = parser.parse_args()
     base = Config(validation_scenes=args.scenes, test_scenes=0, grid=GRID, workers=2, costs=False)
     lines = [
-        "| tune steps | tune s | grid mean E / P | best setting, success | oracle success | "
+        "| tune steps x batch | tune s | grid mean E / P | best setting, success | oracle success | "
         f"`{REFERENCE}`: E / P / PSNR base untouched |",
         "|---|---|---|---|---|---|",
     ]
-    for steps in (int(s) for s in args.steps.split(",")):
-        results = run_benchmark(replace(base, tune_steps=steps), log=lambda text: None)
-        lines.append(row(steps, results.records, [c.seconds for c in results.tune_costs]))
+    for tune in args.tunes.split(","):
+        steps, _, batch = tune.partition("x")
+        config = replace(base, tune_steps=int(steps), tune_batch=int(batch or 4))
+        results = run_benchmark(config, log=lambda text: None)
+        label = f"{config.tune_steps} x {config.tune_batch}"
+        lines.append(row(label, results.records, [c.seconds for c in results.tune_costs]))
         print(lines[-1], flush=True)
     edits = len({r["edit"] for r in results.records})
     print(f"\n{edits} validation edits ({args.scenes} scenes), grid {GRID}\n")

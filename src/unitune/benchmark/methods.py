@@ -142,9 +142,10 @@ def run_unitune(
     seed: int,
     costs: list[TuneCost],
     tune_steps: int = 128,
+    tune_batch: int = 4,
 ) -> Iterator[Output]:
     """Tune once on the base image (timed; appended to `costs`), then edit on the whole grid."""
-    tune = TuneSettings(method=family, steps=tune_steps)
+    tune = TuneSettings(method=family, steps=tune_steps, batch_size=tune_batch)
     started = time.perf_counter()
     tuned = editor.tune(base, tune)
     costs.append(
@@ -173,6 +174,7 @@ def run_scene(
     seed: int,
     costs: list[TuneCost],
     tune_steps: int = 128,
+    tune_batch: int = 4,
     families: tuple[str, ...] | None = None,
     on_output: Callable[[Output], None] | None = None,
 ) -> list[Output]:
@@ -184,7 +186,7 @@ def run_scene(
         elif family == "sdedit":
             produced = run_sdedit(editor, edits, base, grid, seed)
         else:
-            produced = run_unitune(editor, family, edits, base, grid, seed, costs, tune_steps)
+            produced = run_unitune(editor, family, edits, base, grid, seed, costs, tune_steps, tune_batch)
         for output in produced:
             outputs.append(output)
             if on_output is not None:

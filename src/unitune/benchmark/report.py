@@ -379,8 +379,8 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         f"- grid: {grid.steps} sampler steps; prompt guidance {list(grid.prompt_guidances)}; SDEdit guidance "
         f"{list(grid.sdedit_guidances)} x strength {list(grid.sdedit_strengths)}; UniTune guidance "
         f"{list(grid.unitune_guidances)} x strength {list(grid.unitune_strengths)} x interpolation "
-        f"{list(grid.interpolations)}; tune: `TuneSettings(method, steps={config.tune_steps})` (batch 4, "
-        "default learning rates)",
+        f"{list(grid.interpolations)}; tune: `TuneSettings(method, steps={config.tune_steps}, "
+        f"batch_size={config.tune_batch})` (default learning rates)",
         "",
         "## Headline (test split)",
         "",

@@ -39,6 +39,7 @@ class Config:
     seed: int = 0
     workers: int = 1  # processes, one torch thread each (the full run: one per core)
     tune_steps: int = 128  # TuneSettings' default; the CI smoke test uses a handful
+    tune_batch: int = 4  # TuneSettings' default
     cost_tune_steps: int = 128  # the tune bench/core_costs.py times (quick mode: fewer)
     costs: bool = True  # tune / edit / memory costs via bench/core_costs.py (one subprocess per method)
 
@@ -198,6 +199,7 @@ def _run_one_scene(editor, edits, config: Config, results: Results) -> None:
         seed,
         results.tune_costs,
         config.tune_steps,
+        config.tune_batch,
         on_output=on_output,
     )
 
