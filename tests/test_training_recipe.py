@@ -11,7 +11,7 @@ from unitune.training.architecture import LATENT_STRIDE
 from unitune.training.autoencoder import random_crops
 
 
-def train(work, export, minutes):
+def train(work, export, minutes, *extra):
     command = [
         sys.executable,
         "-m",
@@ -28,6 +28,7 @@ def train(work, export, minutes):
         str(minutes),
         "--eval-every",
         "100",
+        *extra,
     ]
     subprocess.run(command, check=True, capture_output=True, timeout=300)
 
@@ -41,6 +42,26 @@ def test_recipe_trains_resumes_and_exports(tmp_path):
     assert first["step"] > 0 and second["step"] > first["step"]
     pipe = StableDiffusionPipeline.from_pretrained(export, safety_checker=None)
     assert isinstance(pipe.vae, AutoencoderTiny) and pipe.scheduler.config.prediction_type == "v_prediction"
+
+
+def test_training_continues_from_an_exported_model(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(tmp_path / "work", first, 0.05)
+    train(tmp_path / "again", second, 0, "--init-from", str(first))  # no training: a pure carry-over
+    one, two = (StableDiffusionPipeline.from_pretrained(f, safety_checker=None) for f in (first, second))
+    for name in ("vae", "unet", "text_encoder"):
+        a, b = getattr(one, name).state_dict(), getattr(two, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert one.vae.config.scaling_factor == two.vae.config.scaling_factor
+
+
+def test_init_from_a_folder_that_is_not_a_model_is_one_line(tmp_path):
+    command = [sys.executable, "-m", "unitune.training", "--work", str(tmp_path / "w"), "--pool", "8"]
+    result = subprocess.run(
+        [*command, "--init-from", str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "not an exported pipeline folder" in result.stderr
 
 
 def test_autoencoder_crops_lie_on_the_latent_grid():

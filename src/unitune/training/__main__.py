@@ -6,6 +6,12 @@ standard diffusers StableDiffusionPipeline folder.
 Stages: (1) render a seeded pool of scenes; (2) train the autoencoder for --ae-minutes; (3) encode the
 pool once; (4) train UNet + text encoder for --unet-minutes, evaluating every --eval-every minutes;
 (5) export the EMA weights in fp16. Run it again with the same --work to resume where it stopped.
+
+    python -m unitune.training --init-from src/unitune/embedded/shapes --work runs/more \
+        --ae-minutes 0 --unet-minutes 60 --lr 3e-4 --export runs/more/model
+
+continues from an exported model instead (its autoencoder kept as is, its UNet and text encoder trained
+further): checkpoints do not travel between machines, the exported folder does.
 """
 
 from __future__ import annotations
@@ -53,6 +59,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="start from this exported pipeline folder's weights (a checkpoint in --work still wins)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=None, help="torch threads; 1 if other jobs share a 2-core CPU"
     )
     return parser.parse_args()
@@ -75,7 +87,10 @@ def main() -> None:
     held_out = render_pool(256, seed=EVALUATION_SEED).image_batch(torch.arange(256))
     log.write(stage="data", scenes=len(pool), seconds=time.monotonic() - started)
 
+    start = load_exported(args.init_from) if args.init_from else None
     autoencoder = build_autoencoder(config)
+    if start is not None:
+        load_weights(autoencoder, start.vae, args.init_from)
     train_autoencoder(
         autoencoder,
         pool,
@@ -88,7 +103,7 @@ def main() -> None:
     log.write(stage="autoencoder_done", psnr=psnr(round_trip(autoencoder, held_out), held_out))
 
     latents = cached_latents(args.work / "latents.safetensors", autoencoder, pool)
-    scaling_factor = 1.0 / latents.std().item()
+    scaling_factor = start.vae.config.scaling_factor if start else 1.0 / latents.std().item()
     autoencoder.register_to_config(scaling_factor=scaling_factor)
     latents = latents * scaling_factor
     log.write(stage="latents", scaling_factor=scaling_factor)
@@ -96,6 +111,9 @@ def main() -> None:
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_ASSET, model_max_length=MAX_TOKENS)
     unet = build_unet(config).to(memory_format=torch.channels_last)
     text_encoder = build_text_encoder(config, len(tokenizer))
+    if start is not None:
+        load_weights(unet, start.unet, args.init_from)
+        load_weights(text_encoder, start.text_encoder, args.init_from)
     scheduler = build_scheduler()
     pipeline = StableDiffusionPipeline(
         vae=autoencoder,
@@ -124,6 +142,26 @@ def main() -> None:
         with trainer.ema_weights():
             export(pipeline, args.export)
         log.write(stage="exported", path=str(args.export))
+
+
+def load_exported(folder: Path) -> StableDiffusionPipeline:
+    """An exported pipeline folder (safetensors only), in float32, to start training from."""
+    if not (folder / "model_index.json").is_file():
+        raise SystemExit(f"--init-from {folder}: not an exported pipeline folder (no model_index.json)")
+    return StableDiffusionPipeline.from_pretrained(
+        folder, torch_dtype=torch.float32, use_safetensors=True, safety_checker=None
+    )
+
+
+def load_weights(model: torch.nn.Module, source: torch.nn.Module, folder: Path) -> None:
+    """`source`'s weights into `model`; a different architecture is a one-line error, not a traceback."""
+    try:
+        model.load_state_dict(source.state_dict())
+    except RuntimeError as error:
+        lines = str(error).splitlines()
+        detail = lines[1].strip() if len(lines) > 1 else lines[0]
+        name = type(model).__name__
+        raise SystemExit(f"--init-from {folder}: {name} differs from this recipe's: {detail}") from None
 
 
 def cached_latents(path: Path, autoencoder, pool) -> torch.Tensor:
