@@ -149,7 +149,7 @@ def load_exported(folder: Path) -> StableDiffusionPipeline:
     if not (folder / "model_index.json").is_file():
         raise SystemExit(f"--init-from {folder}: not an exported pipeline folder (no model_index.json)")
     return StableDiffusionPipeline.from_pretrained(
-        folder, torch_dtype=torch.float32, use_safetensors=True, safety_checker=None
+        folder, dtype=torch.float32, use_safetensors=True, safety_checker=None
     )
 
 
