@@ -75,6 +75,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    start = load_exported(args.init_from) if args.init_from else None  # a bad folder fails before any work
     args.work.mkdir(parents=True, exist_ok=True)
     config = ArchitectureConfig()
     if args.unet_minutes > 0:  # an export-only run (--ae-minutes 0 --unet-minutes 0) keeps the record
@@ -87,7 +88,6 @@ def main() -> None:
     held_out = render_pool(256, seed=EVALUATION_SEED).image_batch(torch.arange(256))
     log.write(stage="data", scenes=len(pool), seconds=time.monotonic() - started)
 
-    start = load_exported(args.init_from) if args.init_from else None
     autoencoder = build_autoencoder(config)
     if start is not None:
         load_weights(autoencoder, start.vae, args.init_from)
