@@ -27,7 +27,7 @@ PALETTE: dict[str, tuple[int, int, int]] = {
 }
 COLOURS = tuple(PALETTE)
 SHAPES = ("circle", "square", "triangle")
-SIZES = {"small": 14.0, "large": 28.0}
+SIZES = {"small": 18.0, "large": 30.0}  # 18 px: 4.5 latent cells keep a small triangle's corners
 
 SIZE_JITTER = 0.15
 COLOUR_JITTER = 8

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import shutil
+import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -38,8 +42,9 @@ from unitune.training.architecture import (
 )
 from unitune.training.autoencoder import psnr, round_trip, train_autoencoder
 from unitune.training.checkpoints import Checkpointer, TrainingLog
-from unitune.training.data import render_pool
+from unitune.training.data import CaptionBank, render_pool
 from unitune.training.denoiser import DenoiserTrainer
+from unitune.training.record import RECORD_FILE, device_name, read_record, run_summary
 
 TOKENIZER_ASSET = Path(__file__).resolve().parents[1] / "assets" / "clip-tokenizer"
 
@@ -55,8 +60,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--unet-minutes", type=float, default=60.0)
     parser.add_argument("--eval-every", type=float, default=15.0, help="minutes between evaluations")
     parser.add_argument("--eval-count", type=int, default=64, help="captions per evaluation during training")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=64, help="UNet batch")
+    parser.add_argument("--lr", type=float, default=1e-3, help="UNet peak learning rate")
+    parser.add_argument("--ae-batch", type=int, default=64)
+    parser.add_argument("--ae-crop", type=int, default=32, help="autoencoder crop (64: whole images)")
+    parser.add_argument("--caption-variants", type=int, default=8, help="captions drawn per scene up front")
+    parser.add_argument("--device", default=None, help="cuda when there is one, else cpu")
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering the pool")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--init-from",
@@ -74,9 +84,13 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.backends.cudnn.benchmark = device.type == "cuda"
     torch.manual_seed(args.seed)
     start = load_exported(args.init_from) if args.init_from else None  # a bad folder fails before any work
     args.work.mkdir(parents=True, exist_ok=True)
+    run_started = time.monotonic()
     config = ArchitectureConfig()
     if args.unet_minutes > 0:  # an export-only run (--ae-minutes 0 --unet-minutes 0) keeps the record
         record = {"architecture": config.to_dict(), **vars_json(args)}
@@ -84,11 +98,12 @@ def main() -> None:
     log = TrainingLog(args.work / "log.jsonl")
 
     started = time.monotonic()
-    pool = render_pool(args.pool)
-    held_out = render_pool(256, seed=EVALUATION_SEED).image_batch(torch.arange(256))
-    log.write(stage="data", scenes=len(pool), seconds=time.monotonic() - started)
+    pool = render_pool(args.pool, workers=args.workers)
+    pool.images = pool.images.to(device)
+    held_out = render_pool(256, seed=EVALUATION_SEED).image_batch(torch.arange(256)).to(device)
+    log.write(stage="data", scenes=len(pool), seconds=time.monotonic() - started, device=str(device))
 
-    autoencoder = build_autoencoder(config)
+    autoencoder = build_autoencoder(config).to(device)
     if start is not None:
         load_weights(autoencoder, start.vae, args.init_from)
     train_autoencoder(
@@ -98,7 +113,9 @@ def main() -> None:
         Checkpointer(args.work, "autoencoder"),
         log,
         args.ae_minutes,
+        batch_size=args.ae_batch,
         seed=args.seed,
+        crop=args.ae_crop,
     )
     log.write(stage="autoencoder_done", psnr=psnr(round_trip(autoencoder, held_out), held_out))
 
@@ -109,11 +126,14 @@ def main() -> None:
     log.write(stage="latents", scaling_factor=scaling_factor)
 
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_ASSET, model_max_length=MAX_TOKENS)
-    unet = build_unet(config).to(memory_format=torch.channels_last)
+    captions = CaptionBank(pool.scenes, tokenizer, args.caption_variants, seed=args.seed).to(device)
+    unet = build_unet(config)
     text_encoder = build_text_encoder(config, len(tokenizer))
     if start is not None:
         load_weights(unet, start.unet, args.init_from)
         load_weights(text_encoder, start.text_encoder, args.init_from)
+    unet.to(device, memory_format=torch.channels_last)
+    text_encoder.to(device)
     scheduler = build_scheduler()
     pipeline = StableDiffusionPipeline(
         vae=autoencoder,
@@ -127,7 +147,7 @@ def main() -> None:
     )
     pipeline.set_progress_bar_config(disable=True)
     trainer = DenoiserTrainer(
-        unet, text_encoder, tokenizer, scheduler, latents, pool.scenes, lr=args.lr, batch_size=args.batch
+        unet, text_encoder, tokenizer, scheduler, latents, captions, lr=args.lr, batch_size=args.batch
     )
     evaluate = lambda: evaluate_generation(pipeline, args.eval_count, args.eval_count // 2)  # noqa: E731
     trainer.train(
@@ -139,8 +159,19 @@ def main() -> None:
         seed=args.seed,
     )
     if args.export:
+        history = read_record(args.init_from) if args.init_from else []
+        run = run_summary(
+            command=" ".join(
+                shlex.quote(a) for a in [Path(sys.executable).name, "-m", "unitune.training", *sys.argv[1:]]
+            ),
+            device=device_name(device),
+            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            wall_minutes=(time.monotonic() - run_started) / 60,
+            work=args.work,
+            batch_size=args.batch,
+        )
         with trainer.ema_weights():
-            export(pipeline, args.export)
+            export(pipeline, args.export, [*history, run])
         log.write(stage="exported", path=str(args.export))
 
 
@@ -166,10 +197,11 @@ def load_weights(model: torch.nn.Module, source: torch.nn.Module, folder: Path) 
 
 def cached_latents(path: Path, autoencoder, pool) -> torch.Tensor:
     """The pool's latents, encoded once per run folder (the autoencoder is frozen from here on)."""
+    device = pool.images.device
     if path.exists():
-        return load_file(path)["latents"]
+        return load_file(path)["latents"].to(device)
     latents = encode_pool(autoencoder, pool)
-    save_file({"latents": latents}, path)
+    save_file({"latents": latents.cpu()}, path)
     return latents
 
 
@@ -182,14 +214,19 @@ def encode_pool(autoencoder, pool, batch: int = 256) -> torch.Tensor:
     return torch.cat(chunks).contiguous()
 
 
-def export(pipeline: StableDiffusionPipeline, folder: Path) -> None:
-    """Save the pipeline in fp16 safetensors, replacing `folder` atomically."""
+def export(pipeline: StableDiffusionPipeline, folder: Path, record: list[dict]) -> None:
+    """Save the pipeline in fp16 safetensors with its cumulative training record, replacing `folder`
+    (the defaults file `unitune.json` of a folder being replaced is kept)."""
     temporary = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(temporary, ignore_errors=True)
-    pipeline.to(torch.float16).save_pretrained(temporary, safe_serialization=True)
-    pipeline.to(torch.float32)
+    device = pipeline.unet.device
+    pipeline.to("cpu", torch.float16).save_pretrained(temporary, safe_serialization=True)
+    pipeline.to(device, torch.float32)
+    (temporary / RECORD_FILE).write_text(json.dumps({"runs": record}, indent=2) + "\n")
+    if (folder / "unitune.json").is_file():
+        shutil.copy2(folder / "unitune.json", temporary / "unitune.json")
     shutil.rmtree(folder, ignore_errors=True)
-    temporary.rename(folder)
+    os.replace(temporary, folder)
 
 
 def vars_json(args: argparse.Namespace) -> dict:

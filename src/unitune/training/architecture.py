@@ -7,7 +7,7 @@ where extra width is nearly free on a CPU (measured: 4.2M parameters train as fa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from diffusers import AutoencoderTiny, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
@@ -22,15 +22,14 @@ MAX_TOKENS = 32  # captions are at most 16 tokens; the rest leaves room for UniT
 
 @dataclass(frozen=True)
 class ArchitectureConfig:
-    autoencoder_channels: int = 32
+    autoencoder_channels: int = 64
     text_width: int = 64
     text_layers: int = 2
-    unet_channels: tuple[int, ...] = (32, 64, 128)
+    unet_channels: tuple[int, ...] = (64, 128, 128)
     unet_layers_per_block: int = 1
     unet_down_blocks: tuple[str, ...] = ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D")
     unet_up_blocks: tuple[str, ...] = ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D")
     attention_head_dim: int = 32
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

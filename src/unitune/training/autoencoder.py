@@ -42,7 +42,8 @@ def train_autoencoder(
     seed: int = 0,
     crop: int = 32,
 ) -> None:
-    """Train until `minutes` of training time are spent (counting time from earlier runs)."""
+    """Train until `minutes` of training time are spent (counting time from earlier runs). Runs on the
+    device of `pool.images`; a `crop` of the full size trains on whole images (cheap on a GPU)."""
     autoencoder.to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.AdamW(autoencoder.parameters(), lr=lr, weight_decay=0.0)
     state = checkpointer.restore(autoencoder, optimizer)

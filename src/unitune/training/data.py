@@ -1,9 +1,11 @@
-"""Training data for the embedded model: a seeded pool of rendered scenes, held in memory as tensors,
-and caption batches with parts dropped at random (see `world.training_caption`)."""
+"""Training data for the embedded model: a seeded pool of rendered scenes held as tensors, and a bank of
+caption variants per scene, drawn and tokenized once up front so that a training step does no Python
+per sample (see `world.training_caption` for how parts of a caption are dropped)."""
 
 from __future__ import annotations
 
 import random
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +13,7 @@ import torch
 
 from unitune.shapes.world import Scene, render, sample_scene, training_caption
 
-TRAIN_SEED = 1  # held-out evaluation scenes are drawn from other seeds (see unitune.training.evaluate)
+TRAIN_SEED = 1  # held-out evaluation scenes use other seeds (see unitune.shapes.quality)
 
 
 @dataclass
@@ -23,16 +25,50 @@ class ScenePool:
         return len(self.scenes)
 
     def image_batch(self, indices: torch.Tensor) -> torch.Tensor:
-        """Images in [-1, 1], float32, (B, 3, 64, 64)."""
-        return self.images[indices].float().div(127.5).sub(1.0)
+        """Images in [-1, 1], float32, (B, 3, 64, 64), on the pool's device."""
+        return self.images[indices.to(self.images.device)].float().div(127.5).sub(1.0)
 
 
-def render_pool(count: int, seed: int = TRAIN_SEED) -> ScenePool:
+def render_pool(count: int, seed: int = TRAIN_SEED, workers: int = 1) -> ScenePool:
+    """`count` scenes drawn in order from `seed` (the same scenes for any `workers`), rendered in
+    `workers` processes."""
     rng = random.Random(seed)
     scenes = [sample_scene(rng) for _ in range(count)]
-    images = np.stack([render(scene) for scene in scenes])
-    return ScenePool(scenes, torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
+    if workers > 1 and count >= 1000:
+        with ProcessPoolExecutor(workers) as executor:
+            images = list(executor.map(render, scenes, chunksize=256))
+    else:
+        images = [render(scene) for scene in scenes]
+    return ScenePool(scenes, torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous())
 
 
-def caption_batch(scenes: list[Scene], rng: random.Random) -> list[str]:
-    return [training_caption(scene, rng) for scene in scenes]
+class CaptionBank:
+    """`variants` training captions per scene, tokenized once: (N, variants, max_tokens) token ids."""
+
+    def __init__(self, scenes: list[Scene], tokenizer, variants: int = 8, seed: int = 0):
+        rng = random.Random(seed)
+        captions = [training_caption(scene, rng) for scene in scenes for _ in range(variants)]
+        distinct = sorted(set(captions))  # a small vocabulary: far fewer distinct captions than draws
+        ids = tokenizer(
+            distinct,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(torch.int32)
+        position = {text: index for index, text in enumerate(distinct)}
+        rows = torch.tensor([position[text] for text in captions])
+        self.ids = ids[rows].view(len(scenes), variants, -1)
+
+    @property
+    def variants(self) -> int:
+        return self.ids.shape[1]
+
+    def to(self, device) -> CaptionBank:
+        self.ids = self.ids.to(device)
+        return self
+
+    def batch(self, scene_indices: torch.Tensor, variant_indices: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, max_tokens) of the chosen variant of each scene, as int64 on the bank's device."""
+        device = self.ids.device
+        return self.ids[scene_indices.to(device), variant_indices.to(device)].long()

@@ -2,11 +2,12 @@
 
 v-prediction on a zero-terminal-SNR schedule (Lin et al. 2023, "Common Diffusion Noise Schedules and
 Sample Steps are Flawed"); captions with parts dropped and 10% empty for classifier-free guidance;
-an exponential moving average of the weights is what ships."""
+an exponential moving average of the weights is what ships. Runs on any torch device: captions come
+pre-tokenized from a `CaptionBank`, indices, noise and timesteps are drawn on the CPU from seeded
+generators (the same data on every device), and CUDA steps run under bf16 autocast."""
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -16,10 +17,9 @@ from diffusers import DDIMScheduler, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
-from unitune.shapes.world import Scene
 from unitune.training.autoencoder import cosine, set_lr
 from unitune.training.checkpoints import Checkpointer, TrainingLog
-from unitune.training.data import caption_batch
+from unitune.training.data import CaptionBank
 
 
 class DenoiserTrainer:
@@ -30,7 +30,7 @@ class DenoiserTrainer:
         tokenizer: CLIPTokenizer,
         scheduler: DDIMScheduler,
         latents: torch.Tensor,
-        scenes: list[Scene],
+        captions: CaptionBank,
         lr: float = 1e-3,
         batch_size: int = 64,
         ema_decay: float = 0.999,
@@ -41,32 +41,34 @@ class DenoiserTrainer:
             tokenizer,
             scheduler,
         )
-        self.latents, self.scenes = latents, scenes
+        self.latents, self.captions = latents, captions
+        self.device = latents.device
         self.lr, self.batch_size = lr, batch_size
         self.parameters = [*unet.parameters(), *text_encoder.parameters()]
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            self.parameters, lr=lr, weight_decay=0.0, betas=(0.9, 0.99), fused=fused or None
+        )
         self.ema = EMAModel(self.parameters, decay=ema_decay, use_ema_warmup=True, power=2 / 3, foreach=True)
 
-    def encode_captions(self, captions: list[str]) -> torch.Tensor:
-        ids = self.tokenizer(
-            captions,
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        return self.text_encoder(ids)[0]
+    def autocast(self):
+        """bf16 autocast on CUDA; full precision elsewhere (bf16 is slower for these convolutions on CPU)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
 
-    def loss(self, indices: torch.Tensor, rng: random.Random, generator: torch.Generator) -> torch.Tensor:
-        latents = self.latents[indices]
-        noise = torch.randn(latents.shape, generator=generator)
+    def loss(self, indices: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        variants = torch.randint(self.captions.variants, (len(indices),), generator=generator)
+        noise = torch.randn((len(indices), *self.latents.shape[1:]), generator=generator)
         timesteps = torch.randint(
             0, self.scheduler.config.num_train_timesteps, (len(indices),), generator=generator
         )
+        latents = self.latents[indices.to(self.device)]
+        noise, timesteps = noise.to(self.device), timesteps.to(self.device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         target = self.scheduler.get_velocity(latents, noise, timesteps)
-        hidden = self.encode_captions(caption_batch([self.scenes[i] for i in indices.tolist()], rng))
-        prediction = self.unet(noisy.contiguous(memory_format=torch.channels_last), timesteps, hidden).sample
+        with self.autocast():
+            hidden = self.text_encoder(self.captions.batch(indices, variants))[0]
+            noisy = noisy.contiguous(memory_format=torch.channels_last)
+            prediction = self.unet(noisy, timesteps, hidden).sample
         return (prediction.float() - target).pow(2).mean()
 
     def train(
@@ -82,17 +84,17 @@ class DenoiserTrainer:
         state = checkpointer.restore(modules, self.optimizer)
         if checkpointer.exists():
             self.ema.load_state_dict(torch.load(checkpointer.folder / "ema.pt", weights_only=True))
-        rng = random.Random(seed * 1_000_003 + state["step"])
         generator = torch.Generator().manual_seed(seed + state["step"])
         budget = minutes * 60
         started = time.monotonic() - state["seconds"]
         first_step = state["step"]
         next_eval = state.get("next_eval", evaluate_every_minutes * 60)
         self.unet.train(), self.text_encoder.train()
+        last_log = time.monotonic()
         while (elapsed := time.monotonic() - started) < budget:
             set_lr(self.optimizer, self.lr * cosine(elapsed / budget))
             indices = torch.randint(len(self.latents), (self.batch_size,), generator=generator)
-            loss = self.loss(indices, rng, generator)
+            loss = self.loss(indices, generator)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
@@ -101,17 +103,21 @@ class DenoiserTrainer:
             state["step"] += 1
             state["seconds"] = time.monotonic() - started
             if state["step"] % 50 == 0:
+                now = time.monotonic()
                 log.write(
                     stage="denoiser",
                     step=state["step"],
                     minutes=state["seconds"] / 60,
                     samples=state["step"] * self.batch_size,
+                    samples_per_second=50 * self.batch_size / (now - last_log),
                     loss=loss.item(),
                 )
+                last_log = now
             if state["seconds"] >= next_eval:
                 paused = time.monotonic()
                 self.log_evaluation(log, state, evaluate)
                 started += time.monotonic() - paused  # evaluation time is not training time
+                last_log += time.monotonic() - paused
                 next_eval += evaluate_every_minutes * 60
                 state["next_eval"] = next_eval
             if time.monotonic() - checkpointer.last_save >= checkpointer.every:

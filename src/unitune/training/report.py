@@ -27,10 +27,10 @@ from unitune.shapes.world import caption, render
 from unitune.training.autoencoder import psnr, round_trip
 
 
-def load_pipeline(folder: Path) -> StableDiffusionPipeline:
-    pipeline = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float32, safety_checker=None)
+def load_pipeline(folder: Path, device: str) -> StableDiffusionPipeline:
+    pipeline = StableDiffusionPipeline.from_pretrained(folder, dtype=torch.float32, safety_checker=None)
     pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+    return pipeline.to(device)
 
 
 def autoencoder_round_trip(pipeline, count: int = 256) -> dict[str, float]:
@@ -39,7 +39,7 @@ def autoencoder_round_trip(pipeline, count: int = 256) -> dict[str, float]:
     scenes = held_out_scenes(count, seed=5)
     pixels = np.stack([render(scene) for scene in scenes])
     images = torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-    reconstruction = round_trip(pipeline.vae, images)
+    reconstruction = round_trip(pipeline.vae, images.to(pipeline.vae.device)).cpu()
     recon_pixels = ((reconstruction.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     same = [same_reading(analyze(a), analyze(b)) for a, b in zip(pixels, recon_pixels, strict=True)]
     return {"psnr_db": psnr(reconstruction, images), "analyzer_agreement": float(np.mean(same))}
@@ -107,6 +107,12 @@ def plot_curves(log_path: Path, out: Path) -> None:
     figure.savefig(out, dpi=100)
 
 
+def machine_name(device: str) -> str:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_name()}, {torch.get_num_threads()} threads"
+
+
 def cpu_name() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -124,15 +130,17 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--guidance", default="3,5,8", help="comma-separated guidance scales, all reported")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--device", default=None, help="cuda when there is one, else cpu")
     args = parser.parse_args()
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     images = args.out / "images"
     images.mkdir(parents=True, exist_ok=True)
-    pipeline = load_pipeline(args.model)
+    pipeline = load_pipeline(args.model, device)
     guidances = [float(g) for g in args.guidance.split(",")]
     started = time.monotonic()
     results = {
         "date": date.today().isoformat(),
-        "machine": f"{cpu_name()}, {torch.get_num_threads()} threads",
+        "machine": machine_name(device),
         "command": "python -m unitune.training.report "
         + " ".join(f"--{k} {v}" for k, v in vars(args).items()),
         "steps": args.steps,

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Train the embedded shapes-world model from scratch on one GPU in about ten minutes, then report on it.
+#   bash scripts/train_embedded_gpu.sh OUT_DIR [AE_MINUTES UNET_MINUTES POOL WORKERS]
+# Writes OUT_DIR/model.tgz (the exported pipeline folder with its training record), OUT_DIR/log.jsonl and
+# OUT_DIR/report/ (model-results.json, images/model-*.png). Checkpoints go to $WORK (default /tmp/shapes).
+set -euo pipefail
+out=${1:?usage: train_embedded_gpu.sh OUT_DIR [AE_MINUTES UNET_MINUTES POOL WORKERS]}
+ae_minutes=${2:-1.5} unet_minutes=${3:-5} pool=${4:-100000} workers=${5:-15}
+work=${WORK:-/tmp/shapes} python=${PYTHON:-python3}
+mkdir -p "$out"
+"$python" -m unitune.training --work "$work/run" --export "$work/model" --pool "$pool" --workers "$workers" \
+    --ae-minutes "$ae_minutes" --ae-batch 256 --ae-crop 64 \
+    --unet-minutes "$unet_minutes" --batch 256 --lr 1e-3 --eval-every 1 --eval-count 64
+cp "$work/run/log.jsonl" "$out/log.jsonl"
+tar -C "$work" -czf "$out/model.tgz" model
+"$python" -m unitune.training.report --model "$work/model" --work "$work/run" --out "$out/report"
