@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 import unitune
-from unitune import Editor, EditSettings, loading, read_settings
+from unitune import Editor, EditSettings, read_settings
 from unitune.cli import app
-from unitune.loading import EMBEDDED_DEFAULTS, load_model_defaults
+from unitune.loading import load_model_defaults
 from unitune.settings import ModelDefaults
 
 RECOMMENDED = {"edit": {"guidance": 3.5, "steps": 3, "seed": 5}, "tune": {"steps": 1, "batch_size": 2}}
@@ -96,16 +96,8 @@ def test_editor_uses_the_model_defaults_when_given_none(recommended_model, tmp_p
     assert result.settings["guidance"] == 3.5 and result.settings["seed"] == 5
 
 
-def test_embedded_model_uses_the_packaged_defaults_unless_its_folder_has_its_own(
-    tiny_model, tmp_path, monkeypatch
-):
-    packaged = Path(unitune.__file__).parent / EMBEDDED_DEFAULTS
-    expected = ModelDefaults.from_dict(json.loads(packaged.read_text()), str(packaged))
-    embedded = model_with(tiny_model, tmp_path / "embedded", None)
-    monkeypatch.setattr(loading, "embedded_model_dir", lambda: tmp_path / "embedded")
-    assert load_model_defaults(embedded) == expected
-    (tmp_path / "embedded" / "unitune.json").write_text(json.dumps({"edit": {"guidance": 7.0}}))
-    assert load_model_defaults(embedded).edit.guidance == 7.0
-    other = model_with(tiny_model, tmp_path / "other", None)  # any other folder: the dataclass defaults
-    assert load_model_defaults(other) == ModelDefaults()
+def test_embedded_model_defaults_live_in_its_folder():
+    folder = Path(unitune.__file__).parent / "embedded" / "shapes"
+    expected = ModelDefaults.from_dict(json.loads((folder / "unitune.json").read_text()), "unitune.json")
+    assert load_model_defaults(str(folder)) == expected != ModelDefaults()
     assert load_model_defaults("some-org/some-model") == ModelDefaults()

@@ -176,3 +176,14 @@ def test_merged_lora_predicts_what_the_adapter_does(editor, base_image):
     remove_lora(unet)
     assert not torch.allclose(adapted, plain, atol=1e-4)
     assert torch.allclose(merged, adapted, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_nothing_of_the_tune_stays_behind(editor, base_image, method):
+    """After a tune: no gradients held, and the UNet's weights are the base weights, bit for bit."""
+    before = {k: v.clone() for k, v in editor.pipe.unet.state_dict().items()}
+    editor.tune(base_image, TuneSettings(method=method, steps=2, seed=11))
+    unet = editor.pipe.unet
+    assert all(p.grad is None and not p.requires_grad for p in unet.parameters())
+    after = unet.state_dict()
+    assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)

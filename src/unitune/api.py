@@ -100,7 +100,7 @@ class Editor:
     ) -> Editor:
         """Load `model` (hub id, diffusers folder or .safetensors file; None = embedded model) once.
 
-        A local folder's `unitune.json` (the embedded model: `assets/embedded-defaults.json`) sets the
+        A local folder's `unitune.json` (the embedded model's folder has one) sets the
         settings used when a call passes None; see `default_edit_settings` / `default_tune_settings`.
         """
         runtime = pick_runtime(device, dtype)

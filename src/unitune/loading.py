@@ -20,10 +20,7 @@ from .errors import UnituneError
 from .settings import ModelDefaults
 
 EMBEDDED_MODEL = "embedded/shapes"
-MODEL_DEFAULTS_FILE = "unitune.json"
-# The embedded model's folder is replaced whole by each training export, so its recommended settings
-# live in the package instead (used when the exported folder has no unitune.json of its own).
-EMBEDDED_DEFAULTS = "assets/embedded-defaults.json"
+MODEL_DEFAULTS_FILE = "unitune.json"  # the embedded model's too (a training export keeps it)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _DTYPES = {
     "float32": torch.float32,
@@ -99,12 +96,7 @@ def model_defaults_file(model: str) -> Path | None:
     path = Path(model)
     if not path.is_dir():
         return None  # a hub id or a single checkpoint file carries no unitune.json
-    if (path / MODEL_DEFAULTS_FILE).is_file():
-        return path / MODEL_DEFAULTS_FILE
-    if path.resolve() == embedded_model_dir().resolve():
-        packaged = Path(str(resources.files("unitune").joinpath(EMBEDDED_DEFAULTS)))
-        return packaged if packaged.is_file() else None
-    return None
+    return path / MODEL_DEFAULTS_FILE if (path / MODEL_DEFAULTS_FILE).is_file() else None
 
 
 def load_model_defaults(model: str) -> ModelDefaults:

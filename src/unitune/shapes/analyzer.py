@@ -1,5 +1,10 @@
 """Read a shapes-world scene back from pixels: background colour, and each object's shape, colour,
-size class and centre. Used to score generated images and edits against their known right answer."""
+size class and centre. Used to score generated images and edits against their known right answer.
+
+An object's shape is the ideal shape (circle, square, upward triangle) of the same area and centroid
+that overlaps its pixels best (intersection over union), and its size class follows from that shape's
+extent. Unlike the fill ratio of the bounding box, this does not flip when a decoder softens a corner
+or drops a triangle's one-pixel tip."""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from unitune.shapes.world import PALETTE, SIZES
+from unitune.shapes.world import PALETTE, SHAPES, SIZES, SceneObject, shape_coverage
 
 _PALETTE_NAMES = tuple(PALETTE)
 _PALETTE_RGB = np.array([PALETTE[name] for name in _PALETTE_NAMES], dtype=np.float64)
@@ -16,8 +21,8 @@ _PALETTE_RGB = np.array([PALETTE[name] for name in _PALETTE_NAMES], dtype=np.flo
 FOREGROUND_DISTANCE = 60.0  # RGB distance from the background colour that marks an object pixel
 MIN_OBJECT_AREA = 30  # pixels; smaller blobs are noise
 SIZE_THRESHOLD = (SIZES["small"] + SIZES["large"]) / 2
-SQUARE_FILL = 0.89  # fill ratio of the bounding box: square ~1.0, circle ~0.79, triangle ~0.5
-CIRCLE_FILL = 0.64
+# extent (circle diameter, square side, triangle side) of a shape covering one pixel of area
+EXTENT_PER_ROOT_AREA = {"circle": 2 / np.sqrt(np.pi), "square": 1.0, "triangle": np.sqrt(4 / np.sqrt(3))}
 
 
 @dataclass(frozen=True)
@@ -66,23 +71,22 @@ def read_object(pixels: np.ndarray, mask: np.ndarray) -> ReadObject | None:
     if area < MIN_OBJECT_AREA:
         return None
     ys, xs = np.nonzero(mask)
-    width, height = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
-    fill = area / (width * height)
+    cx, cy = float(xs.mean() + 0.5), float(ys.mean() + 0.5)
+    shape, extent = classify_shape(mask, cx, cy)
     interior = ndimage.binary_erosion(mask) if area > 60 else mask
     colour = nearest_colour(np.median(pixels[interior if interior.any() else mask], axis=0))
-    return ReadObject(
-        shape=classify_shape(fill),
-        colour=colour,
-        size="large" if max(width, height) >= SIZE_THRESHOLD else "small",
-        cx=float(xs.mean() + 0.5),
-        cy=float(ys.mean() + 0.5),
-        area=area,
-    )
+    size = "large" if extent >= SIZE_THRESHOLD else "small"
+    return ReadObject(shape=shape, colour=colour, size=size, cx=cx, cy=cy, area=area)
 
 
-def classify_shape(fill: float) -> str:
-    if fill >= SQUARE_FILL:
-        return "square"
-    if fill >= CIRCLE_FILL:
-        return "circle"
-    return "triangle"
+def classify_shape(mask: np.ndarray, cx: float, cy: float) -> tuple[str, float]:
+    """The ideal shape of the mask's area and centroid that overlaps it best, and that shape's extent."""
+    root_area = np.sqrt(mask.sum())
+    best = ("circle", 0.0, -1.0)
+    for shape in SHAPES:
+        extent = float(EXTENT_PER_ROOT_AREA[shape] * root_area)
+        ideal = shape_coverage(SceneObject(shape, "", "", cx, cy, extent)) >= 0.5
+        overlap = np.logical_and(ideal, mask).sum() / np.logical_or(ideal, mask).sum()
+        if overlap > best[2]:
+            best = (shape, extent, overlap)
+    return best[0], best[1]

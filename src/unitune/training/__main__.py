@@ -44,7 +44,7 @@ from unitune.training.autoencoder import psnr, round_trip, train_autoencoder
 from unitune.training.checkpoints import Checkpointer, TrainingLog
 from unitune.training.data import CaptionBank, render_pool
 from unitune.training.denoiser import DenoiserTrainer
-from unitune.training.record import RECORD_FILE, device_name, read_record, run_summary
+from unitune.training.record import RECORD_FILE, append_run, device_name, read_record, run_summary
 
 TOKENIZER_ASSET = Path(__file__).resolve().parents[1] / "assets" / "clip-tokenizer"
 
@@ -158,20 +158,19 @@ def main() -> None:
         args.eval_every,
         seed=args.seed,
     )
+    run = run_summary(
+        command=" ".join(shlex.quote(a) for a in ["python", "-m", "unitune.training", *sys.argv[1:]]),
+        device=device_name(device),
+        finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        wall_minutes=(time.monotonic() - run_started) / 60,
+        work=args.work,
+        batch_size=args.batch,
+    )
+    runs = append_run(args.work, run)
     if args.export:
         history = read_record(args.init_from) if args.init_from else []
-        run = run_summary(
-            command=" ".join(
-                shlex.quote(a) for a in [Path(sys.executable).name, "-m", "unitune.training", *sys.argv[1:]]
-            ),
-            device=device_name(device),
-            finished=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            wall_minutes=(time.monotonic() - run_started) / 60,
-            work=args.work,
-            batch_size=args.batch,
-        )
         with trainer.ema_weights():
-            export(pipeline, args.export, [*history, run])
+            export(pipeline, args.export, [*history, *runs])
         log.write(stage="exported", path=str(args.export))
 
 

@@ -17,6 +17,14 @@ def read_record(folder: Path) -> list[dict]:
     return json.loads(path.read_text())["runs"] if path.is_file() else []
 
 
+def append_run(work: Path, run: dict) -> list[dict]:
+    """Add `run` to the work folder's runs (a resumed run is a run of its own) and return them all."""
+    path = Path(work) / "runs.jsonl"
+    with path.open("a") as handle:
+        handle.write(json.dumps(run) + "\n")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(device)}"
