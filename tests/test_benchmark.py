@@ -211,9 +211,28 @@ def test_benchmark_writes_a_well_formed_report(tiny_model, tmp_path):
     assert len(table) >= 8 and all(line.count("|") == header.count("|") for line in table)
     records = (tmp_path / "raw" / "records.jsonl").read_text().splitlines()
     assert len(records) > 0
+    binding = text.split("## Binding: R alone after the tune (test scenes)")[1].split("\n## ")[0]
+    binding_rows = [line for line in binding.splitlines() if line.startswith(("| full |", "| lora |"))]
+    assert binding_rows and all(line.count("|") == 9 for line in binding_rows)
 
     from unitune.benchmark.run import main
 
     again = tmp_path / "again.md"
     main(["--replot", str(tmp_path / "raw" / "results.pkl"), "--report", str(again), "--images", str(images)])
     assert again.read_text().split("- date:")[0] == text.split("- date:")[0]
+
+
+def test_binding_summary_counts_a_scene_bound_only_when_read_identical_and_close():
+    from unitune.benchmark.binding import summarise_binding
+
+    rows = [
+        {"strength": 1.0, "same_scene": True, "psnr": 30.0},
+        {"strength": 1.0, "same_scene": True, "psnr": 20.0},
+        {"strength": 1.0, "same_scene": False, "psnr": 35.0},
+        {"strength": 0.8, "same_scene": True, "psnr": 29.0},
+    ]
+    summary = summarise_binding(rows)
+    assert summary[1.0]["same_scene"] == pytest.approx(2 / 3) and summary[1.0]["bound"] == pytest.approx(
+        1 / 3
+    )
+    assert summary[1.0]["psnr_median"] == 30.0 and summary[0.8]["bound"] == 1.0

@@ -5,22 +5,14 @@ size) and PSNR in dB. UniTune's premise is that R *is* the image after the tune 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
+from PIL import Image
 
 from unitune.shapes.analyzer import analyze
-from unitune.shapes.world import Scene, render_pil
 
 BINDING_STRENGTHS = (1.0, 0.8)
-
-
-@dataclass(frozen=True)
-class BindingRecord:
-    scene: int
-    strength: float
-    same_scene: bool
-    psnr: float
 
 
 def same_reading(a, b) -> bool:
@@ -33,34 +25,32 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * math.log10(255**2 / max(mse, 1e-10))
 
 
-def measure_binding(
-    editor, scenes: list[Scene], tune, edit, strengths=BINDING_STRENGTHS
-) -> list[BindingRecord]:
-    """Tune on each scene with `tune`, then sample R alone at each strength (other dials from `edit`)."""
-    records = []
-    for number, scene in enumerate(scenes):
-        base = render_pil(scene)
-        truth = analyze(base)
-        for strength in strengths:
-            settings = replace(edit, strength=strength, interpolation=0.0, num_images=1)
-            image = editor.edit(base, "", settings, tune)[0].image
-            pixels = np.asarray(image.convert("RGB"))
-            same = same_reading(analyze(pixels), truth)
-            records.append(BindingRecord(number, strength, same, psnr(pixels, np.asarray(base))))
-    return records
+def measure_binding(editor, base: Image.Image, tune, edit, strengths=BINDING_STRENGTHS) -> list[dict]:
+    """Tune on `base` with `tune` (or reuse the cached tune), then sample R alone at each strength (the
+    other dials from `edit`, no interpolation): one row per strength with `same_scene` and `psnr`."""
+    truth, base_pixels = analyze(base), np.asarray(base.convert("RGB"))
+    rows = []
+    for strength in strengths:
+        settings = replace(edit, strength=strength, interpolation=0.0, num_images=1)
+        pixels = np.asarray(editor.edit(base, "", settings, tune)[0].image.convert("RGB"))
+        same = same_reading(analyze(pixels), truth)
+        rows.append({"strength": strength, "same_scene": same, "psnr": psnr(pixels, base_pixels)})
+    return rows
 
 
-def summarise_binding(records: list[BindingRecord]) -> dict[float, dict[str, float]]:
-    """Per strength: the share of scenes read back identical, and the median and mean PSNR to the base."""
+def summarise_binding(records: list[dict]) -> dict[float, dict[str, float]]:
+    """Per strength: the share of scenes read back identical, the median and mean PSNR to the base, and
+    the share of scenes that are both identical and >= 28 dB."""
     summary = {}
-    for strength in sorted({r.strength for r in records}, reverse=True):
-        rows = [r for r in records if r.strength == strength]
-        values = [r.psnr for r in rows]
+    for strength in sorted({r["strength"] for r in records}, reverse=True):
+        rows = [r for r in records if r["strength"] == strength]
+        values = [r["psnr"] for r in rows]
         summary[strength] = {
-            "same_scene": float(np.mean([r.same_scene for r in rows])),
+            "same_scene": float(np.mean([r["same_scene"] for r in rows])),
+            "bound": float(np.mean([r["same_scene"] and r["psnr"] >= 28 for r in rows])),
             "psnr_median": float(np.median(values)),
             "psnr_mean": float(np.mean(values)),
-            "psnr_28_share": float(np.mean([v >= 28 for v in values])),
+            "psnr_28_share": float(np.mean([value >= 28 for value in values])),
             "scenes": len(rows),
         }
     return summary

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
+from unitune.benchmark.binding import measure_binding
 from unitune.benchmark.edits import Edit
 from unitune.interpolation import interpolate_details
 from unitune.settings import EditSettings, TuneSettings
@@ -143,14 +144,21 @@ def run_unitune(
     costs: list[TuneCost],
     tune_steps: int = 128,
     tune_batch: int = 4,
+    on_binding: Callable[[dict], None] | None = None,
 ) -> Iterator[Output]:
-    """Tune once on the base image (timed; appended to `costs`), then edit on the whole grid."""
+    """Tune once on the base image (timed; appended to `costs`), measure the binding (R alone, handed to
+    `on_binding`), then edit on the whole grid."""
     tune = TuneSettings(method=family, steps=tune_steps, batch_size=tune_batch)
     started = time.perf_counter()
     tuned = editor.tune(base, tune)
     costs.append(
         TuneCost(family, edits[0].name.rsplit("-", 1)[0], time.perf_counter() - started, _last(tuned))
     )
+    if on_binding is not None:
+        for guidance in grid.unitune_guidances:
+            edit = EditSettings(guidance=guidance, steps=grid.steps, seed=seed)
+            for row in measure_binding(editor, base, tune, edit):
+                on_binding({"family": family, "guidance": guidance, **row})
     base_pixels = _tensor(np.asarray(editor.prepare_image(base)))
     samples = {(s.guidance, s.strength) for s in grid.settings(family)}
     for guidance, strength in sorted(samples):
@@ -177,6 +185,7 @@ def run_scene(
     tune_batch: int = 4,
     families: tuple[str, ...] | None = None,
     on_output: Callable[[Output], None] | None = None,
+    on_binding: Callable[[dict], None] | None = None,
 ) -> list[Output]:
     """Every family's outputs for the edits of one base scene."""
     outputs = []
@@ -186,7 +195,9 @@ def run_scene(
         elif family == "sdedit":
             produced = run_sdedit(editor, edits, base, grid, seed)
         else:
-            produced = run_unitune(editor, family, edits, base, grid, seed, costs, tune_steps, tune_batch)
+            produced = run_unitune(
+                editor, family, edits, base, grid, seed, costs, tune_steps, tune_batch, on_binding
+            )
         for output in produced:
             outputs.append(output)
             if on_output is not None:
@@ -201,7 +212,3 @@ def _tensor(pixels: np.ndarray) -> torch.Tensor:
 
 def _last(tuned) -> float:
     return float(tuned.losses[-1]) if tuned.losses else float("nan")
-
-
-def with_steps(grid: Grid, steps: int) -> Grid:
-    return replace(grid, steps=steps)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from unitune.benchmark.binding import summarise_binding
 from unitune.benchmark.edits import EDIT_KINDS
 from unitune.benchmark.selection import (
     METHODS,
@@ -350,6 +351,34 @@ def link(path: Path, report: Path) -> str:
     return path.relative_to(report.parent).as_posix() if report.parent in path.parents else str(path)
 
 
+def binding_rows(binding: list[dict]) -> list[str]:
+    """Per tune method and guidance: R sampled alone from pure noise and from strength 0.8, read back as
+    the base scene (analyzer) and its PSNR to the base (benchmark.binding)."""
+    rows = [r for r in binding if r["split"] == "test"]
+    if not rows:
+        return ["(not measured in this run)"]
+    lines = [
+        "| tune | guidance | R from noise: same scene | PSNR median | same and >= 28 dB "
+        "| R at 0.8: same scene | PSNR median | same and >= 28 dB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for family, guidance in sorted({(r["family"], r["guidance"]) for r in rows}):
+        summary = summarise_binding([r for r in rows if (r["family"], r["guidance"]) == (family, guidance)])
+        cells = [family, f"{guidance:g}"]
+        for strength in (1.0, 0.8):
+            part = summary.get(strength)
+            cells += (
+                [pct(part["same_scene"]), num(part["psnr_median"]), pct(part["bound"])] if part else ["-"] * 3
+            )
+        lines.append("| " + " | ".join(cells) + " |")
+    scenes = len({r["scene"] for r in rows})
+    lines += [
+        "",
+        f"{scenes} test scenes; the same tune as the edits below (targets: >= 90% same and >= 28 dB).",
+    ]
+    return lines
+
+
 def write_report(results, report: Path, images: Path, command: str) -> Path:
     records, config = results.records, results.config
     chosen, oracle_rows = choose(records), oracles(records)
@@ -392,6 +421,10 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         "## Targets",
         "",
         *targets(chosen, results),
+        "",
+        "## Binding: R alone after the tune (test scenes)",
+        "",
+        *binding_rows(getattr(results, "binding", [])),
         "",
         "## Success by edit kind (test; E expressive, P preserved, n edits)",
         "",

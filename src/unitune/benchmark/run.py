@@ -87,6 +87,7 @@ class Results:
     config: Config
     model: str
     records: list[dict] = field(default_factory=list)
+    binding: list[dict] = field(default_factory=list)  # R alone after each tune (benchmark.binding)
     tune_costs: list[TuneCost] = field(default_factory=list)
     examples: dict = field(default_factory=dict)  # (edit name, family, label) -> image, first test scenes
     costs: list[dict] = field(default_factory=list)
@@ -140,6 +141,7 @@ def run_benchmark(
             parts = [future.result() for future in futures]
     for part in parts:
         results.records += part.records
+        results.binding += part.binding
         results.tune_costs += part.tune_costs
         results.examples.update(part.examples)
     log(f"{len(results.records)} scored outputs in {time.perf_counter() - started:.0f} s")
@@ -201,6 +203,9 @@ def _run_one_scene(editor, edits, config: Config, results: Results) -> None:
         config.tune_steps,
         config.tune_batch,
         on_output=on_output,
+        on_binding=lambda row: results.binding.append(
+            {"split": edits[0].split, "scene": edits[0].scene, **row}
+        ),
     )
 
 
