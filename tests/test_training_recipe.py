@@ -53,6 +53,32 @@ def test_training_continues_from_an_exported_model(tmp_path):
         a, b = getattr(one, name).state_dict(), getattr(two, name).state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
     assert one.vae.config.scaling_factor == two.vae.config.scaling_factor
+    runs = json.loads((second / "training-record.json").read_text())["runs"]
+    assert len(runs) == 2 and runs[0] == json.loads((first / "training-record.json").read_text())["runs"][0]
+    assert "--init-from" in runs[1]["command"] and runs[1]["device"].startswith("cpu")
+    assert runs[0]["unet_steps"] > 0 and runs[0]["unet_samples"] == runs[0]["unet_steps"] * 64
+
+
+def test_caption_bank_holds_training_captions_of_each_scene():
+    import random
+
+    from transformers import CLIPTokenizer
+
+    from unitune.shapes.world import sample_scene, vocabulary
+    from unitune.training.__main__ import TOKENIZER_ASSET
+    from unitune.training.data import CaptionBank
+
+    rng = random.Random(0)
+    scenes = [sample_scene(rng) for _ in range(20)]
+    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_ASSET, model_max_length=32)
+    bank = CaptionBank(scenes, tokenizer, variants=4, seed=3)
+    assert bank.ids.shape == (20, 4, 32)
+    assert torch.equal(bank.ids, CaptionBank(scenes, tokenizer, variants=4, seed=3).ids)  # seeded
+    for scene, rows in zip(scenes, bank.ids, strict=True):
+        for text in tokenizer.batch_decode(rows.long(), skip_special_tokens=True):
+            words = set(text.split())
+            assert words <= vocabulary()
+            assert words & {scene.background, *(o.colour for o in scene.objects)} or not words
 
 
 def test_init_from_a_folder_that_is_not_a_model_is_one_line(tmp_path):
@@ -73,3 +99,10 @@ def test_autoencoder_crops_lie_on_the_latent_grid():
         y, x = divmod(offset, 64)
         assert y % LATENT_STRIDE == 0 and x % LATENT_STRIDE == 0
         assert torch.equal(crop, image[:, y : y + 32, x : x + 32])
+
+
+def test_pool_is_the_same_for_any_number_of_rendering_processes():
+    from unitune.training.data import render_pool
+
+    one, two = render_pool(1000, seed=5), render_pool(1000, seed=5, workers=2)
+    assert one.scenes == two.scenes and torch.equal(one.images, two.images)
