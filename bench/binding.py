@@ -2,7 +2,7 @@
 from strength 0.8, read it back with the analyzer and measure PSNR to the base. A benchmark, not a test.
 
 Usage: HF_HUB_OFFLINE=1 python bench/binding.py [--scenes 10] [--split validation] \
-           [--tunes "full:128:1e-4,full:128:1e-3,lora:128:3e-3"]   (method:steps:lr[:rank[:batch]])
+           [--tunes "full:128:1e-4,lora:128:3e-3"]   (method:steps:lr[:rank[:batch[:lora targets]]])
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ def parse_tune(text: str) -> TuneSettings:
         settings = TuneSettings(**{**settings.__dict__, "lora_rank": int(rest[0])})
     if len(rest) > 1:
         settings = TuneSettings(**{**settings.__dict__, "batch_size": int(rest[1])})
+    if len(rest) > 2:
+        settings = TuneSettings(**{**settings.__dict__, "lora_targets": rest[2]})
     return settings
 
 

@@ -28,7 +28,7 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def bare_step_times(editor, latent, text, method: str, rank: int, steps: int, batch: int) -> list[float]:
+def bare_step_times(editor, latent, text, settings, steps: int) -> list[float]:
     """A plain diffusers-style UNet training step on the same batch: the floor a tune step is compared to."""
     import torch
     import torch.nn.functional as F
@@ -37,8 +37,9 @@ def bare_step_times(editor, latent, text, method: str, rank: int, steps: int, ba
 
     unet, scheduler = editor.pipe.unet, training_scheduler(editor.pipe)
     state = {k: v.clone() for k, v in unet.state_dict().items()}
+    method, batch = settings.method, settings.batch_size
     if method == "lora":
-        add_lora(unet, rank)
+        add_lora(unet, settings.lora_rank, settings.lora_targets)
     optimizer = torch.optim.AdamW(trainable_parameters(unet, method), lr=1e-6)
     generator, times = torch.Generator().manual_seed(0), []
     unet.train()
@@ -67,21 +68,21 @@ def tune_step_times(editor, image, settings) -> list[float]:
 def child(method: str, model: str, cache: str, tune_steps: int, edit_steps: int) -> dict:
     from PIL import Image
 
-    from unitune import Editor, EditSettings, TuneSettings
+    from unitune import Editor, EditSettings
     from unitune.tuning import encode_latent, encode_text
 
     editor = Editor.load(model, device="cpu", cache_dir=cache)
     image = Image.effect_mandelbrot((32, 32), (-2, -1.5, 1, 1.5), 50).convert("RGB")
-    settings = TuneSettings(method=method, steps=tune_steps)
+    settings = replace(editor.default_tune_settings(), method=method, steps=tune_steps)  # the model's own
     latent = encode_latent(editor.pipe, image, editor.runtime)
     text = encode_text(editor.pipe, settings.rare_prompt, editor.runtime)
     rss_loaded = rss_mib()
     start = time.perf_counter()
     editor.tune(image, settings)
     tune_s = time.perf_counter() - start
-    bare, tuned, batch = [], [], settings.batch_size
+    bare, tuned = [], []
     for _ in range(ROUNDS):  # interleaved, so load from other processes hits both alike
-        bare += bare_step_times(editor, latent, text, method, settings.lora_rank, ROUND_STEPS, batch)
+        bare += bare_step_times(editor, latent, text, settings, ROUND_STEPS)
         tuned += tune_step_times(editor, image, replace(settings, steps=ROUND_STEPS))
     start = time.perf_counter()
     editor.edit(image, ["a red square"], EditSettings(steps=edit_steps, strength=1.0), settings)

@@ -187,3 +187,20 @@ def test_nothing_of_the_tune_stays_behind(editor, base_image, method):
     assert all(p.grad is None and not p.requires_grad for p in unet.parameters())
     after = unet.state_dict()
     assert after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+
+def test_lora_on_all_layers_trains_the_convolutions_and_edits(editor, base_image):
+    tune = TuneSettings(method="lora", steps=2, lora_targets="all", seed=12)
+    tuned = editor.tune(base_image, tune)
+    tensors, _ = editor.cache.load(tuned.key)
+    assert any("conv1" in name for name in tensors) and any("to_q" in name for name in tensors)
+    assert tuned.key != editor.tune_key(base_image, TuneSettings(method="lora", steps=2, seed=12))
+    [result] = editor.edit(base_image, ["a"], EditSettings(steps=2, guidance=1.0), tune)
+    assert result.settings["tune"]["lora_targets"] == "all"
+
+
+def test_unknown_lora_targets_are_a_clear_error():
+    from unitune import UnituneError
+
+    with pytest.raises(UnituneError, match="LoRA targets"):
+        TuneSettings(method="lora", lora_targets="everything")

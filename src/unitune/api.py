@@ -161,7 +161,7 @@ class Editor:
         text = encode_text(self.pipe, settings.rare_prompt, self.runtime)
         self._restore_base()
         if settings.method == "lora":
-            add_lora(self.pipe.unet, settings.lora_rank)
+            add_lora(self.pipe.unet, settings.lora_rank, settings.lora_targets)
         else:
             self._snapshot_base()
             self._full_applied = True
@@ -215,7 +215,8 @@ class Editor:
             self._restore_base()
             try:
                 if settings["method"] == "lora":
-                    load_lora(self.pipe.unet, tensors, settings["lora_rank"])
+                    targets = settings.get("lora_targets", "attention")  # tunes cached before targets existed
+                    load_lora(self.pipe.unet, tensors, settings["lora_rank"], targets)
                     self._lora_originals = merge_lora(self.pipe.unet)
                 else:
                     self._snapshot_base()

@@ -12,6 +12,20 @@ from .errors import UnituneError
 # training text, so they carry almost no meaning of their own (UniTune's "rare tokens" identifier).
 DEFAULT_RARE_PROMPT = "olis httr"
 METHODS = ("full", "lora")
+_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
+LORA_TARGET_SETS = {  # module-name suffixes in a diffusers UNet
+    "attention": _ATTENTION,
+    "all": (
+        *_ATTENTION,
+        "proj_in",
+        "proj_out",
+        "ff.net.0.proj",
+        "ff.net.2",
+        "conv1",
+        "conv2",
+        "time_emb_proj",
+    ),
+}
 DEFAULT_LEARNING_RATE = {"full": 1e-4, "lora": 3e-3}  # lora: measured, docs/core.md
 
 
@@ -28,6 +42,12 @@ class TuneSettings:
     batch_size: int = _opt(4, "--batch-size", "noise/timestep samples of the one latent per step")
     learning_rate: float | None = _opt(None, "--lr", "AdamW learning rate [default: 1e-4 full, 3e-3 lora]")
     lora_rank: int = _opt(8, "--lora-rank", "LoRA rank (lora only)")
+    lora_targets: str = _opt(
+        "attention",
+        "--lora-targets",
+        "LoRA layers: attention (q, k, v, out) or all (also the transformer's proj/feed-forward and the "
+        "ResNet convolutions)",
+    )
     rare_prompt: str = _opt(
         DEFAULT_RARE_PROMPT, "--rare-prompt", "prompt R of rare tokens bound to the image"
     )
@@ -44,6 +64,9 @@ class TuneSettings:
             raise UnituneError(f"learning rate must be > 0, got {self.learning_rate}")
         if self.lora_rank < 1:
             raise UnituneError(f"LoRA rank must be >= 1, got {self.lora_rank}")
+        if self.lora_targets not in LORA_TARGET_SETS:
+            choices = ", ".join(LORA_TARGET_SETS)
+            raise UnituneError(f"unknown LoRA targets {self.lora_targets!r}; choose one of {choices}")
         if not self.rare_prompt.strip():
             raise UnituneError("the rare prompt must not be empty")
 
@@ -56,6 +79,7 @@ class TuneSettings:
         settings = asdict(self.resolved())
         if self.method != "lora":
             settings.pop("lora_rank")
+            settings.pop("lora_targets")
         return settings
 
 

@@ -15,10 +15,9 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from .loading import Runtime
 from .progress import Progress, ProgressFn, StopFn, check_stop, report
-from .settings import TuneSettings
+from .settings import LORA_TARGET_SETS, TuneSettings
 
 ADAPTER = "unitune"
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 @torch.no_grad()
@@ -74,8 +73,9 @@ def evaluate_loss(pipe, latent, text, runtime: Runtime, samples: int = 16, seed:
     )
 
 
-def add_lora(unet, rank: int) -> None:
-    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
+def add_lora(unet, rank: int, targets: str = "attention") -> None:
+    modules = list(LORA_TARGET_SETS[targets])
+    config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=modules)
     unet.add_adapter(config, adapter_name=ADAPTER)
 
 
@@ -102,8 +102,8 @@ def lora_state(unet) -> dict[str, torch.Tensor]:
     return get_peft_model_state_dict(unet, adapter_name=ADAPTER)
 
 
-def load_lora(unet, state: dict[str, torch.Tensor], rank: int) -> None:
-    add_lora(unet, rank)
+def load_lora(unet, state: dict[str, torch.Tensor], rank: int, targets: str = "attention") -> None:
+    add_lora(unet, rank, targets)
     set_peft_model_state_dict(unet, state, adapter_name=ADAPTER)
 
 
