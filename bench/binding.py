@@ -44,9 +44,10 @@ def main() -> None:
     edit = EditSettings(guidance=args.guidance, steps=args.steps)
     scenes = base_scenes(args.split, args.scenes)
     print(
-        "| tune | s/tune | R from noise: same scene | PSNR median | >= 28 dB | R at 0.8: same | PSNR median |"
+        "| tune | s/tune | R from noise: same scene | PSNR median | same and >= 28 dB "
+        "| R at 0.8: same | PSNR median | same and >= 28 dB |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for text in args.tunes.split(","):
         with tempfile.TemporaryDirectory() as cache:
             editor = Editor.load(args.model, device="cpu", cache_dir=cache)
