@@ -68,8 +68,10 @@ def test_an_explicit_flag_wins_over_the_model(recommended_model, tmp_path):
         ({"sample": {}}, "'sample'"),
         ({"edit": {"steps": "many"}}, "steps"),
         ({"edit": {"strength": 2.0}}, "strength"),
+        ({"learning_rates": {"dreambooth": 1e-5}}, "'dreambooth'"),
+        ({"learning_rates": {"lora": -1}}, "lora"),
     ],
-    ids=["edit key", "tune key", "section", "type", "range"],
+    ids=["edit key", "tune key", "section", "type", "range", "rate method", "rate value"],
 )
 def test_a_bad_unitune_json_fails_cleanly(tiny_model, good_image, tmp_path, defaults, named):
     model = model_with(tiny_model, tmp_path / "model", defaults)
@@ -101,3 +103,18 @@ def test_embedded_model_defaults_live_in_its_folder():
     expected = ModelDefaults.from_dict(json.loads((folder / "unitune.json").read_text()), "unitune.json")
     assert load_model_defaults(str(folder)) == expected != ModelDefaults()
     assert load_model_defaults("some-org/some-model") == ModelDefaults()
+
+
+def test_per_method_learning_rates_follow_the_method(tiny_model, good_image, tmp_path):
+    """A model's recommended rate is per method: asking for LoRA does not inherit the full tune's rate."""
+    from unitune import TuneSettings
+
+    model = model_with(tiny_model, tmp_path / "model", {"learning_rates": {"lora": 0.02, "full": 3e-5}})
+    editor = Editor.load(model, device="cpu", cache_dir=tmp_path / "cache")
+    lora = editor.tune(good_image, TuneSettings(method="lora", steps=1))
+    full = editor.tune(good_image, TuneSettings(method="full", steps=1))
+    given = editor.tune(good_image, TuneSettings(method="lora", steps=1, learning_rate=1e-3))
+    assert (lora.settings["learning_rate"], full.settings["learning_rate"]) == (0.02, 3e-5)
+    assert given.settings["learning_rate"] == 1e-3
+    plain = Editor.load(tiny_model, device="cpu", cache_dir=tmp_path / "cache")
+    assert plain.tune_key(good_image, TuneSettings(method="lora", steps=1)) != lora.key

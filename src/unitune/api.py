@@ -119,6 +119,11 @@ class Editor:
         """The model's recommended tune settings (its unitune.json over the dataclass defaults)."""
         return self.defaults.tune
 
+    def resolve_tune(self, settings: TuneSettings | None) -> TuneSettings:
+        """`settings` (None: the model's recommended ones) with every default filled in, the learning
+        rate from the model's per-method `learning_rates` when none was given."""
+        return (settings or self.default_tune_settings()).resolved(self.defaults.learning_rates)
+
     @property
     def native_size(self) -> int:
         """Image side in pixels the model works at: unet sample_size x VAE scale factor."""
@@ -132,7 +137,7 @@ class Editor:
 
     def tune_key(self, image: ImageInput, settings: TuneSettings | None = None) -> str:
         base = self.prepare_image(image)
-        settings = (settings or self.default_tune_settings()).to_dict()
+        settings = self.resolve_tune(settings).to_dict()
         identity = f"{model_identity(self.model, self.pipe)}|compute={self.runtime.dtype}"
         return tune_key(identity, image_hash(base), settings)
 
@@ -144,7 +149,7 @@ class Editor:
         should_stop: StopFn | None = None,
     ) -> TuneResult:
         """Fine-tune on (image, R) unless the cache already holds this (model, image, settings) tune."""
-        settings = (settings or self.default_tune_settings()).resolved()
+        settings = self.resolve_tune(settings)
         base = self.prepare_image(image)
         key = self.tune_key(base, settings)
         with self._lock, self.cache.locked(key):
@@ -238,7 +243,7 @@ class Editor:
         should_stop: StopFn | None = None,
     ) -> list[EditResult]:
         """Edit `image` once per prompt and seed; tunes first unless a cached tune exists."""
-        edit, tune = edit or self.default_edit_settings(), (tune or self.default_tune_settings()).resolved()
+        edit, tune = edit or self.default_edit_settings(), self.resolve_tune(tune)
         prompts = _prompts(prompts)
         base = self.prepare_image(image)
         tuned = self.tune(base, tune, progress, should_stop)
@@ -295,7 +300,7 @@ class Editor:
         cells = [replace(edit, guidance=g, strength=s) for g, s in grid(guidances, strengths)]
         if not cells:
             raise UnituneError("a sweep needs at least one guidance and one strength")
-        tune, prompt = (tune or self.default_tune_settings()).resolved(), _prompts(prompt)[0]
+        tune, prompt = self.resolve_tune(tune), _prompts(prompt)[0]
         base = self.prepare_image(image)
         tuned = self.tune(base, tune, progress, should_stop)
         with self.applied(tuned):

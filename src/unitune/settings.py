@@ -70,9 +70,11 @@ class TuneSettings:
         if not self.rare_prompt.strip():
             raise UnituneError("the rare prompt must not be empty")
 
-    def resolved(self) -> TuneSettings:
-        """A copy with every default filled in: what the cache key and metadata record."""
-        lr = self.learning_rate if self.learning_rate is not None else DEFAULT_LEARNING_RATE[self.method]
+    def resolved(self, learning_rates: dict[str, float] | None = None) -> TuneSettings:
+        """A copy with every default filled in (the learning rate from the model's per-method
+        `learning_rates`, else the built-in ones): what the cache key and metadata record."""
+        rates = {**DEFAULT_LEARNING_RATE, **(learning_rates or {})}
+        lr = self.learning_rate if self.learning_rate is not None else rates[self.method]
         return replace(self, learning_rate=lr)
 
     def to_dict(self) -> dict:
@@ -123,19 +125,35 @@ class ModelDefaults:
 
     edit: EditSettings = field(default_factory=EditSettings)
     tune: TuneSettings = field(default_factory=TuneSettings)
+    learning_rates: dict[str, float] = field(default_factory=dict)  # per tune method, when --lr is not given
 
     @classmethod
     def from_dict(cls, data, source: str) -> ModelDefaults:
-        """`{"edit": {...}, "tune": {...}}`, each any subset of the settings' fields; unknown keys raise."""
+        """`{"edit": {...}, "tune": {...}, "learning_rates": {"full": ..., "lora": ...}}`, each part
+        optional, the first two any subset of the settings' fields; unknown keys raise."""
         if not isinstance(data, dict):
-            raise UnituneError(f"{source}: expected a JSON object with 'edit' and/or 'tune'")
+            raise UnituneError(f"{source}: expected a JSON object with 'edit', 'tune', 'learning_rates'")
         for key in data:
-            if key not in ("edit", "tune"):
-                raise UnituneError(f"{source}: unknown key {key!r}; expected 'edit' and/or 'tune'")
+            if key not in ("edit", "tune", "learning_rates"):
+                raise UnituneError(
+                    f"{source}: unknown key {key!r}; expected 'edit', 'tune', 'learning_rates'"
+                )
         return cls(
             edit=_settings_from_dict(EditSettings, data.get("edit", {}), f"{source}: edit"),
             tune=_settings_from_dict(TuneSettings, data.get("tune", {}), f"{source}: tune"),
+            learning_rates=_learning_rates(data.get("learning_rates", {}), f"{source}: learning_rates"),
         )
+
+
+def _learning_rates(values, source: str) -> dict[str, float]:
+    if not isinstance(values, dict):
+        raise UnituneError(f"{source}: expected a JSON object of tune method -> learning rate")
+    for method, rate in values.items():
+        if method not in METHODS:
+            raise UnituneError(f"{source}: unknown tune method {method!r}; choose from {', '.join(METHODS)}")
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0:
+            raise UnituneError(f"{source}: {method} must be a positive number, got {rate!r}")
+    return {method: float(rate) for method, rate in values.items()}
 
 
 def _settings_from_dict(cls, values, source: str):
