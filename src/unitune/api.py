@@ -318,7 +318,9 @@ class Editor:
         embeds = encode_prompts(pipe, prompt, edit.negative_prompt, guided, runtime)
         timesteps = schedule(pipe, edit.steps, edit.strength, runtime.device)
         latents = initial_latents(pipe, base, timesteps, edit.strength, generator, runtime)
-        steps = iter_denoise(pipe, latents, timesteps, embeds, edit.guidance, generator, runtime)
+        steps = iter_denoise(
+            pipe, latents, timesteps, embeds, edit.guidance, generator, runtime, edit.guidance_rescale
+        )
         for index, current in steps:
             report(progress, Progress("sample", index + 1, len(timesteps), latents=current, label=label))
             check_stop(should_stop)

@@ -68,8 +68,23 @@ def initial_latents(pipe, image, timesteps, strength: float, generator, runtime:
     return latents.float()
 
 
-def iter_denoise(pipe, latents, timesteps, embeds, guidance: float, generator, runtime: Runtime) -> Iterator:
-    """Yield (step index, latents) after every scheduler step (DDIM/PNDM/Euler/DPM-Solver: any scheduler)."""
+def iter_denoise(
+    pipe,
+    latents,
+    timesteps,
+    embeds,
+    guidance: float,
+    generator,
+    runtime: Runtime,
+    guidance_rescale: float = 0.0,
+) -> Iterator:
+    """Yield (step index, latents) after every scheduler step (DDIM/PNDM/Euler/DPM-Solver: any scheduler).
+
+    `guidance_rescale` > 0 rescales the guided prediction towards the conditional one's standard
+    deviation (Lin et al. 2023, section 3.4; diffusers' `rescale_noise_cfg`), which keeps strong guidance
+    from over-exposing a zero-terminal-SNR model."""
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
     guided = embeds.shape[0] == 2
     extra = pipe.prepare_extra_step_kwargs(generator, 0.0)
     for index, t in enumerate(timesteps):
@@ -80,6 +95,8 @@ def iter_denoise(pipe, latents, timesteps, embeds, guidance: float, generator, r
         if guided:
             uncond, cond = pred.chunk(2)
             pred = uncond + guidance * (cond - uncond)
+            if guidance_rescale > 0:
+                pred = rescale_noise_cfg(pred, cond, guidance_rescale=guidance_rescale)
         latents = pipe.scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
         yield index, latents
 

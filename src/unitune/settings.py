@@ -96,6 +96,9 @@ class EditSettings:
     interpolation: float = _opt(
         0.0, "--interpolation", "base-detail interpolation weight in [0, 1] (0 = off)"
     )
+    guidance_rescale: float = _opt(
+        0.0, "--guidance-rescale", "rescale strong guidance towards the conditional prediction (0-1; 0 = off)"
+    )
     steps: int = _opt(50, "--steps", "sampling steps of the full schedule")
     seed: int = _opt(0, "--seed", "seed of image k of each prompt is seed + k")
     num_images: int = _opt(1, "--num-images", "images per prompt")
@@ -104,6 +107,8 @@ class EditSettings:
     def __post_init__(self):
         if self.guidance < 0:
             raise UnituneError(f"guidance must be >= 0, got {self.guidance}")
+        if not 0 <= self.guidance_rescale <= 1:
+            raise UnituneError(f"guidance rescale must be in [0, 1], got {self.guidance_rescale}")
         if not 0 < self.strength <= 1:
             raise UnituneError(f"strength must be in (0, 1], got {self.strength}")
         if not 0 <= self.interpolation <= 1:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from PIL import Image
 from unitune.benchmark.binding import measure_binding
 from unitune.benchmark.edits import Edit
 from unitune.interpolation import interpolate_details
-from unitune.settings import EditSettings, TuneSettings
+from unitune.settings import EditSettings
 from unitune.shapes.world import IMAGE_SIZE
 
 FAMILIES = ("prompt", "sdedit", "full", "lora")
@@ -88,6 +88,7 @@ class TuneCost:
     scene: str
     seconds: float
     final_loss: float
+    settings: dict | None = None  # the resolved tune settings
 
 
 def to_array(image: Image.Image) -> np.ndarray:
@@ -148,11 +149,18 @@ def run_unitune(
 ) -> Iterator[Output]:
     """Tune once on the base image (timed; appended to `costs`), measure the binding (R alone, handed to
     `on_binding`), then edit on the whole grid."""
-    tune = TuneSettings(method=family, steps=tune_steps, batch_size=tune_batch)
+    # the model's recommended tune (its unitune.json: learning rates, LoRA targets) at the run's length
+    tune = replace(editor.default_tune_settings(), method=family, steps=tune_steps, batch_size=tune_batch)
     started = time.perf_counter()
     tuned = editor.tune(base, tune)
     costs.append(
-        TuneCost(family, edits[0].name.rsplit("-", 1)[0], time.perf_counter() - started, _last(tuned))
+        TuneCost(
+            family,
+            edits[0].name.rsplit("-", 1)[0],
+            time.perf_counter() - started,
+            _last(tuned),
+            tuned.settings,
+        )
     )
     if on_binding is not None:
         for guidance in grid.unitune_guidances:

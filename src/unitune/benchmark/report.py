@@ -379,6 +379,16 @@ def binding_rows(binding: list[dict]) -> list[str]:
     return lines
 
 
+def tune_settings_text(results) -> str:
+    """Each tune method's resolved settings as the run used them (the model's recommended ones)."""
+    seen = {}
+    for cost in results.tune_costs:
+        if getattr(cost, "settings", None) and cost.family not in seen:
+            keep = ("steps", "batch_size", "learning_rate", "lora_rank", "lora_targets")
+            seen[cost.family] = ", ".join(f"{k}={cost.settings[k]}" for k in keep if k in cost.settings)
+    return "; ".join(f"{family}: `{text}`" for family, text in seen.items()) or "(not recorded)"
+
+
 def write_report(results, report: Path, images: Path, command: str) -> Path:
     records, config = results.records, results.config
     chosen, oracle_rows = choose(records), oracles(records)
@@ -408,8 +418,7 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         f"- grid: {grid.steps} sampler steps; prompt guidance {list(grid.prompt_guidances)}; SDEdit guidance "
         f"{list(grid.sdedit_guidances)} x strength {list(grid.sdedit_strengths)}; UniTune guidance "
         f"{list(grid.unitune_guidances)} x strength {list(grid.unitune_strengths)} x interpolation "
-        f"{list(grid.interpolations)}; tune: `TuneSettings(method, steps={config.tune_steps}, "
-        f"batch_size={config.tune_batch})` (default learning rates)",
+        f"{list(grid.interpolations)}; tunes: {tune_settings_text(results)}",
         "",
         "## Headline (test split)",
         "",
