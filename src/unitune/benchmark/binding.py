@@ -4,25 +4,15 @@ size) and PSNR in dB. UniTune's premise is that R *is* the image after the tune 
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
 from PIL import Image
 
-from unitune.shapes.analyzer import analyze
+from unitune.benchmark.metrics import psnr
+from unitune.shapes.analyzer import analyze, same_reading
 
 BINDING_STRENGTHS = (1.0, 0.8)
-
-
-def same_reading(a, b) -> bool:
-    signature = lambda r: (r.background, sorted((o.shape, o.colour, o.size) for o in r.objects))  # noqa: E731
-    return signature(a) == signature(b)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10 * math.log10(255**2 / max(mse, 1e-10))
 
 
 def measure_binding(editor, base: Image.Image, tune, edit, strengths=BINDING_STRENGTHS) -> list[dict]:

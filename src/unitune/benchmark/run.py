@@ -63,8 +63,8 @@ QUICK = Config(
     costs=False,  # --costs adds them (about a minute)
     cost_tune_steps=32,
 )
-# Guidance above ~8 saturated the colours of the development preview of the embedded model, so the
-# UniTune grid spans 2-8 (the probe of the current model: low strengths keep the scene); about 30
+# On embedded model v2 a background recolour of a tuned scene shows only from guidance ~10 (a probe
+# sweep of the README demo), so the UniTune grid spans 3-12; low strengths keep the scene. About 25
 # minutes on 2 CPU cores.
 FULL = Config(
     validation_scenes=8,
@@ -74,7 +74,7 @@ FULL = Config(
         prompt_guidances=(3.0, 7.0),
         sdedit_guidances=(5.0, 10.0),
         sdedit_strengths=(0.5, 0.7, 0.85),
-        unitune_guidances=(2.0, 4.0, 8.0),
+        unitune_guidances=(3.0, 6.0, 12.0),
         unitune_strengths=(0.4, 0.6, 0.8, 1.0),
         interpolations=(0.0, 0.5, 1.0),
     ),

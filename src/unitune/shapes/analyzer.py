@@ -57,6 +57,12 @@ def analyze(image) -> ReadScene:
     return ReadScene(nearest_colour(background_rgb), tuple(objects))
 
 
+def same_reading(a: ReadScene, b: ReadScene) -> bool:
+    """The same scene as far as the analyzer can tell: background, and every object's shape, colour, size."""
+    signature = lambda r: (r.background, sorted((o.shape, o.colour, o.size) for o in r.objects))  # noqa: E731
+    return signature(a) == signature(b)
+
+
 def estimate_background(pixels: np.ndarray) -> np.ndarray:
     """Median colour of the palette class that covers most of the image border."""
     border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])

@@ -21,7 +21,7 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-from unitune.shapes.analyzer import analyze
+from unitune.shapes.analyzer import analyze, same_reading
 from unitune.shapes.quality import evaluate_generation, generate, held_out_scenes
 from unitune.shapes.world import caption, render
 from unitune.training.autoencoder import psnr, round_trip
@@ -43,11 +43,6 @@ def autoencoder_round_trip(pipeline, count: int = 256) -> dict[str, float]:
     recon_pixels = ((reconstruction.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
     same = [same_reading(analyze(a), analyze(b)) for a, b in zip(pixels, recon_pixels, strict=True)]
     return {"psnr_db": psnr(reconstruction, images), "analyzer_agreement": float(np.mean(same))}
-
-
-def same_reading(a, b) -> bool:
-    signature = lambda r: (r.background, sorted((o.shape, o.colour, o.size) for o in r.objects))  # noqa: E731
-    return signature(a) == signature(b)
 
 
 def sample_grid(
