@@ -147,7 +147,7 @@ def main() -> None:
     )
     pipeline.set_progress_bar_config(disable=True)
     trainer = DenoiserTrainer(
-        unet, text_encoder, tokenizer, scheduler, latents, captions, lr=args.lr, batch_size=args.batch
+        unet, text_encoder, scheduler, latents, captions, lr=args.lr, batch_size=args.batch
     )
     evaluate = lambda: evaluate_generation(pipeline, args.eval_count, args.eval_count // 2)  # noqa: E731
     trainer.train(

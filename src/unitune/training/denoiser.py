@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
-from transformers import CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextModel
 
 from unitune.training.autoencoder import cosine, set_lr
 from unitune.training.checkpoints import Checkpointer, TrainingLog
@@ -27,7 +27,6 @@ class DenoiserTrainer:
         self,
         unet: UNet2DConditionModel,
         text_encoder: CLIPTextModel,
-        tokenizer: CLIPTokenizer,
         scheduler: DDIMScheduler,
         latents: torch.Tensor,
         captions: CaptionBank,
@@ -35,12 +34,7 @@ class DenoiserTrainer:
         batch_size: int = 64,
         ema_decay: float = 0.999,
     ):
-        self.unet, self.text_encoder, self.tokenizer, self.scheduler = (
-            unet,
-            text_encoder,
-            tokenizer,
-            scheduler,
-        )
+        self.unet, self.text_encoder, self.scheduler = unet, text_encoder, scheduler
         self.latents, self.captions = latents, captions
         self.device = latents.device
         self.lr, self.batch_size = lr, batch_size
