@@ -92,3 +92,19 @@ def test_autoencoder_tiny_pipeline_edits_like_img2img_and_tunes(tmp_path, base_i
     assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1e-4
     tuned = editor.tune(base_image, TuneSettings(method="lora", steps=2))
     assert tuned.trained and len(tuned.losses) == 2
+
+
+def test_guidance_rescale_matches_diffusers(editor):
+    settings = EditSettings(guidance=7.0, steps=5, seed=2, guidance_rescale=0.7)
+    ours = editor.generate(["a red square"], settings)[0].image
+    plain = editor.generate(["a red square"], EditSettings(guidance=7.0, steps=5, seed=2))[0].image
+    pipe = diffusers_pipe(StableDiffusionPipeline, editor)
+    theirs = pipe(
+        "a red square",
+        guidance_scale=7.0,
+        guidance_rescale=0.7,
+        num_inference_steps=5,
+        generator=torch.Generator("cpu").manual_seed(2),
+    ).images[0]
+    assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1e-4
+    assert np.abs(pixels(ours) - pixels(plain)).max() > 1e-3
