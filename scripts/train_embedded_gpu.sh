@@ -3,6 +3,8 @@
 #   bash scripts/train_embedded_gpu.sh OUT_DIR [AE_MINUTES UNET_MINUTES POOL WORKERS]
 # Writes OUT_DIR/model.tgz (the exported pipeline folder with its training record), OUT_DIR/log.jsonl and
 # OUT_DIR/report/ (model-results.json, images/model-*.png). Checkpoints go to $WORK (default /tmp/shapes).
+# SPLIT_MB=12 writes the model as model.tar.part-* of at most 12 MB instead (for size-limited transfers;
+# rejoin with: cat model.tar.part-* | tar -xf -).
 set -euo pipefail
 out=${1:?usage: train_embedded_gpu.sh OUT_DIR [AE_MINUTES UNET_MINUTES POOL WORKERS]}
 ae_minutes=${2:-1.5} unet_minutes=${3:-5} pool=${4:-100000} workers=${5:-15}
@@ -12,5 +14,9 @@ mkdir -p "$out"
     --ae-minutes "$ae_minutes" --ae-batch 256 --ae-crop 64 \
     --unet-minutes "$unet_minutes" --batch 256 --lr 1e-3 --eval-every 1 --eval-count 64
 cp "$work/run/log.jsonl" "$out/log.jsonl"
-tar -C "$work" -czf "$out/model.tgz" model
+if [ -n "${SPLIT_MB:-}" ]; then
+    tar -C "$work" -cf - model | split -b "${SPLIT_MB}m" - "$out/model.tar.part-"
+else
+    tar -C "$work" -czf "$out/model.tgz" model
+fi
 "$python" -m unitune.training.report --model "$work/model" --work "$work/run" --out "$out/report"
