@@ -20,15 +20,13 @@ from unitune.shapes.world import render_pil
 
 
 def parse_tune(text: str) -> TuneSettings:
+    """`method:steps:lr[:rank[:batch[:lora targets]]]`, e.g. `lora:128:3e-3:8:4:all`."""
     method, steps, lr, *rest = text.split(":")
-    settings = TuneSettings(method=method, steps=int(steps), learning_rate=float(lr))
-    if rest:
-        settings = TuneSettings(**{**settings.__dict__, "lora_rank": int(rest[0])})
-    if len(rest) > 1:
-        settings = TuneSettings(**{**settings.__dict__, "batch_size": int(rest[1])})
-    if len(rest) > 2:
-        settings = TuneSettings(**{**settings.__dict__, "lora_targets": rest[2]})
-    return settings
+    optional = dict(zip(("lora_rank", "batch_size", "lora_targets"), rest, strict=False))
+    for key in ("lora_rank", "batch_size"):
+        if key in optional:
+            optional[key] = int(optional[key])
+    return TuneSettings(method=method, steps=int(steps), learning_rate=float(lr), **optional)
 
 
 def main() -> None:
