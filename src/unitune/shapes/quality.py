@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from unitune.shapes.analyzer import ReadScene, analyze
+from unitune.settings import DEFAULT_RARE_PROMPT
 from unitune.shapes.world import COLOURS, SHAPES, Scene, caption, sample_scene
 
 EVALUATION_SEED = 2  # training scenes come from seed 1; these captions are held out
@@ -99,12 +100,19 @@ def evaluate_generation(
     steps: int = 20,
     guidance: float = 5.0,
     seed: int = 0,
+    rare_prefix: str | None = DEFAULT_RARE_PROMPT,
 ) -> dict[str, float]:
-    """Accuracy per attribute on held-out full captions and on fragment prompts."""
+    """Accuracy per attribute on held-out full captions and on fragment prompts; with `rare_prefix`, also
+    on the full captions read after it (keys `prefixed_*`), as UniTune's "R edit" prompts are."""
     scenes = held_out_scenes(scene_count)
     fragments = fragment_prompts(fragment_count)
     scene_images = generate(pipeline, [caption(s) for s in scenes], seed, steps, guidance)
     fragment_images = generate(pipeline, [f.prompt for f in fragments], seed + 10_000, steps, guidance)
     rows = [score_scene(analyze(image), scene) for image, scene in zip(scene_images, scenes, strict=True)]
     rows += [score_fragment(analyze(image), f) for image, f in zip(fragment_images, fragments, strict=True)]
+    if rare_prefix:
+        prompts = [f"{rare_prefix} {caption(s)}" for s in scenes]
+        prefixed_images = generate(pipeline, prompts, seed, steps, guidance)
+        for image, scene in zip(prefixed_images, scenes, strict=True):
+            rows.append({f"prefixed_{k}": v for k, v in score_scene(analyze(image), scene).items()})
     return mean_scores(rows)

@@ -42,7 +42,7 @@ from unitune.training.architecture import (
 )
 from unitune.training.autoencoder import psnr, round_trip, train_autoencoder
 from unitune.training.checkpoints import Checkpointer, TrainingLog
-from unitune.training.data import CaptionBank, render_pool
+from unitune.training.data import CaptionBank, RarePrefix, filler_token_ids, render_pool
 from unitune.training.denoiser import DenoiserTrainer
 from unitune.training.record import RECORD_FILE, append_run, device_name, read_record, run_summary
 
@@ -65,6 +65,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--ae-batch", type=int, default=64)
     parser.add_argument("--ae-crop", type=int, default=32, help="autoencoder crop (64: whole images)")
     parser.add_argument("--caption-variants", type=int, default=8, help="captions drawn per scene up front")
+    parser.add_argument(
+        "--prefix-probability",
+        type=float,
+        default=0.3,
+        help="share of captions given 1..3 random filler tokens in front (0: none, as model v2 was trained)",
+    )
     parser.add_argument("--device", default=None, help="cuda when there is one, else cpu")
     parser.add_argument("--workers", type=int, default=1, help="processes rendering the pool")
     parser.add_argument("--seed", type=int, default=0)
@@ -146,8 +152,9 @@ def main() -> None:
         requires_safety_checker=False,
     )
     pipeline.set_progress_bar_config(disable=True)
+    prefix = RarePrefix(filler_token_ids(tokenizer), args.prefix_probability) if args.prefix_probability else None
     trainer = DenoiserTrainer(
-        unet, text_encoder, scheduler, latents, captions, lr=args.lr, batch_size=args.batch
+        unet, text_encoder, scheduler, latents, captions, lr=args.lr, batch_size=args.batch, prefix=prefix
     )
     evaluate = lambda: evaluate_generation(pipeline, args.eval_count, args.eval_count // 2)  # noqa: E731
     trainer.train(

@@ -1,6 +1,11 @@
 """Training data for the embedded model: a seeded pool of rendered scenes held as tensors, and a bank of
 caption variants per scene, drawn and tokenized once up front so that a training step does no Python
-per sample (see `world.training_caption` for how parts of a caption are dropped)."""
+per sample (see `world.training_caption` for how parts of a caption are dropped).
+
+`RarePrefix` puts a few random filler tokens (any token no caption uses) in front of some captions, so the
+text encoder reads a caption the same way whatever precedes it: UniTune samples "R edit", R being rare
+tokens, and a text encoder that had only seen captions start at position 1 misreads the edit after R
+(model v2 drew "olis httr a red circle on a green background" as green shapes on red)."""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unitune.shapes.world import Scene, render, sample_scene, training_caption
+from unitune.shapes.world import Scene, render, sample_scene, training_caption, vocabulary
 
 TRAIN_SEED = 1  # held-out evaluation scenes use other seeds (see unitune.shapes.quality)
 
@@ -72,3 +77,35 @@ class CaptionBank:
         """Token ids (B, max_tokens) of the chosen variant of each scene, as int64 on the bank's device."""
         device = self.ids.device
         return self.ids[scene_indices.to(device), variant_indices.to(device)].long()
+
+
+def filler_token_ids(tokenizer) -> torch.Tensor:
+    """Every token id except the special tokens and the tokens of the world's caption words."""
+    used = set(tokenizer.all_special_ids)
+    for word in vocabulary():
+        used.update(tokenizer(word, add_special_tokens=False).input_ids)
+    return torch.tensor(sorted(set(range(len(tokenizer))) - used))
+
+
+@dataclass
+class RarePrefix:
+    """With `probability`, 1..`max_tokens` filler tokens inserted after the start token (the caption shifts
+    right; the padding at the end absorbs it)."""
+
+    fillers: torch.Tensor  # candidate token ids, (F,)
+    probability: float = 0.3
+    max_tokens: int = 3
+
+    def apply(self, ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """`ids` (B, T) with prefixes; the draws come from the CPU `generator`, so any device gets the same."""
+        rows, length = ids.shape
+        lengths = torch.randint(1, self.max_tokens + 1, (rows,), generator=generator)
+        lengths = lengths * (torch.rand(rows, generator=generator) < self.probability)
+        picks = self.fillers[torch.randint(len(self.fillers), (rows, self.max_tokens), generator=generator)]
+        lengths, picks = lengths.to(ids.device), picks.to(ids.device, ids.dtype)
+        positions = torch.arange(length, device=ids.device).expand(rows, -1)
+        source = (positions - lengths[:, None]).clamp(min=0)
+        shifted = ids.gather(1, source)
+        in_prefix = (positions >= 1) & (positions <= lengths[:, None])
+        filler = picks.gather(1, (positions - 1).clamp(0, self.max_tokens - 1))
+        return torch.where(in_prefix, filler, shifted)

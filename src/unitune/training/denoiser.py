@@ -19,7 +19,7 @@ from transformers import CLIPTextModel
 
 from unitune.training.autoencoder import cosine, set_lr
 from unitune.training.checkpoints import Checkpointer, TrainingLog
-from unitune.training.data import CaptionBank
+from unitune.training.data import CaptionBank, RarePrefix
 
 
 class DenoiserTrainer:
@@ -33,9 +33,10 @@ class DenoiserTrainer:
         lr: float = 1e-3,
         batch_size: int = 64,
         ema_decay: float = 0.999,
+        prefix: RarePrefix | None = None,
     ):
         self.unet, self.text_encoder, self.scheduler = unet, text_encoder, scheduler
-        self.latents, self.captions = latents, captions
+        self.latents, self.captions, self.prefix = latents, captions, prefix
         self.device = latents.device
         self.lr, self.batch_size = lr, batch_size
         self.parameters = [*unet.parameters(), *text_encoder.parameters()]
@@ -55,12 +56,15 @@ class DenoiserTrainer:
         timesteps = torch.randint(
             0, self.scheduler.config.num_train_timesteps, (len(indices),), generator=generator
         )
+        ids = self.captions.batch(indices, variants)
+        if self.prefix is not None:
+            ids = self.prefix.apply(ids, generator)
         latents = self.latents[indices.to(self.device)]
         noise, timesteps = noise.to(self.device), timesteps.to(self.device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         target = self.scheduler.get_velocity(latents, noise, timesteps)
         with self.autocast():
-            hidden = self.text_encoder(self.captions.batch(indices, variants))[0]
+            hidden = self.text_encoder(ids)[0]
             noisy = noisy.contiguous(memory_format=torch.channels_last)
             prediction = self.unet(noisy, timesteps, hidden).sample
         return (prediction.float() - target).pow(2).mean()
