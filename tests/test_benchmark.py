@@ -131,13 +131,52 @@ def fake(split, label, edit, success, psnr=20.0):
     }
 
 
-def test_best_setting_by_success_then_psnr():
+def test_best_setting_by_success_then_balance_then_psnr():
     records = [fake("validation", "a", "e1", 1.0), fake("validation", "a", "e2", 0.0)]
     records += [fake("validation", "b", "e1", 1.0, 10.0), fake("validation", "b", "e2", 1.0, 10.0)]
     records += [fake("validation", "c", "e1", 1.0, 30.0), fake("validation", "c", "e2", 1.0, 30.0)]
     assert best_setting(records) == "c"
     assert summarise(records)["success"] == pytest.approx(5 / 6)
     assert best_setting([]) is None
+
+
+def test_a_no_op_never_wins_a_tie_on_psnr():
+    """No success anywhere: a setting that does half its edits (expressive) beats one that changes
+    nothing (preserved only), however much higher the no-op's PSNR to the target."""
+    noop = [{**fake("validation", "noop", e, 0.0, 30.0), "preserved": 1.0} for e in ("e1", "e2")]
+    edits = [
+        {**fake("validation", "edits", "e1", 0.0, 12.0), "expressive": 1.0, "preserved": 0.5},
+        {**fake("validation", "edits", "e2", 0.0, 12.0), "expressive": 1.0, "preserved": 0.5},
+    ]
+    assert best_setting(noop + edits) == "edits"
+
+
+def test_swapping_the_test_records_changes_no_choice():
+    from unitune.benchmark.report import choose
+
+    def records(test_success: dict[str, float]) -> list[dict]:
+        rows = []
+        for family in ("full", "sdedit", "prompt"):
+            for label, val in (("g3 s0.5 i0", 1.0), ("g6 s1 i0", 0.0)):
+                for split, success in (("validation", val), ("test", test_success[label])):
+                    for edit in ("e1", "e2") if split == "validation" else ("e1", "e2", "e3", "e4"):
+                        row = fake(split, label, f"{split}-{edit}", success)
+                        rows.append({**row, "family": family, "strength": 0.5, "interpolation": 0.0})
+        return rows
+
+    one = choose(records({"g3 s0.5 i0": 0.0, "g6 s1 i0": 1.0}))
+    two = choose(records({"g3 s0.5 i0": 1.0, "g6 s1 i0": 0.0}))
+    assert {k: v["label"] for k, v in one.items()} == {k: v["label"] for k, v in two.items()}
+    assert one["full"]["label"] == "g3 s0.5 i0"  # what validation says, whatever test says
+    assert one["full"]["test"]["success"] == 0.0 and two["full"]["test"]["success"] == 1.0
+
+
+def test_wilson_interval():
+    from unitune.benchmark.selection import wilson_interval
+
+    low, high = wilson_interval(10, 20)
+    assert low == pytest.approx(0.299, abs=1e-3) and high == pytest.approx(0.701, abs=1e-3)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
 
 
 def test_oracle_takes_the_best_setting_per_edit():

@@ -116,6 +116,16 @@ def test_edit_writes_pngs_with_settings_and_manifest(good_image, tiny_model, tmp
     assert not [name for name in os.listdir(out) if name.endswith(".tmp")]
 
 
+def test_edit_auto_records_the_dial(good_image, tiny_model, tmp_path):
+    out = tmp_path / "auto"
+    args = ["edit", good_image, "a", "--model", tiny_model, "--out", out, "--cache-dir", tmp_path / "c"]
+    result = run(*args, *FAST, "--auto")
+    assert result.exit_code == 0, result.output
+    settings = read_settings(next(out.glob("*.png")))
+    assert settings["auto"] is True and len(settings["auto_dial"]["candidates"]) == 3
+    assert settings["strength"] == settings["auto_dial"]["picked_strength"]
+
+
 def test_sweep_writes_grid_and_contact_sheet(good_image, tiny_model, tmp_path):
     out = tmp_path / "sweep"
     args = ["sweep", good_image, "a", "--model", tiny_model, "--out", out, "--cache-dir", tmp_path / "c"]

@@ -106,3 +106,29 @@ def test_pool_is_the_same_for_any_number_of_rendering_processes():
 
     one, two = render_pool(1000, seed=5), render_pool(1000, seed=5, workers=2)
     assert one.scenes == two.scenes and torch.equal(one.images, two.images)
+
+
+def test_rare_prefix_puts_fillers_before_the_unchanged_caption():
+    from transformers import CLIPTokenizer
+
+    from unitune.shapes.world import vocabulary
+    from unitune.training.__main__ import TOKENIZER_ASSET
+    from unitune.training.data import RarePrefix, filler_token_ids
+
+    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_ASSET, model_max_length=24)
+    fillers = filler_token_ids(tokenizer)
+    words = set(tokenizer(sorted(vocabulary()), add_special_tokens=False).input_ids[0])
+    assert not words & set(fillers.tolist()) and tokenizer.bos_token_id not in fillers
+    texts = ["a red circle on a blue background", "", "a small green square"] * 20
+    ids = tokenizer(texts, padding="max_length", max_length=24, return_tensors="pt").input_ids
+    prefix = RarePrefix(fillers, probability=0.5, max_tokens=3)
+    out = prefix.apply(ids, torch.Generator().manual_seed(0))
+    assert torch.equal(out, prefix.apply(ids, torch.Generator().manual_seed(0)))  # seeded
+    shifts = []
+    for before, after in zip(ids, out, strict=True):
+        shift = int(torch.isin(after, fillers).sum())  # captions hold only world words
+        assert after[0] == tokenizer.bos_token_id and 0 <= shift <= 3
+        assert torch.equal(after[1 + shift :], before[1 : len(before) - shift])  # caption intact, shifted
+        shifts.append(shift)
+    assert 0 in shifts and max(shifts) > 0  # some captions prefixed, some not
+    assert torch.equal(RarePrefix(fillers, probability=0.0).apply(ids, torch.Generator()), ids)

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from . import __version__
+from .auto import AUTO_STRENGTHS, pick, score_candidates
 from .cache import TuneCache, tune_key
 from .errors import UnituneError
 from .images import fit_to_size, image_hash, load_image
@@ -254,12 +255,47 @@ class Editor:
                 for seed in range(edit.seed, edit.seed + edit.num_images)
             ]
 
-    def _edit_one(self, base, prompt, edit: EditSettings, tuned: TuneResult, seed, progress, should_stop):
+    def _edit_one(
+        self, base, prompt, edit: EditSettings, tuned: TuneResult, seed, progress, should_stop, raws=None
+    ):
+        """One edited image with its settings; `raws`, a list, receives the sample before interpolation."""
         full_prompt = f"{tuned.settings['rare_prompt']} {prompt}".strip()
-        image = self._sample(full_prompt, edit, seed, base, f"{prompt} (seed {seed})", progress, should_stop)
+        label = f"{prompt} (seed {seed})"
+        dial = None
+        if edit.auto:
+            edit, image, dial = self._auto_dial(
+                base, full_prompt, edit, tuned, seed, label, progress, should_stop
+            )
+        else:
+            image, raw = self._sample(full_prompt, edit, seed, base, label, progress, should_stop)
+            if raws is not None:
+                raws.append(raw)
         settings = self._result_settings("edit", prompt, full_prompt, edit, seed)
         settings.update(tune_key=tuned.key, tune=tuned.settings, image_hash=image_hash(base))
+        if dial is not None:
+            settings["auto_dial"] = dial
         return EditResult(image, settings)
+
+    def _auto_dial(self, base, full_prompt, edit: EditSettings, tuned, seed, label, progress, should_stop):
+        """Sample each candidate strength (same seed), score the raw samples with the tuned model
+        (unitune.auto) and keep the pick: (its settings, its image, the record of the choice)."""
+        candidates = [replace(edit, strength=strength) for strength in AUTO_STRENGTHS]
+        samples = [
+            self._sample(full_prompt, c, seed, base, f"{label} s={c.strength:g}", progress, should_stop)
+            for c in candidates
+        ]
+        edit_embeds = encode_text(self.pipe, full_prompt, self.runtime)
+        base_embeds = encode_text(self.pipe, tuned.settings["rare_prompt"], self.runtime)
+        raws = [raw for _, raw in samples]
+        signals = score_candidates(self.pipe, raws, edit_embeds, base_embeds, self.runtime)
+        index = pick(signals)
+        dial = {
+            "picked_strength": candidates[index].strength,
+            "candidates": [
+                {"strength": c.strength, **s.to_dict()} for c, s in zip(candidates, signals, strict=True)
+            ],
+        }
+        return candidates[index], samples[index][0], dial
 
     def generate(
         self,
@@ -276,7 +312,7 @@ class Editor:
             self._restore_base()
             for prompt in prompts:
                 for seed in range(edit.seed, edit.seed + edit.num_images):
-                    image = self._sample(
+                    image, _ = self._sample(
                         prompt, edit, seed, None, f"{prompt} (seed {seed})", progress, should_stop
                     )
                     results.append(
@@ -295,23 +331,41 @@ class Editor:
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
     ) -> SweepResult:
-        """Edit with every (guidance, strength) pair, one image each; returns them and a contact sheet."""
-        edit = replace(edit or self.default_edit_settings(), num_images=1)
+        """Edit with every (guidance, strength) pair, one image each; returns them and a contact sheet.
+        With `edit.auto`, the automatic dial scores every cell and marks its pick on the sheet (and in
+        that result's settings, `auto_dial`)."""
+        edit = edit or self.default_edit_settings()
+        auto, edit = edit.auto, replace(edit, num_images=1, auto=False)
         cells = [replace(edit, guidance=g, strength=s) for g, s in grid(guidances, strengths)]
         if not cells:
             raise UnituneError("a sweep needs at least one guidance and one strength")
         tune, prompt = self.resolve_tune(tune), _prompts(prompt)[0]
         base = self.prepare_image(image)
         tuned = self.tune(base, tune, progress, should_stop)
+        raws: list[Image.Image] = []
         with self.applied(tuned):
-            results = [self._edit_one(base, prompt, c, tuned, c.seed, progress, should_stop) for c in cells]
-        sheet = contact_sheet([r.image for r in results], list(guidances), list(strengths))
-        return SweepResult(results, list(guidances), list(strengths), sheet)
+            results = [
+                self._edit_one(base, prompt, c, tuned, c.seed, progress, should_stop, raws) for c in cells
+            ]
+            picked = self._mark_pick(prompt, tuned, results, raws) if auto else None
+        sheet = contact_sheet([r.image for r in results], list(guidances), list(strengths), picked)
+        return SweepResult(results, list(guidances), list(strengths), sheet, picked)
+
+    def _mark_pick(self, prompt: str, tuned: TuneResult, results: list[EditResult], raws) -> int:
+        full_prompt = f"{tuned.settings['rare_prompt']} {prompt}".strip()
+        edit_embeds = encode_text(self.pipe, full_prompt, self.runtime)
+        base_embeds = encode_text(self.pipe, tuned.settings["rare_prompt"], self.runtime)
+        signals = score_candidates(self.pipe, raws, edit_embeds, base_embeds, self.runtime)
+        index = pick(signals)
+        for result, signal in zip(results, signals, strict=True):
+            result.settings["auto_dial"] = {"picked": result is results[index], **signal.to_dict()}
+        return index
 
     # --- sampling --------------------------------------------------------------------------------------
 
-    def _sample(self, prompt, edit: EditSettings, seed, base, label, progress, should_stop) -> Image.Image:
-        """One image: encode prompts, pick the timesteps, start latents, denoise, decode, interpolate."""
+    def _sample(self, prompt, edit: EditSettings, seed, base, label, progress, should_stop):
+        """One image: encode prompts, pick the timesteps, start latents, denoise, decode, interpolate.
+        Returns (the image, the raw sample before interpolation)."""
         pipe, runtime = self.pipe, self.runtime
         generator = torch.Generator("cpu").manual_seed(seed)
         guided = edit.guidance > 1.0
@@ -325,11 +379,12 @@ class Editor:
             report(progress, Progress("sample", index + 1, len(timesteps), latents=current, label=label))
             check_stop(should_stop)
             latents = current
-        images = decode(pipe, latents, runtime)
+        raw = decode(pipe, latents, runtime)
+        images = raw
         if base is not None and edit.interpolation > 0:
             base_pixels = torch.from_numpy(_as_array(base)).permute(2, 0, 1)[None].float() / 255.0
-            images = interpolate_details(images, base_pixels, edit.interpolation)
-        return to_pil(images)[0]
+            images = interpolate_details(raw, base_pixels, edit.interpolation)
+        return to_pil(images)[0], to_pil(raw)[0]
 
     def _result_settings(self, command, prompt, full_prompt, edit: EditSettings, seed) -> dict:
         settings = {"command": command, "model": self.model, "prompt": prompt, "full_prompt": full_prompt}

@@ -103,6 +103,12 @@ class EditSettings:
     seed: int = _opt(0, "--seed", "seed of image k of each prompt is seed + k")
     num_images: int = _opt(1, "--num-images", "images per prompt")
     negative_prompt: str = _opt("", "--negative-prompt", "prompt guided against (default: empty)")
+    auto: bool = _opt(
+        False,
+        "--auto",
+        "automatic dial: sample strengths 0.6, 0.8 and 1, keep the one the tuned model scores best "
+        "(unitune.auto; about 4x one edit)",
+    )
 
     def __post_init__(self):
         if self.guidance < 0:

@@ -20,6 +20,7 @@ class SweepResult:
     guidances: list[float]
     strengths: list[float]
     sheet: Image.Image
+    picked: int | None = None  # the automatic dial's pick (an index into results), when asked for
 
 
 def grid(guidances: list[float], strengths: list[float]) -> list[tuple[float, float]]:
@@ -27,8 +28,11 @@ def grid(guidances: list[float], strengths: list[float]) -> list[tuple[float, fl
     return [(g, s) for s in strengths for g in guidances]
 
 
-def contact_sheet(images: list[Image.Image], guidances: list[float], strengths: list[float]) -> Image.Image:
-    """Tile the grid's images, each captioned with its guidance and strength."""
+def contact_sheet(
+    images: list[Image.Image], guidances: list[float], strengths: list[float], picked: int | None = None
+) -> Image.Image:
+    """Tile the grid's images, each captioned with its guidance and strength; a red frame and "auto"
+    mark the image at index `picked`."""
     width, height = images[0].size
     cell_w, cell_h = width + MARGIN, height + LABEL_HEIGHT + MARGIN
     sheet = Image.new("RGB", (cell_w * len(guidances) + MARGIN, cell_h * len(strengths) + MARGIN), "white")
@@ -38,6 +42,10 @@ def contact_sheet(images: list[Image.Image], guidances: list[float], strengths: 
     ):
         row, col = divmod(index, len(guidances))
         x, y = MARGIN + col * cell_w, MARGIN + row * cell_h
-        draw.text((x, y), f"g={guidance:g} s={strength:g}", fill="black")
+        mark = " auto" if index == picked else ""
+        draw.text((x, y), f"g={guidance:g} s={strength:g}{mark}", fill="red" if mark else "black")
         sheet.paste(image, (x, y + LABEL_HEIGHT))
+        if mark:
+            box = (x - 2, y + LABEL_HEIGHT - 2, x + width + 1, y + LABEL_HEIGHT + height + 1)
+            draw.rectangle(box, outline="red", width=2)
     return sheet

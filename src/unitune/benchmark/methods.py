@@ -20,11 +20,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from unitune.auto import score_candidates
 from unitune.benchmark.binding import measure_binding
 from unitune.benchmark.edits import Edit
 from unitune.interpolation import interpolate_details
 from unitune.settings import EditSettings
 from unitune.shapes.world import IMAGE_SIZE
+from unitune.tuning import encode_text
 
 FAMILIES = ("prompt", "sdedit", "full", "lora")
 
@@ -146,9 +148,11 @@ def run_unitune(
     tune_steps: int = 128,
     tune_batch: int = 4,
     on_binding: Callable[[dict], None] | None = None,
+    on_signals: Callable[[dict], None] | None = None,
 ) -> Iterator[Output]:
     """Tune once on the base image (timed; appended to `costs`), measure the binding (R alone, handed to
-    `on_binding`), then edit on the whole grid."""
+    `on_binding`), edit on the whole grid, then hand the automatic dial's signals of every raw sample
+    (unitune.auto, before interpolation) to `on_signals`."""
     # the model's recommended tune (its unitune.json: learning rates, LoRA targets) at the run's length
     tune = replace(editor.default_tune_settings(), method=family, steps=tune_steps, batch_size=tune_batch)
     started = time.perf_counter()
@@ -169,17 +173,36 @@ def run_unitune(
                 on_binding({"family": family, "guidance": guidance, **row})
     base_pixels = _tensor(np.asarray(editor.prepare_image(base)))
     samples = {(s.guidance, s.strength) for s in grid.settings(family)}
+    raw: dict[str, list[tuple[float, float, Image.Image]]] = {e.name: [] for e in edits}
     for guidance, strength in sorted(samples):
         settings = EditSettings(guidance=guidance, strength=strength, steps=grid.steps, seed=seed)
         started = time.perf_counter()
         results = editor.edit(base, [e.prompt for e in edits], settings, tune)
         seconds = (time.perf_counter() - started) / len(edits)
         for edit, result in zip(edits, results, strict=True):
+            raw[edit.name].append((guidance, strength, result.image))
             pixels = _tensor(np.asarray(result.image.convert("RGB")))
             for weight in grid.interpolations:
                 mixed = interpolate_details(pixels, base_pixels, weight)
                 image = Image.fromarray((mixed[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
                 yield Output(edit, Setting(family, guidance, strength, weight), to_array(image), seconds)
+    if on_signals is not None:
+        _auto_signals(editor, tuned, edits, raw, family, on_signals)
+
+
+def _auto_signals(editor, tuned, edits: list[Edit], raw: dict, family: str, on_signals) -> None:
+    """unitune.auto's signals for every raw sample of each edit, under that edit's tune."""
+    rare = tuned.settings["rare_prompt"]
+    with editor.applied(tuned):
+        base_embeds = encode_text(editor.pipe, rare, editor.runtime)
+        for edit in edits:
+            candidates = raw[edit.name]
+            edit_embeds = encode_text(editor.pipe, f"{rare} {edit.prompt}", editor.runtime)
+            images = [image for _, _, image in candidates]
+            signals = score_candidates(editor.pipe, images, edit_embeds, base_embeds, editor.runtime)
+            for (guidance, strength, _), signal in zip(candidates, signals, strict=True):
+                row = {"family": family, "edit": edit.name, "guidance": guidance, "strength": strength}
+                on_signals({**row, **signal.to_dict()})
 
 
 def run_scene(
@@ -194,6 +217,7 @@ def run_scene(
     families: tuple[str, ...] | None = None,
     on_output: Callable[[Output], None] | None = None,
     on_binding: Callable[[dict], None] | None = None,
+    on_signals: Callable[[dict], None] | None = None,
 ) -> list[Output]:
     """Every family's outputs for the edits of one base scene."""
     outputs = []
@@ -204,7 +228,7 @@ def run_scene(
             produced = run_sdedit(editor, edits, base, grid, seed)
         else:
             produced = run_unitune(
-                editor, family, edits, base, grid, seed, costs, tune_steps, tune_batch, on_binding
+                editor, family, edits, base, grid, seed, costs, tune_steps, tune_batch, on_binding, on_signals
             )
         for output in produced:
             outputs.append(output)

@@ -88,6 +88,7 @@ class Results:
     model: str
     records: list[dict] = field(default_factory=list)
     binding: list[dict] = field(default_factory=list)  # R alone after each tune (benchmark.binding)
+    signals: list[dict] = field(default_factory=list)  # the automatic dial's signals per raw sample
     tune_costs: list[TuneCost] = field(default_factory=list)
     examples: dict = field(default_factory=dict)  # (edit name, family, label) -> image, first test scenes
     costs: list[dict] = field(default_factory=list)
@@ -142,6 +143,7 @@ def run_benchmark(
     for part in parts:
         results.records += part.records
         results.binding += part.binding
+        results.signals += part.signals
         results.tune_costs += part.tune_costs
         results.examples.update(part.examples)
     log(f"{len(results.records)} scored outputs in {time.perf_counter() - started:.0f} s")
@@ -206,6 +208,7 @@ def _run_one_scene(editor, edits, config: Config, results: Results) -> None:
         on_binding=lambda row: results.binding.append(
             {"split": edits[0].split, "scene": edits[0].scene, **row}
         ),
+        on_signals=lambda row: results.signals.append({"split": edits[0].split, **row}),
     )
 
 

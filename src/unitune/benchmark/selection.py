@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from unitune.auto import AUTO_STRENGTHS, Signals, pick
+
 RATES = ("expressive", "preserved", "success")
 DISTANCES = ("psnr_target", "ssim_target", "psnr_base_untouched", "ssim_base_untouched")
 COLUMNS = (*RATES, *DISTANCES, "seconds")
@@ -68,10 +70,13 @@ def by_setting(records: list[dict]) -> dict[str, list[dict]]:
     return dict(groups)
 
 
-def ranking_key(summary: dict) -> tuple[float, float]:
-    """Success rate first; mean PSNR to the ideal target breaks ties."""
+def ranking_key(summary: dict) -> tuple[float, float, float]:
+    """Success rate first, then the mean of the expressive and preserved rates, then mean PSNR to the
+    ideal target. (PSNR alone as the tie-break rewarded doing nothing: the base image itself scores a
+    higher PSNR to the target than most edits; a no-op's rate mean is only 0.5.)"""
     psnr = summary["psnr_target"]
-    return summary["success"], psnr if np.isfinite(psnr) else -np.inf
+    balance = (summary["expressive"] + summary["preserved"]) / 2
+    return summary["success"], balance, psnr if np.isfinite(psnr) else -np.inf
 
 
 def best_setting(records: list[dict]) -> str | None:
@@ -80,6 +85,16 @@ def best_setting(records: list[dict]) -> str | None:
     if not groups:
         return None
     return max(sorted(groups), key=lambda label: ranking_key(summarise(groups[label])))
+
+
+def wilson_interval(hits: float, count: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a rate of `hits` out of `count`."""
+    if count == 0:
+        return float("nan"), float("nan")
+    rate = hits / count
+    centre = (rate + z * z / (2 * count)) / (1 + z * z / count)
+    half = z / (1 + z * z / count) * np.sqrt(rate * (1 - rate) / count + z * z / (4 * count * count))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 def oracle(records: list[dict]) -> list[dict]:
@@ -110,3 +125,33 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
         if not front or y > front[-1][1]:
             front.append((x, y))
     return sorted(front)
+
+
+def auto_records(
+    records: list[dict],
+    signals: list[dict],
+    family: str,
+    guidance: float,
+    interpolation: float,
+    strengths=AUTO_STRENGTHS,
+    rule: Callable[[list[Signals]], int] = pick,
+) -> list[dict]:
+    """Per edit, the record the automatic dial (`rule` on unitune.auto's signals) picks among the
+    candidates `strengths` at this guidance and interpolation: what `unitune edit --auto` would return."""
+    by_candidate = {
+        (s["edit"], s["strength"]): Signals(s["fit_edit"], s["fit_base"])
+        for s in signals
+        if s["family"] == family and s["guidance"] == guidance
+    }
+    table = {
+        (r["edit"], r["strength"]): r
+        for r in records
+        if r["family"] == family and r["guidance"] == guidance and r["interpolation"] == interpolation
+    }
+    picked = []
+    for edit in sorted({edit for edit, _ in table}):
+        options = [s for s in strengths if (edit, s) in by_candidate and (edit, s) in table]
+        if options:
+            choice = rule([by_candidate[(edit, s)] for s in options])
+            picked.append(table[(edit, options[choice])])
+    return picked

@@ -152,7 +152,9 @@ def main() -> None:
         requires_safety_checker=False,
     )
     pipeline.set_progress_bar_config(disable=True)
-    prefix = RarePrefix(filler_token_ids(tokenizer), args.prefix_probability) if args.prefix_probability else None
+    prefix = (
+        RarePrefix(filler_token_ids(tokenizer), args.prefix_probability) if args.prefix_probability else None
+    )
     trainer = DenoiserTrainer(
         unet, text_encoder, scheduler, latents, captions, lr=args.lr, batch_size=args.batch, prefix=prefix
     )

@@ -97,7 +97,7 @@ class RarePrefix:
     max_tokens: int = 3
 
     def apply(self, ids: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """`ids` (B, T) with prefixes; the draws come from the CPU `generator`, so any device gets the same."""
+        """`ids` (B, T) with prefixes, drawn from the CPU `generator` (the same on any device)."""
         rows, length = ids.shape
         lengths = torch.randint(1, self.max_tokens + 1, (rows,), generator=generator)
         lengths = lengths * (torch.rand(rows, generator=generator) < self.probability)

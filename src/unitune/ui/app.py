@@ -141,6 +141,11 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
                                 edit.seed, label="seed", precision=0, minimum=0, maximum=MAX_SEED
                             )
                             randomize = gr.Checkbox(False, label="random seed")
+                            auto = gr.Checkbox(
+                                edit.auto,
+                                label="auto dial (picks the strength; ~4x the time)",
+                                elem_id="auto",
+                            )
                         edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-btn")
                         with gr.Row():
                             if has_slider:
@@ -173,7 +178,10 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
                             elem_id="downloads",
                         )
                     with gr.Tab("Sweep", id="sweep"):
-                        gr.Markdown("One edit per guidance x strength pair (other dials from the Edit tab).")
+                        gr.Markdown(
+                            "One edit per guidance x strength pair (other dials from the Edit tab; with "
+                            "auto dial on, its pick is framed in red)."
+                        )
                         sweep_prompt = gr.Textbox(label="Edit prompt", elem_id="sweep-prompt")
                         with gr.Row():
                             guidances = gr.Textbox("5, 10, 20", label="guidances", elem_id="guidances")
@@ -241,13 +249,13 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
 
         @friendly
         def run_edit(
-            state_, prompts_, negative_, g, s, i, n, k, seed_, random_, m, ts, tb, tsd,
+            state_, prompts_, negative_, g, s, i, n, k, seed_, random_, auto_, m, ts, tb, tsd,
             request: gr.Request, progress=gr.Progress(),
         ):  # fmt: skip
             used_seed = pick_seed(seed_, random_)
             dials = dict(
                 guidance=g, strength=s, interpolation=i, steps=int(n), num_images=int(k), seed=used_seed,
-                negative_prompt=(negative_ or "").strip(),
+                negative_prompt=(negative_ or "").strip(), auto=bool(auto_),
             )  # fmt: skip
             tuning, session = tune_settings(m, ts, tb, tsd), request.session_hash
             state_, paths, message = studio.edit(
@@ -260,7 +268,8 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
             return state_, before_after, gallery, first, files, message, *_history(state_), used_seed
 
         edit_inputs = [
-            state, prompts, negative, guidance, strength, interpolation, steps, num_images, seed, randomize
+            state, prompts, negative, guidance, strength, interpolation, steps, num_images, seed, randomize,
+            auto,
         ]  # fmt: skip
         history_outputs = [history_table, history_gallery]
         edit_outputs = [
@@ -285,17 +294,20 @@ def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettin
 
         @friendly
         def run_sweep(
-            state_, prompt_, guidances_, strengths_, i, n, seed_, random_, m, ts, tb, tsd,
+            state_, prompt_, guidances_, strengths_, i, n, seed_, random_, auto_, m, ts, tb, tsd,
             request: gr.Request, progress=gr.Progress(),
         ):  # fmt: skip
-            dials = replace(edit, interpolation=i, steps=int(n), seed=pick_seed(seed_, random_))
+            seed_ = pick_seed(seed_, random_)
+            dials = replace(edit, interpolation=i, steps=int(n), seed=seed_, auto=bool(auto_))
             tuning, session = tune_settings(m, ts, tb, tsd), request.session_hash
             state_, sheet_, files = studio.sweep(
                 state_, prompt_, guidances_, strengths_, dials, tuning, session, progress
             )
             return state_, str(sheet_), [str(f) for f in files], studio.tune_status(state_, tuning)
 
-        sweep_inputs = [state, sweep_prompt, guidances, strengths, interpolation, steps, seed, randomize]
+        sweep_inputs = [
+            state, sweep_prompt, guidances, strengths, interpolation, steps, seed, randomize, auto
+        ]  # fmt: skip
         sweep_outputs = [state, sheet, sweep_files, tune_status]
         sweep_btn.click(run_sweep, [*sweep_inputs, *tune_inputs], sweep_outputs, **busy)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..api import Editor, TuneResult
+from ..auto import AUTO_STRENGTHS
 from ..errors import UnituneError
 from ..images import image_hash
 from ..outputs import save_png, save_results, slug
@@ -172,7 +173,8 @@ class Studio:
     ) -> tuple[SessionState, list[Path], str]:
         """Edit the base image once per prompt line and seed; returns the saved PNGs and the tune message."""
         base, prompts = self._base(state), parse_prompts(prompts_text)
-        stop, progress = self._start(session), ProgressBar(bar, len(prompts) * edit.num_images)
+        samples = len(prompts) * edit.num_images * (len(AUTO_STRENGTHS) if edit.auto else 1)
+        stop, progress = self._start(session), ProgressBar(bar, samples)
         started = time.monotonic()
         tuned = self.editor.tune(base, tune, progress, stop)
         message = self._tune_message(tuned, time.monotonic() - started)

@@ -1,0 +1,96 @@
+"""The automatic dial: pick one of a few candidate edits without ground truth and without extra weights,
+from what the tuned model itself says about each candidate.
+
+Each candidate image is encoded back to a latent and noised at a few fixed timesteps with fixed noises
+(the same for every candidate and prompt, so the comparisons are paired). The tuned UNet's denoising error
+is measured under two prompts:
+
+- `fit_edit`: under "R edit". Low when the candidate is the base with the edit applied; high when the
+  sample drifted (invented or lost objects, a smeared scene): fidelity and expressiveness together.
+- `fit_base`: under "R" alone. `gain = fit_base - fit_edit` is how much better the edit prompt explains
+  the candidate than the image's own prompt: the diffusion model as its own zero-shot classifier (Li et
+  al. 2023, "Your Diffusion Model is Secretly a Zero-Shot Classifier"); about zero or negative when the
+  edit did not happen.
+
+`pick` turns the signals into a choice (rule in its docstring, chosen on the benchmark's validation
+split; docs/benchmark.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .loading import Runtime
+from .tuning import training_scheduler
+
+SCORE_TIMESTEPS = (250, 450, 650, 850)  # of the 1000 training timesteps
+SCORE_SEED = 0
+AUTO_STRENGTHS = (0.6, 0.8, 1.0)  # the candidates `--auto` samples (each at the edit's other dials)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """The tuned model's denoising errors on one candidate (mean squared error per element)."""
+
+    fit_edit: float
+    fit_base: float
+
+    @property
+    def gain(self) -> float:
+        return self.fit_base - self.fit_edit
+
+    def to_dict(self) -> dict[str, float]:
+        return {"fit_edit": self.fit_edit, "fit_base": self.fit_base, "gain": self.gain}
+
+
+@torch.no_grad()
+def encode_images(pipe, images, runtime: Runtime) -> torch.Tensor:
+    """VAE latents of PIL images, (N, C, h, w), scaled as the UNet sees them."""
+    pixels = pipe.image_processor.preprocess(images).to(runtime.device)
+    with runtime.autocast():
+        encoded = pipe.vae.encode(pixels)
+    latent = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
+    return latent.float() * pipe.vae.config.scaling_factor
+
+
+@torch.no_grad()
+def denoising_errors(
+    pipe, latents: torch.Tensor, embeds: torch.Tensor, runtime: Runtime, chunk: int = 64
+) -> torch.Tensor:
+    """(N, P): the mean denoising error of each of N latents under each of P prompt embeddings (P, L, D),
+    over SCORE_TIMESTEPS with fixed noises; the target follows the scheduler's prediction_type."""
+    scheduler = training_scheduler(pipe)
+    generator = torch.Generator("cpu").manual_seed(SCORE_SEED)
+    steps = torch.tensor(SCORE_TIMESTEPS)
+    noise = torch.randn((len(steps), *latents.shape[1:]), generator=generator).to(latents.device)
+    count, prompts, times = len(latents), len(embeds), len(steps)
+    clean = latents.repeat_interleave(times, dim=0)  # (N*T, ...): candidate-major, then timestep
+    noises, timesteps = noise.repeat(count, 1, 1, 1), steps.repeat(count).to(latents.device)
+    noisy = scheduler.add_noise(clean, noises, timesteps)
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(clean, noises, timesteps)
+    else:
+        target = noises
+    errors = torch.empty(prompts, count * times)
+    for p in range(prompts):
+        for start in range(0, count * times, chunk):
+            part = slice(start, start + chunk)
+            text = embeds[p : p + 1].expand(len(noisy[part]), -1, -1)
+            with runtime.autocast():
+                pred = pipe.unet(noisy[part], timesteps[part], encoder_hidden_states=text).sample
+            errors[p, part] = (pred.float() - target[part]).pow(2).flatten(1).mean(1).cpu()
+    return errors.view(prompts, count, times).mean(2).T
+
+
+def score_candidates(pipe, images, edit_embeds, base_embeds, runtime: Runtime) -> list[Signals]:
+    """Signals for each candidate PIL image; the UNet must hold the tune's weights."""
+    latents = encode_images(pipe, images, runtime)
+    errors = denoising_errors(pipe, latents, torch.cat([edit_embeds, base_embeds]), runtime)
+    return [Signals(float(edit), float(base)) for edit, base in errors.tolist()]
+
+
+def pick(signals: list[Signals]) -> int:
+    """The index of the candidate to keep: the one the edit prompt explains best (lowest `fit_edit`)."""
+    return min(range(len(signals)), key=lambda index: signals[index].fit_edit)

@@ -1,0 +1,61 @@
+"""The automatic dial: its signals are paired and reproducible, its pick is an ordinary edit at the picked
+strength, and every output says what was chosen and why."""
+
+import numpy as np
+import pytest
+import torch
+
+from unitune import EditSettings, TuneSettings
+from unitune.auto import AUTO_STRENGTHS, Signals, denoising_errors, encode_images, pick, score_candidates
+from unitune.tuning import encode_text
+
+TUNE = TuneSettings(steps=4)
+EDIT = EditSettings(guidance=3.0, steps=4, interpolation=0.3)
+
+
+def test_pick_keeps_the_candidate_the_edit_prompt_explains_best():
+    signals = [Signals(0.5, 0.4), Signals(0.2, 0.6), Signals(0.3, 0.9)]
+    assert pick(signals) == 1
+    assert signals[2].gain == pytest.approx(0.6)
+
+
+def test_denoising_errors_are_reproducible_and_follow_the_prompt(editor, base_image):
+    pipe, runtime = editor.pipe, editor.runtime
+    latents = encode_images(pipe, [editor.prepare_image(base_image)] * 2, runtime)
+    embeds = torch.cat([encode_text(pipe, "a red square", runtime), encode_text(pipe, "", runtime)])
+    errors = denoising_errors(pipe, latents, embeds, runtime, chunk=3)
+    assert errors.shape == (2, 2) and torch.isfinite(errors).all()
+    assert torch.equal(errors, denoising_errors(pipe, latents, embeds, runtime, chunk=3))
+    assert torch.allclose(errors, denoising_errors(pipe, latents, embeds, runtime))  # any chunking
+    assert torch.allclose(errors[0], errors[1])  # the same image: the same paired noises, the same error
+    assert errors[0, 0] != errors[0, 1]  # the prompt changes the error
+
+
+def test_auto_edit_is_the_plain_edit_at_the_picked_strength(editor, base_image):
+    [auto] = editor.edit(base_image, "a blue circle", EditSettings(**{**EDIT.to_dict(), "auto": True}), TUNE)
+    dial = auto.settings["auto_dial"]
+    assert [c["strength"] for c in dial["candidates"]] == list(AUTO_STRENGTHS)
+    assert auto.settings["strength"] == dial["picked_strength"] and auto.settings["auto"] is True
+    fits = [c["fit_edit"] for c in dial["candidates"]]
+    assert dial["picked_strength"] == AUTO_STRENGTHS[int(np.argmin(fits))]
+    plain = EditSettings(**{**EDIT.to_dict(), "strength": dial["picked_strength"]})
+    [again] = editor.edit(base_image, "a blue circle", plain, TUNE)
+    assert np.array_equal(np.asarray(auto.image), np.asarray(again.image))  # reproducible without --auto
+
+
+def test_auto_sweep_marks_one_pick(editor, base_image):
+    settings = EditSettings(**{**EDIT.to_dict(), "auto": True})
+    sweep = editor.sweep(base_image, "a blue circle", [2.0, 4.0], [0.6, 1.0], settings, TUNE)
+    marks = [r.settings["auto_dial"]["picked"] for r in sweep.results]
+    assert marks.count(True) == 1 and marks.index(True) == sweep.picked
+    assert all(r.settings["strength"] in (0.6, 1.0) for r in sweep.results)  # no cell ran the dial itself
+    red = np.asarray(sweep.sheet)[..., 0] > 200
+    assert red.any()  # the frame
+
+
+def test_scores_are_the_same_for_the_same_images(editor, base_image):
+    pipe, runtime = editor.pipe, editor.runtime
+    image = editor.prepare_image(base_image)
+    edit, base = encode_text(pipe, "a", runtime), encode_text(pipe, "b", runtime)
+    one, two = score_candidates(pipe, [image, image], edit, base, runtime)
+    assert one == two
