@@ -65,6 +65,19 @@ def tune_step_times(editor, image, settings) -> list[float]:
     return [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]  # drop warm-up steps
 
 
+def auto_costs(editor, image, tune, edit_steps: int) -> tuple[float, float]:
+    """Seconds of one edit at the model's recommended dials, and of the same edit with the automatic
+    dial (three candidate samples and their scoring), after a warm-up edit."""
+    default = replace(editor.default_edit_settings(), steps=edit_steps)
+    editor.edit(image, ["a red square"], default, tune)  # warm-up
+    seconds = []
+    for settings in (default, replace(default, auto=True)):
+        start = time.perf_counter()
+        editor.edit(image, ["a red square"], settings, tune)
+        seconds.append(time.perf_counter() - start)
+    return seconds[0], seconds[1]
+
+
 def child(method: str, model: str, cache: str, tune_steps: int, edit_steps: int) -> dict:
     from PIL import Image
 
@@ -87,12 +100,15 @@ def child(method: str, model: str, cache: str, tune_steps: int, edit_steps: int)
     start = time.perf_counter()
     editor.edit(image, ["a red square"], EditSettings(steps=edit_steps, strength=1.0), settings)
     edit_s = time.perf_counter() - start
+    default_s, auto_s = auto_costs(editor, image, settings, edit_steps)
     return {
         "method": method,
         "tune_s": tune_s,
         "tune_step_ms": 1000 * statistics.median(tuned),
         "bare_step_ms": 1000 * statistics.median(bare),
         "edit_s": edit_s,
+        "edit_default_s": default_s,
+        "auto_edit_s": auto_s,
         "rss_loaded_mib": rss_loaded,
         "rss_peak_mib": rss_mib(),
     }

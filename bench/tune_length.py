@@ -22,11 +22,8 @@ from unitune.benchmark.selection import best_setting, by_setting, oracle, summar
 
 GRID = Grid(
     steps=20,
-    prompt_guidances=(),
-    sdedit_guidances=(),
-    sdedit_strengths=(),
-    unitune_guidances=(2.0, 4.0, 8.0),
-    unitune_strengths=(0.4, 0.6, 0.8),
+    guidances=(2.0, 4.0, 8.0),
+    strengths=(0.4, 0.6, 0.8),
     interpolations=(0.0, 1.0),
     families=("full",),
 )

@@ -205,15 +205,7 @@ def smoke_config():
     from unitune.benchmark.methods import Grid
     from unitune.benchmark.run import Config
 
-    grid = Grid(
-        steps=2,
-        prompt_guidances=(5.0,),
-        sdedit_guidances=(5.0,),
-        sdedit_strengths=(0.5,),
-        unitune_guidances=(5.0,),
-        unitune_strengths=(0.5, 1.0),
-        interpolations=(0.0, 0.5),
-    )
+    grid = Grid(steps=2, guidances=(5.0,), strengths=(0.6, 1.0), interpolations=(0.0, 0.5))
     return Config(validation_scenes=1, test_scenes=1, grid=grid, tune_steps=2, costs=False)
 
 

@@ -5,9 +5,10 @@ sdedit  diffusers' StableDiffusionImg2ImgPipeline on the same components, full t
 full    UniTune (`Editor.edit`, full tune) on the fragment, guidance x strength x interpolation grid;
 lora    the same with a LoRA tune.
 
-Base-detail interpolation is a post-process of the decoded sample (unitune.interpolation), so each
-(guidance, strength) sample is scored at every interpolation weight with the operator `Editor.edit`
-applies, instead of sampling it again per weight.
+Every method gets the same guidances, strengths and interpolation weights. Base-detail interpolation is
+a post-process of the decoded sample (unitune.interpolation) that any method can use, so each (guidance,
+strength) sample is scored at every interpolation weight with the operator `Editor.edit` applies,
+instead of sampling it again per weight.
 """
 
 from __future__ import annotations
@@ -43,34 +44,24 @@ class Setting:
         text = f"g{self.guidance:g}"
         if self.family != "prompt":
             text += f" s{self.strength:g}"
-        if self.family in ("full", "lora"):
-            text += f" i{self.interpolation:g}"
-        return text
+        return text + f" i{self.interpolation:g}"
 
 
 @dataclass(frozen=True)
 class Grid:
-    """Which settings each family runs, and the sampler steps all share."""
+    """The settings every method runs: the same guidances, strengths and base-detail interpolation weights
+    for all (prompt-only has no strength: it starts from noise), and the sampler steps they share."""
 
     steps: int
-    prompt_guidances: tuple[float, ...]
-    sdedit_guidances: tuple[float, ...]
-    sdedit_strengths: tuple[float, ...]
-    unitune_guidances: tuple[float, ...]
-    unitune_strengths: tuple[float, ...]
+    guidances: tuple[float, ...]
+    strengths: tuple[float, ...]
     interpolations: tuple[float, ...]
     families: tuple[str, ...] = FAMILIES
 
     def settings(self, family: str) -> list[Setting]:
-        if family == "prompt":
-            return [Setting(family, g) for g in self.prompt_guidances]
-        if family == "sdedit":
-            return [Setting(family, g, s) for g in self.sdedit_guidances for s in self.sdedit_strengths]
+        strengths = (1.0,) if family == "prompt" else self.strengths
         return [
-            Setting(family, g, s, w)
-            for g in self.unitune_guidances
-            for s in self.unitune_strengths
-            for w in self.interpolations
+            Setting(family, g, s, w) for g in self.guidances for s in strengths for w in self.interpolations
         ]
 
 
@@ -101,14 +92,17 @@ def to_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def run_prompt_only(editor, edits: list[Edit], grid: Grid, seed: int) -> Iterator[Output]:
-    for setting in grid.settings("prompt"):
+def run_prompt_only(editor, edits: list[Edit], base: Image.Image, grid: Grid, seed: int) -> Iterator[Output]:
+    base_pixels = _tensor(np.asarray(editor.prepare_image(base)))
+    for guidance in grid.guidances:
         started = time.perf_counter()
-        settings = EditSettings(guidance=setting.guidance, steps=grid.steps, seed=seed)
+        settings = EditSettings(guidance=guidance, steps=grid.steps, seed=seed)
         results = editor.generate([e.caption for e in edits], settings)
         seconds = (time.perf_counter() - started) / len(edits)
         for edit, result in zip(edits, results, strict=True):
-            yield Output(edit, setting, to_array(result.image), seconds)
+            yield from _interpolated(
+                edit, Setting("prompt", guidance), result.image, base_pixels, grid, seconds
+            )
 
 
 def run_sdedit(editor, edits: list[Edit], base: Image.Image, grid: Grid, seed: int) -> Iterator[Output]:
@@ -118,8 +112,10 @@ def run_sdedit(editor, edits: list[Edit], base: Image.Image, grid: Grid, seed: i
     editor._restore_base()  # the untuned UNet, as the other baselines
     pipe = StableDiffusionImg2ImgPipeline(**editor.pipe.components)
     base = editor.prepare_image(base)
+    base_pixels = _tensor(np.asarray(base))
     pipe.set_progress_bar_config(disable=True)
-    for setting in grid.settings("sdedit"):
+    for guidance, strength in sorted({(s.guidance, s.strength) for s in grid.settings("sdedit")}):
+        setting = Setting("sdedit", guidance, strength)
         started = time.perf_counter()
         with torch.no_grad():
             images = pipe(
@@ -133,8 +129,8 @@ def run_sdedit(editor, edits: list[Edit], base: Image.Image, grid: Grid, seed: i
             ).images
         seconds = (time.perf_counter() - started) / len(edits)
         for edit, image in zip(edits, images, strict=True):
-            pixels = (np.clip(image, 0, 1) * 255).round().astype(np.uint8)
-            yield Output(edit, setting, to_array(Image.fromarray(pixels)), seconds)
+            pixels = Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
+            yield from _interpolated(edit, setting, pixels, base_pixels, grid, seconds)
 
 
 def run_unitune(
@@ -167,7 +163,7 @@ def run_unitune(
         )
     )
     if on_binding is not None:
-        for guidance in grid.unitune_guidances:
+        for guidance in grid.guidances:
             edit = EditSettings(guidance=guidance, steps=grid.steps, seed=seed)
             for row in measure_binding(editor, base, tune, edit):
                 on_binding({"family": family, "guidance": guidance, **row})
@@ -181,11 +177,8 @@ def run_unitune(
         seconds = (time.perf_counter() - started) / len(edits)
         for edit, result in zip(edits, results, strict=True):
             raw[edit.name].append((guidance, strength, result.image))
-            pixels = _tensor(np.asarray(result.image.convert("RGB")))
-            for weight in grid.interpolations:
-                mixed = interpolate_details(pixels, base_pixels, weight)
-                image = Image.fromarray((mixed[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-                yield Output(edit, Setting(family, guidance, strength, weight), to_array(image), seconds)
+            setting = Setting(family, guidance, strength)
+            yield from _interpolated(edit, setting, result.image, base_pixels, grid, seconds)
     if on_signals is not None:
         _auto_signals(editor, tuned, edits, raw, family, on_signals)
 
@@ -223,7 +216,7 @@ def run_scene(
     outputs = []
     for family in families or grid.families:
         if family == "prompt":
-            produced = run_prompt_only(editor, edits, grid, seed)
+            produced = run_prompt_only(editor, edits, base, grid, seed)
         elif family == "sdedit":
             produced = run_sdedit(editor, edits, base, grid, seed)
         else:
@@ -235,6 +228,15 @@ def run_scene(
             if on_output is not None:
                 on_output(output)
     return outputs
+
+
+def _interpolated(edit, setting: Setting, image, base_pixels, grid: Grid, seconds) -> Iterator[Output]:
+    """The sample at every interpolation weight of the grid (weight 0: the sample itself)."""
+    pixels = _tensor(np.asarray(image.convert("RGB")))
+    for weight in grid.interpolations:
+        mixed = interpolate_details(pixels, base_pixels, weight)
+        out = Image.fromarray((mixed[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+        yield Output(edit, replace(setting, interpolation=weight), to_array(out), seconds)
 
 
 def _tensor(pixels: np.ndarray) -> torch.Tensor:

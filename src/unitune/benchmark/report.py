@@ -12,6 +12,7 @@ from unitune.benchmark.edits import EDIT_KINDS
 from unitune.benchmark.selection import (
     METHODS,
     Method,
+    auto_records,
     best_setting,
     by_kind,
     by_setting,
@@ -23,6 +24,7 @@ from unitune.benchmark.selection import (
 )
 
 TARGET_SUCCESS, TARGET_MARGIN, TARGET_TUNE_S, TARGET_EDIT_S = 0.75, 0.20, 20.0, 2.0
+AUTO_MARGIN, AUTO_ORACLE_SHARE, AUTO_COST = 0.15, 0.80, 4.0  # issue 13's targets for the automatic dial
 UNITUNE_KEYS = ("full-noise", "full", "lora-noise", "lora")
 
 
@@ -159,6 +161,87 @@ def _setting_order(label: str):
     return tuple(float(part[1:]) for part in label.split())
 
 
+def auto_rows(results, chosen: dict, oracle_rows: dict) -> list[str]:
+    """The automatic dial (unitune.auto) per tune method: at the guidance and interpolation of the fixed
+    setting chosen on validation, it picks each edit's strength among AUTO_STRENGTHS from the tuned model's
+    own signals. Compared with that fixed setting, and with oracles over the same candidates and the grid."""
+    from unitune.auto import AUTO_STRENGTHS
+
+    signals = getattr(results, "signals", [])
+    if not signals:
+        return ["(not measured in this run)"]
+    lines = [
+        "| tune | candidates | split | **auto success** | fixed setting | oracle, same candidates | "
+        "oracle, full grid | auto / full-grid oracle | auto expressive | auto preserved |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for family in ("full", "lora"):
+        if family not in chosen:
+            continue
+        first = next(
+            r for r in results.records if r["family"] == family and r["label"] == chosen[family]["label"]
+        )
+        guidance, weight = first["guidance"], first["interpolation"]
+        candidates = f"`g{guidance:g} i{weight:g}` x strength {', '.join(f'{s:g}' for s in AUTO_STRENGTHS)}"
+        for split in ("validation", "test"):
+            records = [r for r in results.records if r["split"] == split]
+            picked = summarise(auto_records(records, signals, family, guidance, weight))
+            same = [
+                r
+                for r in records
+                if r["family"] == family
+                and r["guidance"] == guidance
+                and r["interpolation"] == weight
+                and r["strength"] in AUTO_STRENGTHS
+            ]
+            fixed = summarise(
+                [r for r in records if r["family"] == family and r["label"] == chosen[family]["label"]]
+            )
+            grid = summarise(oracle([r for r in records if r["family"] == family]))
+            share = picked["success"] / grid["success"] if grid["success"] else float("nan")
+            lines.append(
+                f"| {family} | {candidates} | {split} | **{rate(picked, 'success')}** | "
+                f"{rate(fixed, 'success')} | {rate(summarise(oracle(same)), 'success')} | "
+                f"{rate(grid, 'success')} | {num(share, 2)} | {pct(picked['expressive'])} | "
+                f"{pct(picked['preserved'])} |"
+            )
+    return lines
+
+
+def auto_targets(results, chosen: dict) -> list[str]:
+    """Issue 13's targets for the automatic dial, on the test split, for the tune method whose fixed
+    setting is best on validation."""
+    signals = getattr(results, "signals", [])
+    unitune = [chosen[k] for k in ("full", "lora") if k in chosen]
+    if not signals or not unitune:
+        return []
+    best = max(unitune, key=lambda row: ranking_key(row["validation"]))
+    family = best["method"].family
+    first = next(r for r in results.records if r["family"] == family and r["label"] == best["label"])
+    test = [r for r in results.records if r["split"] == "test"]
+    auto = summarise(auto_records(test, signals, family, first["guidance"], first["interpolation"]))
+    fixed, grid = best["test"]["success"], summarise(oracle([r for r in test if r["family"] == family]))
+    costs = {row["method"]: row for row in results.costs}
+    cost = costs.get(family, {})
+    ratio = cost["auto_edit_s"] / cost["edit_default_s"] if "auto_edit_s" in cost else float("nan")
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    share = auto["success"] / grid["success"] if grid["success"] else float("nan")
+    return [
+        "| target (automatic dial, " + family + " tune, test) | measured | |",
+        "|---|---|---|",
+        f"| >= best fixed setting + {100 * AUTO_MARGIN:.0f} points | {rate(auto, 'success')} vs "
+        f"{pct(fixed)} ({100 * (auto['success'] - fixed):+.0f} points) | "
+        f"{verdict(auto['success'] - fixed >= AUTO_MARGIN)} |",
+        f"| >= {100 * AUTO_ORACLE_SHARE:.0f}% of the per-edit oracle's success | {num(share, 2)} of "
+        f"{pct(grid['success'])} | {verdict(share >= AUTO_ORACLE_SHARE)} |",
+        f"| cost <= {AUTO_COST:g}x one edit (core_costs, the model's default dials) | {num(ratio, 2)}x | "
+        f"{verdict(ratio <= AUTO_COST)} |",
+    ]
+
+
 def cost_rows(results) -> list[str]:
     tune = {
         family: [c.seconds for c in results.tune_costs if c.family == family] for family in ("full", "lora")
@@ -170,19 +253,21 @@ def cost_rows(results) -> list[str]:
     lines = [
         "| method | tune s per image (benchmark mean, max) | edit s per image (benchmark, grid mean) | "
         f"tune s (core_costs, {results.config.cost_tune_steps} steps) | tune step ms | bare UNet step ms | "
-        "ratio | edit s (core_costs) | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "ratio | edit s (core_costs) | default edit s / --auto s | peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     measured = {row["method"]: row for row in results.costs}
     for family in ("full", "lora"):
         if not tune[family]:
             continue
         c = measured.get(family)
+        auto = f"{c['edit_default_s']:.2f} / {c['auto_edit_s']:.2f}" if c and "auto_edit_s" in c else "n/a"
         core = (
             f"{c['tune_s']:.2f} | {c['tune_step_ms']:.1f} | {c['bare_step_ms']:.1f} | "
-            f"{c['tune_step_ms'] / c['bare_step_ms']:.2f} | {c['edit_s']:.2f} | {c['rss_peak_mib']:.0f}"
+            f"{c['tune_step_ms'] / c['bare_step_ms']:.2f} | {c['edit_s']:.2f} | {auto} | "
+            f"{c['rss_peak_mib']:.0f}"
             if c
-            else "n/a | n/a | n/a | n/a | n/a | n/a"
+            else "n/a | n/a | n/a | n/a | n/a | n/a | n/a"
         )
         lines.append(
             f"| UniTune {family} | {np.mean(tune[family]):.2f}, {np.max(tune[family]):.2f} | "
@@ -190,7 +275,7 @@ def cost_rows(results) -> list[str]:
         )
     for family, title in (("prompt", "prompt only"), ("sdedit", "SDEdit")):
         if grid[family]:
-            lines.append(f"| {title} | - | {np.mean(grid[family]):.2f} | - | - | - | - | - | - |")
+            lines.append(f"| {title} | - | {np.mean(grid[family]):.2f} | - | - | - | - | - | - | - |")
     return lines
 
 
@@ -319,6 +404,15 @@ def plot_examples(results, chosen: dict, path: Path) -> Path | None:
 # ---------------------------------------------------------------- the report
 
 
+AUTO_TEXT = """\
+For each edit the dial samples every candidate strength (same seed), encodes each sample back to a
+latent and measures the tuned model's denoising error under "R edit" at four fixed timesteps with fixed
+noises; it keeps the sample "R edit" explains best (`unitune.auto.pick`). No ground truth, no other
+model. It runs at the guidance and interpolation of the fixed setting chosen on validation, so the
+comparison with that setting isolates the strength choice. The rule was chosen on the validation split
+(both rows shown); the oracles use the ground truth and are ceilings, not methods.
+"""
+
 NOTES = """\
 Tune seconds per image come from the benchmark's own tunes (empty cache; encode, train, cache write),
 inside a worker process (so with the other worker busy on the other core). Edit seconds per image are
@@ -428,9 +522,8 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         f"- date: {m.get('date')}; the run took {results.seconds / 60:.1f} min",
         f"- edits: {counts['validation']} validation ({config.validation_scenes} scenes), "
         f"{counts['test']} test ({config.test_scenes} scenes); kinds: {', '.join(kinds)}",
-        f"- grid: {grid.steps} sampler steps; prompt guidance {list(grid.prompt_guidances)}; SDEdit guidance "
-        f"{list(grid.sdedit_guidances)} x strength {list(grid.sdedit_strengths)}; UniTune guidance "
-        f"{list(grid.unitune_guidances)} x strength {list(grid.unitune_strengths)} x interpolation "
+        f"- grid, the same for every method: {grid.steps} sampler steps; guidance {list(grid.guidances)} x "
+        f"strength {list(grid.strengths)} (prompt only: from noise) x interpolation "
         f"{list(grid.interpolations)}; tunes: {tune_settings_text(results)}",
         "",
         "## Headline (test split)",
@@ -443,6 +536,14 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         "## Targets",
         "",
         *targets(chosen, results),
+        "",
+        "## The automatic dial (`unitune edit --auto`)",
+        "",
+        *AUTO_TEXT.splitlines(),
+        "",
+        *auto_rows(results, chosen, oracle_rows),
+        "",
+        *auto_targets(results, chosen),
         "",
         "## Binding: R alone after the tune (test scenes)",
         "",
