@@ -1,6 +1,7 @@
 """Jobs for the tune cache's process tests, each run in its own process forked from a fork server.
 
-The server imports this module (and so unitune) once: a job starts in milliseconds, not seconds. A job
+The server imports this module (and so unitune) once and loads the model $UNITUNE_TEST_MODEL names, so
+a job starts in milliseconds with the pipeline in memory (`unitune` CLI jobs load their own). A job
 leaves a mark (an empty file in its `marks` folder) at each moment a test may want to SIGKILL it:
 started, waiting for the key's lock, holding it, tuning, saving, saved, done. `pause` names a moment
 where the job then waits for the mark `go` (or for its SIGKILL): "tune" (first tune step, holding the
@@ -15,6 +16,7 @@ import json
 import os
 import sys
 import time
+import traceback
 import warnings
 from pathlib import Path
 
@@ -27,21 +29,37 @@ import unitune.cli
 tqdm.tqdm.get_lock()  # made once in the fork server: a SIGKILLed job then leaks no semaphore of its own
 
 
+def _load_once(model: str | None):
+    from unitune import Editor
+
+    return Editor.load(model, device="cpu") if model else None
+
+
+LOADED = _load_once(os.environ.get("UNITUNE_TEST_MODEL"))
+
+
 def run(job: dict) -> None:
     """A process's body: install the hooks, run the job, write its result file."""
     marks = Path(job["marks"])
     marks.mkdir(parents=True, exist_ok=True)
     _hooks(marks, job.get("pause"))
     _mark(marks, "started")
-    result = _run_cli(job) if job["action"] == "cli" else _run_api(job)
+    try:
+        result = _run_cli(job) if job["action"] == "cli" else _run_api(job)
+    except BaseException:
+        Path(job["result"]).with_suffix(".error").write_text(traceback.format_exc())
+        raise
     _write_json(Path(job["result"]), result)
     _mark(marks, "done")
 
 
 def _run_api(job: dict) -> dict:
-    from unitune import Editor, EditSettings, TuneSettings
+    from unitune import Editor, EditSettings, TuneCache, TuneSettings
 
-    editor = Editor.load(job["model"], device="cpu", cache_dir=job["cache"])
+    if LOADED is not None and LOADED.model == job["model"]:
+        editor = Editor(LOADED.pipe, LOADED.model, LOADED.runtime, TuneCache(job["cache"]), LOADED.defaults)
+    else:
+        editor = Editor.load(job["model"], device="cpu", cache_dir=job["cache"])
     tune, tune_steps = TuneSettings(**job["tune"]), []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

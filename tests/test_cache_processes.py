@@ -13,6 +13,7 @@ import multiprocessing.forkserver
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,14 +28,15 @@ LORA = {"method": "lora", "steps": 3, "seed": 0}
 
 
 @pytest.fixture(scope="module")
-def fork_server():
+def fork_server(tiny_model):
     """A fork server that has imported cache_worker (found through PYTHONPATH: Python 3.11's fork server
-    does not take the parent's sys.path)."""
+    does not take the parent's sys.path) and loaded the tiny model."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["cache_worker"])
     with pytest.MonkeyPatch.context() as patch:
         paths = [str(Path(cache_worker.__file__).parent), os.environ.get("PYTHONPATH", "")]
         patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
+        patch.setenv("UNITUNE_TEST_MODEL", tiny_model)
         multiprocessing.forkserver.ensure_running()
     yield context
     with contextlib.suppress(AttributeError):
@@ -67,9 +69,13 @@ class Job:
         self.process.kill()  # SIGKILL
         self.process.join()
 
+    def error(self) -> str:
+        path = self.folder / "result.error"
+        return path.read_text() if path.exists() else f"exit code {self.process.exitcode}"
+
     def finish(self, timeout: float = 60) -> dict:
         self.process.join(timeout)
-        assert self.process.exitcode == 0, f"job failed ({self.process.exitcode})"
+        assert self.process.exitcode == 0, self.error()
         return json.loads((self.folder / "result.json").read_text())
 
 
@@ -218,30 +224,52 @@ def test_soak_random_tunes_edits_kills_and_corruptions(start, tiny_model, editor
     wait_for_free_processes(running, SOAK_PROCESSES)
     seconds = time.monotonic() - began
 
-    assert all(job.process.exitcode in (0, -9) for job in jobs)  # nothing failed by itself
+    failed = [job.error() for job in jobs if job.process.exitcode not in (0, -9)]
+    assert failed == []  # nothing failed by itself
     killed = [last_mark(job) for job in jobs if job.process.exitcode == -9]
     results = [job.finish() for job in jobs if job.process.exitcode == 0]
     warned = [warning for result in results for warning in result["warnings"]]
-    assert all("tuning again" in warning and "\n" not in warning for warning in warned)
+    assert all(warning.startswith("tune cache entry ") and "\n" not in warning for warning in warned)
     check_edits_agree(results)
 
     survivor = cache_editor(editor, cache)
-    unsound = {key for key in {result["key"] for result in results} if survivor.cache.problem(key)}
-    lost = unsound - {key for key, _, _ in corruptions}  # sound once, damaged by none of us, gone now
+    tune_of = {
+        survivor.tune_key(path, TuneSettings(**t)): (path, TuneSettings(**t))
+        for path in images
+        for t in tunes
+    }
+    corrupted = {key for key, _, _ in corruptions}
+    unsound = {
+        key for key in {result["key"] for result in results} | corrupted if survivor.cache.problem(key)
+    }
+    lost = unsound - corrupted  # sound once, damaged by none of us, gone now
     assert lost == set()
-    assert all(found_or_replaced(survivor.cache, corruption, warned) for corruption in corruptions)
+    final_warnings = []
+    for key in sorted(unsound):  # the final check: tune each again, as the next user would
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert survivor.tune(*tune_of[key]).trained
+        final_warnings += [str(warning.message) for warning in caught]
+    print(
+        "\nDEBUG",
+        corruptions,
+        warned,
+        final_warnings,
+        sorted(unsound),
+        [(r["key"][:6], r["trained"], r["warnings"]) for r in results],
+    )
+    found = [how_found(survivor.cache, corruption, warned, final_warnings) for corruption in corruptions]
     survivor.cache.prune()  # the killed jobs' stray files and lock files
     assert survivor.cache.stray_files() == [] and lock_files(cache) == []
-    image_of = {survivor.tune_key(path, TuneSettings(**tune)): path for path in images for tune in tunes}
     entries = survivor.cache.entries()
     for entry in entries:
-        assert_reproduces(survivor, entry.key, image_of[entry.key])
+        assert_reproduces(survivor, entry.key, tune_of[entry.key][0])
 
     phases = {phase: killed.count(phase) for phase in ["before start", *MARKS] if killed.count(phase)}
     print(
         f"\nsoak: {SOAK_OPERATIONS} operations, {SOAK_PROCESSES} processes, {seconds:.1f} s; "
         f"{len(killed)} SIGKILLed (last mark: {phases}); {len(corruptions)} corruptions injected "
-        f"({', '.join(kind for _, kind, _ in corruptions)}), {len(warned)} reported by a job, all found; "
+        f"({', '.join(kind for _, kind, _ in corruptions)}), found by: {found}; "
         f"{len(entries)} entries reproduced; entries lost: {len(lost)}"
     )
 
@@ -254,19 +282,16 @@ def soak_images(base_image, folder: Path) -> list[str]:
     return paths
 
 
-def soak_kill(rng: random.Random) -> tuple[str, float] | None:
-    """None, or when to SIGKILL a job: so long after it started (loading the model) or after it took
-    its key's lock (then reading, tuning, saving, editing: the moments that matter, so more often)."""
-    if rng.random() >= SOAK_KILL_CHANCE:
-        return None
-    return ("started", rng.uniform(0, 0.8)) if rng.random() < 0.25 else ("locked", rng.uniform(0, 0.4))
+def soak_kill(rng: random.Random) -> float | None:
+    """None, or how long after its start to SIGKILL a job (a job takes about half a second)."""
+    return rng.uniform(0, 0.5) if rng.random() < SOAK_KILL_CHANCE else None
 
 
 def wait_for_free_processes(running: list, free: int) -> list:
     """Poll the running jobs, SIGKILL those past their kill time, until `free` slots are free."""
     while True:
         for job, kill in running:
-            if kill is not None and job.process.is_alive() and job.past(*kill):
+            if kill is not None and job.process.is_alive() and job.past("started", kill):
                 job.kill()
         running = [item for item in running if item[0].process.is_alive()]
         if len(running) <= SOAK_PROCESSES - free:
@@ -277,13 +302,13 @@ def wait_for_free_processes(running: list, free: int) -> list:
 def corrupt_an_entry(cache: TuneCache, kind: str, rng: random.Random) -> list[tuple[str, str, float]]:
     """Damage one entry at rest (holding its lock, as no tune is reading it): truncate its weights, flip a
     byte in them, or put another tune's weights in their place. Returns [(key, kind, time)] or []."""
-    entries = sorted(entry.key for entry in cache.entries())
+    entries = sorted(entry.key for entry in cache.entries() if not cache.problem(entry.key))
     if not entries or (kind == "foreign" and len(entries) < 2):
         return []
     key = rng.choice(entries)
     with cache.locked(key):
-        if not cache.has(key):
-            return []  # removed since it was listed
+        if cache.problem(key):
+            return []  # damaged or removed since it was listed
         data = bytearray(cache.path(key).read_bytes())
         if kind == "truncate":
             data = data[: len(data) // 2]
@@ -299,13 +324,16 @@ def corrupt_an_entry(cache: TuneCache, kind: str, rng: random.Random) -> list[tu
     return [(key, kind, time.time())]
 
 
-def found_or_replaced(cache: TuneCache, corruption: tuple, warned: list[str]) -> bool:
-    """A job reported the damaged entry, or it is no longer sound, or a job trained it again since (one
-    that found it and was then killed before it could tell)."""
+def how_found(cache: TuneCache, corruption: tuple, job_warnings: list, final_warnings: list) -> str:
+    """Who reported a damaged entry: a job, the final check, or a job that was killed after it found it
+    (and removed the entry: someone trained it again since)."""
     key, _, when = corruption
-    if any(key in warning for warning in warned) or cache.problem(key):
-        return True
-    return json.loads(cache.record_path(key).read_text())["created"] > when
+    if any(key in warning for warning in job_warnings):
+        return "a job"
+    if any(key in warning for warning in final_warnings):
+        return "the final check"
+    assert json.loads(cache.record_path(key).read_text())["created"] > when, f"{key}: never found"
+    return "a killed job"
 
 
 def last_mark(job: Job) -> str:

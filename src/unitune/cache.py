@@ -159,7 +159,8 @@ class TuneCache:
             raise _Unsound("is not a safetensors file") from None
 
     def load(self, key: str):
-        """The entry's (tensors, metadata) after checking it; UnituneError if it is missing or unsound."""
+        """The entry's (tensors, metadata) after checking it; UnituneError if it is missing or unsound.
+        Hold `locked(key)` around it when other processes may remove the entry meanwhile."""
         problem = self.problem(key)
         if problem:
             raise UnituneError(f"tune {key} {problem}")
@@ -221,7 +222,11 @@ class TuneCache:
         identity = (weights.st_dev, weights.st_ino, weights.st_size, weights.st_mtime_ns, weights.st_ctime_ns)
         if self._checked.get(key) == (identity, expected):
             return
-        if file_sha256(self.path(key)) != expected:
+        try:
+            actual = file_sha256(self.path(key))
+        except FileNotFoundError:
+            raise _Unsound("has lost its weights file") from None
+        if actual != expected:
             raise _Unsound("is corrupt (its SHA-256 differs from the recorded one)")
         self._checked[key] = (identity, expected)
 
@@ -362,14 +367,23 @@ class TuneCache:
         keys = {_key_of(path.name) for path in self.stray_files() if path.parent == self.folder}
         for key in sorted(keys - {None}):
             with locks.exclusive(self.lock_path(key), wait=False) as free:
-                if free and self.problem(key, checksum=False) is not None:  # checked again, now locked
-                    self._discard(key)
-                elif free:
-                    for path in self.folder.glob(f".{key}.*.tmp"):
-                        path.unlink(missing_ok=True)
+                if free:
+                    self._remove_key_strays(key)
             self._remove_format1_lock(key)
         for path in self._lock_files():
             locks.remove_if_free(path)
+
+    def _remove_key_strays(self, key: str) -> None:
+        """With the key's lock: its temporary files, and all its files unless it is a sound entry. A
+        damaged entry (one with a record) is reported in one UnituneWarning line."""
+        problem = self.problem(key, checksum=False)
+        if problem is None:
+            for path in self.folder.glob(f".{key}.*.tmp"):
+                path.unlink(missing_ok=True)
+            return
+        if self.record_path(key).exists():
+            warnings.warn(f"tune cache entry {key} {problem}; removed it", UnituneWarning, 4)
+        self._discard(key)
 
     def _remove_format1_lock(self, key: str) -> None:
         locks.remove_if_free(self.folder / f"{key}.lock")  # format 1 kept its locks here, never deleted
