@@ -38,6 +38,10 @@ def _load_once(model: str | None):
 LOADED = _load_once(os.environ.get("UNITUNE_TEST_MODEL"))
 
 
+def ready() -> None:
+    """A job that does nothing: once it ran, the fork server is up."""
+
+
 def run(job: dict) -> None:
     """A process's body: install the hooks, run the job, write its result file."""
     marks = Path(job["marks"])

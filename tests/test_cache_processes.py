@@ -38,6 +38,9 @@ def fork_server(tiny_model):
         patch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
         patch.setenv("UNITUNE_TEST_MODEL", tiny_model)
         multiprocessing.forkserver.ensure_running()
+    warm_up = context.Process(target=cache_worker.ready)
+    warm_up.start()
+    warm_up.join()  # the server has imported unitune and loaded the model: jobs start at once
     yield context
     with contextlib.suppress(AttributeError):
         multiprocessing.forkserver._forkserver._stop()
@@ -202,7 +205,7 @@ def test_sigkill_mid_save_leaves_no_entry(start, tiny_model, image_file, editor,
 
 SOAK_OPERATIONS, SOAK_PROCESSES, SOAK_KILL_CHANCE = 20, 2, 0.3
 SOAK_CORRUPTIONS = {5: "truncate", 10: "flip", 15: "foreign"}  # before operation n
-MARKS = ["started", "locked", "tuning", "saving", "saved", "done"]
+MARKS = ["started", "locked", "tuning", "saving", "record", "saved", "done"]
 
 
 def test_soak_random_tunes_edits_kills_and_corruptions(start, tiny_model, editor, base_image, tmp_path):
@@ -282,16 +285,19 @@ def soak_images(base_image, folder: Path) -> list[str]:
     return paths
 
 
-def soak_kill(rng: random.Random) -> float | None:
-    """None, or how long after its start to SIGKILL a job (a job takes about half a second)."""
-    return rng.uniform(0, 0.5) if rng.random() < SOAK_KILL_CHANCE else None
+def soak_kill(rng: random.Random) -> tuple[str, float] | None:
+    """None, or when to SIGKILL a job: so long after it started (a job takes about half a second), or
+    after it began to save (a save of these tunes takes some 30 ms; a job that reuses a tune never saves)."""
+    if rng.random() >= SOAK_KILL_CHANCE:
+        return None
+    return ("saving", rng.uniform(0, 0.02)) if rng.random() < 0.3 else ("started", rng.uniform(0, 0.5))
 
 
 def wait_for_free_processes(running: list, free: int) -> list:
     """Poll the running jobs, SIGKILL those past their kill time, until `free` slots are free."""
     while True:
         for job, kill in running:
-            if kill is not None and job.process.is_alive() and job.past("started", kill):
+            if kill is not None and job.process.is_alive() and job.past(*kill):
                 job.kill()
         running = [item for item in running if item[0].process.is_alive()]
         if len(running) <= SOAK_PROCESSES - free:
