@@ -57,7 +57,7 @@ def cache_max_bytes(explicit: str | int | None = None) -> int | None:
     if explicit is None:
         explicit = os.environ.get("UNITUNE_CACHE_MAX_SIZE") or DEFAULT_MAX_BYTES
     if isinstance(explicit, int) and explicit < 0:
-        raise UnituneError(f"the cache size limit must be >= 0, got {explicit}")
+        raise UnituneError(f"the tune cache limit must be >= 0 bytes, got {explicit}")
     return explicit if isinstance(explicit, int) else parse_size(explicit)
 
 
@@ -67,7 +67,7 @@ def parse_size(text: str) -> int | None:
         return None
     match = _SIZE.match(text)
     if not match:
-        raise UnituneError(f"expected a size such as 20GB, 500MB or none, got {text!r}")
+        raise UnituneError(f"the tune cache limit must be a size such as 20GB, 500MB or none, got {text!r}")
     number, unit, binary = match.groups()
     power = _UNITS.index(unit.lower()) + 1 if unit else 0
     return int(float(number) * (1024 if binary else 1000) ** power)
@@ -109,6 +109,8 @@ class _Unsound(Exception):
 
 
 class TuneCache:
+    """The cache folder: entries by key, checked reads, durable writes, per-key locks, LRU pruning."""
+
     def __init__(self, folder: str | Path | None = None, max_size: str | int | None = None):
         self.folder = cache_dir(folder)
         self.max_bytes = cache_max_bytes(max_size)

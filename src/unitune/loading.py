@@ -185,7 +185,7 @@ def model_files(source: Path) -> list[Path]:
     """A single checkpoint, or a pipeline folder's model_index.json and its tuned-with components' files."""
     if source.is_file():
         return [source]
-    files = [source / "model_index.json"]
+    files = [source / "model_index.json"] if (source / "model_index.json").is_file() else []
     for component in _TUNE_COMPONENTS:
         files += sorted(file for file in (source / component).rglob("*") if file.is_file())
     return files
