@@ -67,6 +67,7 @@ def test_bad_image_fails_cleanly(bad_files, tiny_model, tmp_path, name):
         ["--dtype", "float8"],
         ["--device", "toaster"],
         ["--interpolation", "2"],
+        ["--cache-max-size", "lots"],
     ],
     ids=lambda f: " ".join(f),
 )

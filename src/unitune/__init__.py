@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from .api import Editor, TuneResult  # noqa: E402
+from .cache import CacheEntry, TuneCache  # noqa: E402
 from .errors import Cancelled, UnituneError, UnituneWarning  # noqa: E402
 from .outputs import EditResult, read_settings, save_results  # noqa: E402
 from .progress import Progress  # noqa: E402
@@ -10,6 +11,7 @@ from .settings import EditSettings, ModelDefaults, TuneSettings  # noqa: E402
 from .sweep import SweepResult  # noqa: E402
 
 __all__ = [
+    "CacheEntry",
     "Cancelled",
     "EditResult",
     "EditSettings",
@@ -17,6 +19,7 @@ __all__ = [
     "ModelDefaults",
     "Progress",
     "SweepResult",
+    "TuneCache",
     "TuneResult",
     "TuneSettings",
     "UnituneError",

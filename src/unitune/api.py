@@ -39,6 +39,7 @@ from .sampling import decode, encode_prompts, initial_latents, iter_denoise, sch
 from .settings import EditSettings, ModelDefaults, TuneSettings, settings_json
 from .sweep import SweepResult, contact_sheet, grid
 from .tuning import (
+    TUNE_RECIPE_VERSION,
     add_lora,
     encode_latent,
     encode_text,
@@ -98,19 +99,23 @@ class Editor:
         dtype: str | None = None,
         allow_pickle: bool = False,
         cache_dir: str | Path | None = None,
+        cache_max_size: str | int | None = None,
     ) -> Editor:
         """Load `model` (hub id, diffusers folder or .safetensors file; None = embedded model) once.
 
         A local folder's `unitune.json` (the embedded model's folder has one) sets the
         settings used when a call passes None; see `default_edit_settings` / `default_tune_settings`.
+        `cache_max_size` ("20GB", a number of bytes or "none") bounds the tune cache: least recently used
+        tunes are evicted beyond it [default: $UNITUNE_CACHE_MAX_SIZE, else 20 GB].
         """
         runtime = pick_runtime(device, dtype)
+        cache = TuneCache(cache_dir, cache_max_size)
         resolved = resolve_model(model)
         defaults = load_model_defaults(resolved)
         pipe = load_pipeline(resolved, allow_pickle=allow_pickle).to(runtime.device)
         for module in (pipe.unet, pipe.vae, pipe.text_encoder):
             module.requires_grad_(False).eval()
-        return cls(pipe, resolved, runtime, TuneCache(cache_dir), defaults)
+        return cls(pipe, resolved, runtime, cache, defaults)
 
     def default_edit_settings(self) -> EditSettings:
         """The model's recommended edit settings (its unitune.json over the dataclass defaults)."""
@@ -140,7 +145,7 @@ class Editor:
         base = self.prepare_image(image)
         settings = self.resolve_tune(settings).to_dict()
         identity = f"{model_identity(self.model, self.pipe)}|compute={self.runtime.dtype}"
-        return tune_key(identity, image_hash(base), settings)
+        return tune_key(identity, image_hash(base), settings, TUNE_RECIPE_VERSION)
 
     def tune(
         self,
@@ -150,24 +155,34 @@ class Editor:
         should_stop: StopFn | None = None,
     ) -> TuneResult:
         """Fine-tune on (image, R) unless the cache already holds this (model, image, settings) tune."""
-        settings = self.resolve_tune(settings)
         base = self.prepare_image(image)
+        tuned, _ = self._tuned(base, self.resolve_tune(settings), progress, should_stop, load=False)
+        return tuned
+
+    def _tuned(self, base, settings: TuneSettings, progress, should_stop, load: bool):
+        """(TuneResult, its weights when `load`): a sound cached entry's, else trained and saved now.
+
+        All under the key's lock, so another process wanting the same tune waits and then reuses it,
+        and no one evicts the entry while it is read. A bad entry is reported and trained again.
+        """
         key = self.tune_key(base, settings)
         with self._lock, self.cache.locked(key):
-            if self.cache.has(key):
-                metadata = self.cache.metadata(key)
-                return TuneResult(key, self.cache.path(key), False, settings.to_dict(), _losses(metadata))
+            cached = self.cache.read(key, tensors=load)
+            if cached is not None:
+                tensors, metadata = cached
+                result = TuneResult(key, self.cache.path(key), False, settings.to_dict(), _losses(metadata))
+                return result, tensors
             tensors, losses = self._train(base, settings, progress, should_stop)
-            metadata = self._metadata(base, settings, losses)
-            path = self.cache.save(key, tensors, metadata)
-        return TuneResult(key, path, True, settings.to_dict(), losses)
+            path = self.cache.save(key, tensors, self._metadata(base, settings, losses))
+            self.cache.enforce_limit()  # under the key's lock: the new entry is never the one evicted
+        return TuneResult(key, path, True, settings.to_dict(), losses), tensors
 
     def _train(self, base, settings: TuneSettings, progress, should_stop):
         latent = encode_latent(self.pipe, base, self.runtime)
         text = encode_text(self.pipe, settings.rare_prompt, self.runtime)
         self._restore_base()
         if settings.method == "lora":
-            add_lora(self.pipe.unet, settings.lora_rank, settings.lora_targets)
+            add_lora(self.pipe.unet, settings.lora_rank, settings.lora_targets, seed=settings.seed)
         else:
             self._snapshot_base()
             self._full_applied = True
@@ -183,11 +198,11 @@ class Editor:
         return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
     def _metadata(self, base, settings: TuneSettings, losses: list[float]) -> dict[str, str]:
-        return {
-            "format": "unitune-tune/1",
+        return {  # the cache adds "format" and "key"
             "model": self.model,
             "model_identity": model_identity(self.model, self.pipe),
             "compute_dtype": str(self.runtime.dtype),
+            "recipe_version": str(TUNE_RECIPE_VERSION),
             "image_hash": image_hash(base),
             "settings": settings_json(settings.to_dict()),
             "seed": str(settings.seed),
@@ -214,15 +229,22 @@ class Editor:
 
     @contextlib.contextmanager
     def applied(self, tune: TuneResult):
-        """The UNet with the tune's weights inside the block, its base weights again after it."""
-        tensors, metadata = self.cache.load(tune.key)
-        settings = json.loads(metadata["settings"])
+        """The UNet with the tune's weights inside the block, its base weights again after it.
+
+        UnituneError if the tune is no longer in the cache (removed, evicted) or its file is damaged.
+        """
+        with self.cache.locked(tune.key):
+            tensors, metadata = self.cache.load(tune.key)
+        with self._applied(tensors, json.loads(metadata["settings"])):
+            yield
+
+    @contextlib.contextmanager
+    def _applied(self, tensors: dict[str, torch.Tensor], settings: dict):
         with self._lock:
             self._restore_base()
             try:
                 if settings["method"] == "lora":
-                    targets = settings.get("lora_targets", "attention")  # tunes cached before targets existed
-                    load_lora(self.pipe.unet, tensors, settings["lora_rank"], targets)
+                    load_lora(self.pipe.unet, tensors, settings["lora_rank"], settings["lora_targets"])
                     self._lora_originals = merge_lora(self.pipe.unet)
                 else:
                     self._snapshot_base()
@@ -247,8 +269,8 @@ class Editor:
         edit, tune = edit or self.default_edit_settings(), self.resolve_tune(tune)
         prompts = _prompts(prompts)
         base = self.prepare_image(image)
-        tuned = self.tune(base, tune, progress, should_stop)
-        with self.applied(tuned):
+        tuned, tensors = self._tuned(base, tune, progress, should_stop, load=True)
+        with self._applied(tensors, tuned.settings):
             return [
                 self._edit_one(base, prompt, edit, tuned, seed, progress, should_stop)
                 for prompt in prompts
@@ -341,9 +363,9 @@ class Editor:
             raise UnituneError("a sweep needs at least one guidance and one strength")
         tune, prompt = self.resolve_tune(tune), _prompts(prompt)[0]
         base = self.prepare_image(image)
-        tuned = self.tune(base, tune, progress, should_stop)
+        tuned, tensors = self._tuned(base, tune, progress, should_stop, load=True)
         raws: list[Image.Image] = []
-        with self.applied(tuned):
+        with self._applied(tensors, tuned.settings):
             results = [
                 self._edit_one(base, prompt, c, tuned, c.seed, progress, should_stop, raws) for c in cells
             ]

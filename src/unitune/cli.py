@@ -8,6 +8,7 @@ Examples:
     unitune tune photo.png --method lora
     unitune generate "a red square" --out out/gen
     unitune ui                 # web UI on http://127.0.0.1:7860 (pip install 'unitune[ui]')
+    unitune cache ls           # cached tunes; `unitune cache prune --max-size 5GB` evicts the oldest
 
 The CLI only parses flags and calls the Python API (`unitune.Editor`); tune and edit flags are
 generated from the fields of `TuneSettings` and `EditSettings`. A flag left out takes the model's
@@ -16,12 +17,14 @@ recommended value (`unitune.json` in its folder), else the default shown.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import json
 import os
 import sys
+import time
 import typing
 import warnings
 from pathlib import Path
@@ -39,13 +42,20 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
+_CACHE_DIR_HELP = "tune cache [default: $UNITUNE_CACHE_DIR or ~/.cache/unitune]"
+_CACHE_MAX_SIZE_HELP = (
+    "tune cache limit, e.g. 20GB or none: least recently used tunes are evicted beyond it "
+    "[default: $UNITUNE_CACHE_MAX_SIZE or 20GB]"
+)
+
 # (name, type, default, help) of the options every command has: how to load the model
 _MODEL_OPTIONS = [
     ("model", str | None, None, "hub id, diffusers folder or .safetensors file [default: embedded]"),
     ("device", str | None, None, "cuda, mps or cpu [default: best available]"),
     ("dtype", str | None, None, "auto, float32, float16 or bfloat16 (autocast precision)"),
     ("allow_pickle", bool, False, "allow loading pickle (.ckpt / .bin) weights, which can run code"),
-    ("cache_dir", Path | None, None, "tune cache [default: $UNITUNE_CACHE_DIR or ~/.cache/unitune]"),
+    ("cache_dir", Path | None, None, _CACHE_DIR_HELP),
+    ("cache_max_size", str | None, None, _CACHE_MAX_SIZE_HELP),
 ]
 
 
@@ -118,7 +128,7 @@ def command(*settings_classes):
 
         @functools.wraps(func)
         def wrapper(**values):
-            try:
+            with _clean_exit():
                 given = {cls: _given(cls, values) for cls in settings_classes}
                 built = {"editor_options": {name: values.pop(name) for name, *_ in _MODEL_OPTIONS}}
                 defaults = _model_defaults(built["editor_options"]["model"])
@@ -126,17 +136,24 @@ def command(*settings_classes):
                     model_settings = defaults.edit if cls is EditSettings else defaults.tune
                     built[_SETTINGS_ARG[cls]] = dataclasses.replace(model_settings, **flags)
                 return func(**values, **built)
-            except UnituneError as error:
-                typer.echo(f"unitune: error: {error}", err=True)
-                raise typer.Exit(2) from None
-            except KeyboardInterrupt:
-                typer.echo("unitune: interrupted", err=True)
-                raise typer.Exit(130) from None
 
         wrapper.__signature__ = inspect.Signature(own + extra)
         return app.command()(wrapper)
 
     return decorate
+
+
+@contextlib.contextmanager
+def _clean_exit():
+    """UnituneError becomes `unitune: error: ...` and exit code 2; Ctrl-C exit code 130."""
+    try:
+        yield
+    except UnituneError as error:
+        typer.echo(f"unitune: error: {error}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("unitune: interrupted", err=True)
+        raise typer.Exit(130) from None
 
 
 _SETTINGS_ARG = {TuneSettings: "tune_settings", EditSettings: "edit_settings"}
@@ -324,6 +341,109 @@ def bench(
     except UnituneError as error:
         typer.echo(f"unitune: error: {error}", err=True)
         raise typer.Exit(2) from None
+
+
+# --- the tune cache ------------------------------------------------------------------------------------
+
+cache_app = typer.Typer(
+    help="List, remove and prune cached tunes (least recently used first); no model is loaded.",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    no_args_is_help=True,
+)
+app.add_typer(cache_app, name="cache")
+
+
+def cache_command(func):
+    """Register a `unitune cache` command; UnituneError becomes `unitune: error: ...` and exit code 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with _clean_exit():
+            return func(*args, **kwargs)
+
+    return cache_app.command()(wrapper)
+
+
+@cache_command
+def ls(cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP)):
+    """List the cached tunes, most recently used first: key, size, last use, method, image hash, model."""
+    from .cache import TuneCache, format_size
+
+    cache = TuneCache(cache_dir)
+    entries = cache.entries()
+    for line in _entry_table(entries) if entries else []:
+        typer.echo(line)
+    limit = "no limit" if cache.max_bytes is None else f"limit {format_size(cache.max_bytes)}"
+    total = format_size(sum(entry.size for entry in entries))
+    typer.echo(f"{len(entries)} tune(s), {total} in {cache.folder} ({limit})")
+    strays = [path for path in cache.stray_files() if path.suffix != ".lock"]
+    if strays:
+        size = format_size(sum(_size(path) for path in strays))
+        typer.echo(
+            f"{len(strays)} stray file(s), {size}, from interrupted or damaged writes: prune removes them"
+        )
+
+
+@cache_command
+def rm(
+    keys: list[str] = typer.Argument(..., help="keys, or unique key beginnings, as `unitune cache ls` shows"),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+):
+    """Remove tunes from the cache (every key is checked before any is removed)."""
+    from .cache import TuneCache, format_size
+
+    cache = TuneCache(cache_dir)
+    for key in dict.fromkeys([cache.resolve(key) for key in keys]):
+        typer.echo(f"removed {key} ({format_size(cache.remove(key).size)})")
+
+
+@cache_command
+def prune(
+    max_size: str | None = typer.Option(
+        None, "--max-size", help="evict least recently used tunes beyond this, e.g. 20GB [default: the limit]"
+    ),
+    cache_dir: Path | None = typer.Option(None, "--cache-dir", help=_CACHE_DIR_HELP),
+):
+    """Remove stray files, then evict least recently used tunes (never one in use) down to --max-size."""
+    from .cache import TuneCache, format_size
+
+    cache = TuneCache(cache_dir, max_size)
+    strays = len([path for path in cache.stray_files() if path.suffix != ".lock"])
+    evicted = cache.prune()
+    for entry in evicted:
+        typer.echo(f"evicted {entry.key} ({format_size(entry.size)}, last used {_when(entry.last_used)})")
+    left = strays - len([path for path in cache.stray_files() if path.suffix != ".lock"])
+    kept = cache.entries()
+    total = format_size(sum(entry.size for entry in kept))
+    typer.echo(f"removed {left} stray file(s); kept {len(kept)} tune(s), {total} in {cache.folder}")
+
+
+def _entry_table(entries) -> list[str]:
+    from .cache import format_size
+
+    rows = [("KEY", "SIZE", "LAST USED", "METHOD", "IMAGE")]
+    rows += [(e.key, format_size(e.size), _when(e.last_used), e.method, e.image_hash[:12]) for e in entries]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    models = ["MODEL", *(entry.model for entry in entries)]
+    return [
+        "  ".join(map(str.ljust, row, widths)) + "  " + model for row, model in zip(rows, models, strict=True)
+    ]
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+# --- helpers -------------------------------------------------------------------------------------------
 
 
 def _floats(text: str, flag: str) -> list[float]:

@@ -22,6 +22,17 @@ from .settings import ModelDefaults
 EMBEDDED_MODEL = "embedded/shapes"
 MODEL_DEFAULTS_FILE = "unitune.json"  # the embedded model's too (a training export keeps it)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# the components whose files a tune depends on (safety checker and feature extractor play no part)
+_TUNE_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# the scheduler settings the training noise depends on (see tuning.training_scheduler)
+_SCHEDULE_KEYS = (
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "beta_schedule",
+    "trained_betas",
+    "rescale_betas_zero_snr",
+)
 _DTYPES = {
     "float32": torch.float32,
     "fp32": torch.float32,
@@ -136,14 +147,54 @@ def load_pipeline(model: str, allow_pickle: bool = False):
 
 
 def model_identity(model: str, pipe) -> str:
-    """A string naming this exact model: path or hub id, weight file sizes/mtimes, prediction type."""
-    parts = [model, f"prediction_type={pipe.scheduler.config.get('prediction_type', 'epsilon')}"]
-    path = Path(model)
-    files = [path] if path.is_file() else sorted(path.glob("unet/*")) if path.is_dir() else []
-    for file in files:
-        stat = file.stat()
-        parts.append(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    """A string naming this exact model as a tune sees it: path or hub id; the hub revision; the size and
+    mtime of every file of the components a tune uses; the training noise schedule."""
+    parts = [model, *_noise_schedule(pipe)]
+    source = _loaded_from(model, pipe)
+    if source is not None:
+        parts.append(f"revision={hub_revision(source)}")
+        parts += [_file_stamp(file, source) for file in model_files(source)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16] + ":" + model
+
+
+def _noise_schedule(pipe) -> list[str]:
+    config = pipe.scheduler.config
+    parts = [f"prediction_type={config.get('prediction_type', 'epsilon')}"]
+    return parts + [f"{name}={config.get(name)}" for name in _SCHEDULE_KEYS]
+
+
+def _loaded_from(model: str, pipe) -> Path | None:
+    """The local file or folder the weights came from: `model` itself, or a hub id's snapshot folder."""
+    path = Path(model)
+    if path.exists():
+        return path
+    unet_folder = pipe.unet.config.get("_name_or_path")  # diffusers records where it read each component
+    folder = Path(unet_folder).parent if unet_folder else None
+    return folder if folder is not None and (folder / "model_index.json").is_file() else None
+
+
+def hub_revision(source: Path) -> str | None:
+    """The commit of a hub cache snapshot folder (.../models--org--name/snapshots/<commit>), else None."""
+    snapshots = source.parent
+    if snapshots.name == "snapshots" and snapshots.parent.name.startswith("models--"):
+        return source.name
+    return None
+
+
+def model_files(source: Path) -> list[Path]:
+    """A single checkpoint, or a pipeline folder's model_index.json and its tuned-with components' files."""
+    if source.is_file():
+        return [source]
+    files = [source / "model_index.json"] if (source / "model_index.json").is_file() else []
+    for component in _TUNE_COMPONENTS:
+        files += sorted(file for file in (source / component).rglob("*") if file.is_file())
+    return files
+
+
+def _file_stamp(file: Path, source: Path) -> str:
+    stat = file.stat()  # a hub snapshot's symlink: its blob's
+    name = file.name if file == source else file.relative_to(source).as_posix()
+    return f"{name}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def _first_line(error: Exception) -> str:

@@ -18,6 +18,10 @@ from .progress import Progress, ProgressFn, StopFn, check_stop, report
 from .settings import LORA_TARGET_SETS, TuneSettings
 
 ADAPTER = "unitune"
+# Part of every tune cache key: bump it when a change here (loss, noise and timestep draws, optimizer,
+# LoRA initialisation) or in settings.LORA_TARGET_SETS trains other weights from the same settings, so
+# tunes made the old way are trained again instead of reused. tests/test_cache.py keeps a fingerprint.
+TUNE_RECIPE_VERSION = 1
 
 
 @torch.no_grad()
@@ -73,10 +77,15 @@ def evaluate_loss(pipe, latent, text, runtime: Runtime, samples: int = 16, seed:
     )
 
 
-def add_lora(unet, rank: int, targets: str = "attention") -> None:
+def add_lora(unet, rank: int, targets: str = "attention", seed: int | None = None) -> None:
+    """Add the adapter; `seed` makes its random initialisation repeatable (peft draws it from torch's
+    global CPU generator, which is left as it was)."""
     modules = list(LORA_TARGET_SETS[targets])
     config = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=modules)
-    unet.add_adapter(config, adapter_name=ADAPTER)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.default_generator.manual_seed(seed)
+        unet.add_adapter(config, adapter_name=ADAPTER)
 
 
 def remove_lora(unet) -> None:
