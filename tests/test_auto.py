@@ -13,10 +13,10 @@ TUNE = TuneSettings(steps=4)
 EDIT = EditSettings(guidance=3.0, steps=4, interpolation=0.3)
 
 
-def test_pick_keeps_the_candidate_the_edit_prompt_explains_best():
-    signals = [Signals(0.5, 0.4), Signals(0.2, 0.6), Signals(0.3, 0.9)]
-    assert pick(signals) == 1
+def test_pick_keeps_the_candidate_with_the_largest_gain():
+    signals = [Signals(0.2, 0.1), Signals(0.4, 0.6), Signals(0.3, 0.9)]  # lowest fit_edit: the first
     assert signals[2].gain == pytest.approx(0.6)
+    assert pick(signals) == 2
 
 
 def test_denoising_errors_are_reproducible_and_follow_the_prompt(editor, base_image):
@@ -36,8 +36,8 @@ def test_auto_edit_is_the_plain_edit_at_the_picked_strength(editor, base_image):
     dial = auto.settings["auto_dial"]
     assert [c["strength"] for c in dial["candidates"]] == list(AUTO_STRENGTHS)
     assert auto.settings["strength"] == dial["picked_strength"] and auto.settings["auto"] is True
-    fits = [c["fit_edit"] for c in dial["candidates"]]
-    assert dial["picked_strength"] == AUTO_STRENGTHS[int(np.argmin(fits))]
+    gains = [c["gain"] for c in dial["candidates"]]
+    assert dial["picked_strength"] == AUTO_STRENGTHS[int(np.argmax(gains))]
     plain = EditSettings(**{**EDIT.to_dict(), "strength": dial["picked_strength"]})
     [again] = editor.edit(base_image, "a blue circle", plain, TUNE)
     assert np.array_equal(np.asarray(auto.image), np.asarray(again.image))  # reproducible without --auto

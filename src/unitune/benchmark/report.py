@@ -406,11 +406,12 @@ def plot_examples(results, chosen: dict, path: Path) -> Path | None:
 
 AUTO_TEXT = """\
 For each edit the dial samples every candidate strength (same seed), encodes each sample back to a
-latent and measures the tuned model's denoising error under "R edit" at four fixed timesteps with fixed
-noises; it keeps the sample "R edit" explains best (`unitune.auto.pick`). No ground truth, no other
-model. It runs at the guidance and interpolation of the fixed setting chosen on validation, so the
-comparison with that setting isolates the strength choice. The rule was chosen on the validation split
-(both rows shown); the oracles use the ground truth and are ceilings, not methods.
+latent and measures the tuned model's denoising error under "R edit" and under "R" alone at four fixed
+timesteps with fixed noises; it keeps the sample with the largest gain (how much better "R edit"
+explains it than "R"; `unitune.auto.pick`). No ground truth, no other model. It runs at the guidance
+and interpolation of the fixed setting chosen on validation, so the comparison with that setting
+isolates the strength choice. The rule was chosen on the validation split (both rows shown); the
+oracles use the ground truth and are ceilings, not methods.
 """
 
 NOTES = """\
