@@ -7,7 +7,7 @@ Each tune is `steps` or `steps`x`batch` (batch 4 unless given).
 
 Prints a markdown table per tune length: tune seconds (mean, in a worker beside the other one), and
 over the grid the mean expressive / preserved rates, the best setting's success, the per-edit oracle,
-and the fixed setting `g2 s0.4 i1` (the full benchmark's choice). A benchmark, not a test.
+and the fixed setting `g6 s1 i0.5` (the full benchmark's choice on model v3). A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from unitune.benchmark.selection import best_setting, by_setting, oracle, summar
 
 GRID = Grid(
     steps=20,
-    guidances=(2.0, 4.0, 8.0),
-    strengths=(0.4, 0.6, 0.8),
-    interpolations=(0.0, 1.0),
+    guidances=(3.0, 6.0),
+    strengths=(0.6, 0.8, 1.0),
+    interpolations=(0.0, 0.5),
     families=("full",),
 )
-REFERENCE = "g2 s0.4 i1"
+REFERENCE = "g6 s1 i0.5"  # the full benchmark's choice on model v3
 
 
 def row(tune: str, records: list[dict], tune_seconds: list[float]) -> str:
