@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from unitune import EditSettings, TuneSettings
-from unitune.auto import AUTO_STRENGTHS, Signals, denoising_errors, encode_images, pick, score_candidates
-from unitune.tuning import encode_text
+from unitune.auto import AUTO_STRENGTHS, Signals, denoising_errors, pick, score_candidates
+from unitune.tuning import encode_latent, encode_text
 
 TUNE = TuneSettings(steps=4)
 EDIT = EditSettings(guidance=3.0, steps=4, interpolation=0.3)
@@ -21,7 +21,7 @@ def test_pick_keeps_the_candidate_with_the_largest_gain():
 
 def test_denoising_errors_are_reproducible_and_follow_the_prompt(editor, base_image):
     pipe, runtime = editor.pipe, editor.runtime
-    latents = encode_images(pipe, [editor.prepare_image(base_image)] * 2, runtime)
+    latents = encode_latent(pipe, [editor.prepare_image(base_image)] * 2, runtime)
     embeds = torch.cat([encode_text(pipe, "a red square", runtime), encode_text(pipe, "", runtime)])
     errors = denoising_errors(pipe, latents, embeds, runtime, chunk=3)
     assert errors.shape == (2, 2) and torch.isfinite(errors).all()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .loading import Runtime
-from .tuning import training_scheduler
+from .tuning import encode_latent, noised, training_scheduler
 
 SCORE_TIMESTEPS = (250, 450, 650, 850)  # of the 1000 training timesteps
 SCORE_SEED = 0
@@ -46,16 +46,6 @@ class Signals:
 
 
 @torch.no_grad()
-def encode_images(pipe, images, runtime: Runtime) -> torch.Tensor:
-    """VAE latents of PIL images, (N, C, h, w), scaled as the UNet sees them."""
-    pixels = pipe.image_processor.preprocess(images).to(runtime.device)
-    with runtime.autocast():
-        encoded = pipe.vae.encode(pixels)
-    latent = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
-    return latent.float() * pipe.vae.config.scaling_factor
-
-
-@torch.no_grad()
 def denoising_errors(
     pipe, latents: torch.Tensor, embeds: torch.Tensor, runtime: Runtime, chunk: int = 64
 ) -> torch.Tensor:
@@ -68,11 +58,7 @@ def denoising_errors(
     count, prompts, times = len(latents), len(embeds), len(steps)
     clean = latents.repeat_interleave(times, dim=0)  # (N*T, ...): candidate-major, then timestep
     noises, timesteps = noise.repeat(count, 1, 1, 1), steps.repeat(count).to(latents.device)
-    noisy = scheduler.add_noise(clean, noises, timesteps)
-    if scheduler.config.prediction_type == "v_prediction":
-        target = scheduler.get_velocity(clean, noises, timesteps)
-    else:
-        target = noises
+    noisy, target = noised(scheduler, clean, noises, timesteps)
     errors = torch.empty(prompts, count * times)
     for p in range(prompts):
         for start in range(0, count * times, chunk):
@@ -86,7 +72,7 @@ def denoising_errors(
 
 def score_candidates(pipe, images, edit_embeds, base_embeds, runtime: Runtime) -> list[Signals]:
     """Signals for each candidate PIL image; the UNet must hold the tune's weights."""
-    latents = encode_images(pipe, images, runtime)
+    latents = encode_latent(pipe, images, runtime)  # a list of images: (N, C, h, w)
     errors = denoising_errors(pipe, latents, torch.cat([edit_embeds, base_embeds]), runtime)
     return [Signals(float(edit), float(base)) for edit, base in errors.tolist()]
 

@@ -47,18 +47,25 @@ def training_scheduler(pipe) -> DDPMScheduler:
     return DDPMScheduler.from_config(pipe.scheduler.config)
 
 
+def noised(scheduler, latents: torch.Tensor, noise: torch.Tensor, steps: torch.Tensor):
+    """(noisy, target): `latents` noised at `steps`, and what the UNet should predict there (the noise
+    for epsilon models, the velocity for v-prediction)."""
+    noisy = scheduler.add_noise(latents, noise, steps)
+    if scheduler.config.prediction_type == "v_prediction":
+        return noisy, scheduler.get_velocity(latents, noise, steps)
+    if scheduler.config.prediction_type != "epsilon":
+        raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type}")
+    return noisy, noise
+
+
 def noisy_batch(scheduler, latent: torch.Tensor, batch_size: int, generator: torch.Generator):
     """The one latent noised `batch_size` times: (noisy, timesteps, target), all (B, ...)."""
     latents = latent.expand(batch_size, -1, -1, -1)
     noise = torch.randn(latents.shape, generator=generator).to(latent.device)
     steps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
     steps = steps.to(latent.device)
-    noisy = scheduler.add_noise(latents, noise, steps)
-    if scheduler.config.prediction_type == "v_prediction":
-        return noisy, steps, scheduler.get_velocity(latents, noise, steps)
-    if scheduler.config.prediction_type != "epsilon":
-        raise ValueError(f"unsupported prediction_type {scheduler.config.prediction_type}")
-    return noisy, steps, noise
+    noisy, target = noised(scheduler, latents, noise, steps)
+    return noisy, steps, target
 
 
 def denoising_loss(unet, scheduler, latent, text, runtime: Runtime, batch_size: int, generator):
