@@ -285,9 +285,7 @@ class Editor:
         label = f"{prompt} (seed {seed})"
         dial = None
         if edit.auto:
-            edit, image, dial = self._auto_dial(
-                base, full_prompt, edit, tuned, seed, label, progress, should_stop
-            )
+            edit, image, dial = self._auto_dial(base, prompt, edit, tuned, seed, label, progress, should_stop)
         else:
             image, raw = self._sample(full_prompt, edit, seed, base, label, progress, should_stop)
             if raws is not None:
@@ -298,18 +296,17 @@ class Editor:
             settings["auto_dial"] = dial
         return EditResult(image, settings)
 
-    def _auto_dial(self, base, full_prompt, edit: EditSettings, tuned, seed, label, progress, should_stop):
+    def _auto_dial(self, base, prompt, edit: EditSettings, tuned, seed, label, progress, should_stop):
         """Sample each candidate strength (same seed), score the raw samples with the tuned model
         (unitune.auto) and keep the pick: (its settings, its image, the record of the choice)."""
+        full_prompt = f"{tuned.settings['rare_prompt']} {prompt}".strip()
         candidates = [replace(edit, strength=strength) for strength in AUTO_STRENGTHS]
         samples = [
             self._sample(full_prompt, c, seed, base, f"{label} s={c.strength:g}", progress, should_stop)
             for c in candidates
         ]
-        edit_embeds = encode_text(self.pipe, full_prompt, self.runtime)
-        base_embeds = encode_text(self.pipe, tuned.settings["rare_prompt"], self.runtime)
         raws = [raw for _, raw in samples]
-        signals = score_candidates(self.pipe, raws, edit_embeds, base_embeds, self.runtime)
+        signals = score_candidates(self.pipe, raws, tuned.settings["rare_prompt"], prompt, self.runtime)
         index = pick(signals)
         dial = {
             "picked_strength": candidates[index].strength,
@@ -374,10 +371,7 @@ class Editor:
         return SweepResult(results, list(guidances), list(strengths), sheet, picked)
 
     def _mark_pick(self, prompt: str, tuned: TuneResult, results: list[EditResult], raws) -> int:
-        full_prompt = f"{tuned.settings['rare_prompt']} {prompt}".strip()
-        edit_embeds = encode_text(self.pipe, full_prompt, self.runtime)
-        base_embeds = encode_text(self.pipe, tuned.settings["rare_prompt"], self.runtime)
-        signals = score_candidates(self.pipe, raws, edit_embeds, base_embeds, self.runtime)
+        signals = score_candidates(self.pipe, raws, tuned.settings["rare_prompt"], prompt, self.runtime)
         index = pick(signals)
         for result, signal in zip(results, signals, strict=True):
             result.settings["auto_dial"] = {"picked": result is results[index], **signal.to_dict()}

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .loading import Runtime
-from .tuning import encode_latent, noised, training_scheduler
+from .tuning import encode_latent, encode_text, noised, training_scheduler
 
 SCORE_TIMESTEPS = (250, 450, 650, 850)  # of the 1000 training timesteps
 SCORE_SEED = 0
@@ -70,10 +70,13 @@ def denoising_errors(
     return errors.view(prompts, count, times).mean(2).T
 
 
-def score_candidates(pipe, images, edit_embeds, base_embeds, runtime: Runtime) -> list[Signals]:
-    """Signals for each candidate PIL image; the UNet must hold the tune's weights."""
+def score_candidates(pipe, images, rare_prompt: str, edit_prompt: str, runtime: Runtime) -> list[Signals]:
+    """Signals for each candidate PIL image of the edit "`rare_prompt` `edit_prompt`"; the UNet must
+    hold the tune's weights."""
     latents = encode_latent(pipe, images, runtime)  # a list of images: (N, C, h, w)
-    errors = denoising_errors(pipe, latents, torch.cat([edit_embeds, base_embeds]), runtime)
+    prompts = (f"{rare_prompt} {edit_prompt}".strip(), rare_prompt)
+    embeds = torch.cat([encode_text(pipe, prompt, runtime) for prompt in prompts])
+    errors = denoising_errors(pipe, latents, embeds, runtime)
     return [Signals(float(edit), float(base)) for edit, base in errors.tolist()]
 
 

@@ -27,7 +27,6 @@ from unitune.benchmark.edits import Edit
 from unitune.interpolation import interpolate_details
 from unitune.settings import EditSettings
 from unitune.shapes.world import IMAGE_SIZE
-from unitune.tuning import encode_text
 
 FAMILIES = ("prompt", "sdedit", "full", "lora")
 
@@ -187,12 +186,10 @@ def _auto_signals(editor, tuned, edits: list[Edit], raw: dict, family: str, on_s
     """unitune.auto's signals for every raw sample of each edit, under that edit's tune."""
     rare = tuned.settings["rare_prompt"]
     with editor.applied(tuned):
-        base_embeds = encode_text(editor.pipe, rare, editor.runtime)
         for edit in edits:
             candidates = raw[edit.name]
-            edit_embeds = encode_text(editor.pipe, f"{rare} {edit.prompt}", editor.runtime)
             images = [image for _, _, image in candidates]
-            signals = score_candidates(editor.pipe, images, edit_embeds, base_embeds, editor.runtime)
+            signals = score_candidates(editor.pipe, images, rare, edit.prompt, editor.runtime)
             for (guidance, strength, _), signal in zip(candidates, signals, strict=True):
                 row = {"family": family, "edit": edit.name, "guidance": guidance, "strength": strength}
                 on_signals({**row, **signal.to_dict()})
