@@ -1,14 +1,13 @@
 """unitune: edit an image from a text description by briefly fine-tuning a diffusion model on it."""
 
-__version__ = "0.1.0"
-
-from .api import Editor, TuneResult  # noqa: E402
-from .cache import CacheEntry, TuneCache  # noqa: E402
-from .errors import Cancelled, UnituneError, UnituneWarning  # noqa: E402
-from .outputs import EditResult, read_settings, save_results  # noqa: E402
-from .progress import Progress  # noqa: E402
-from .settings import EditSettings, ModelDefaults, TuneSettings  # noqa: E402
-from .sweep import SweepResult  # noqa: E402
+from .api import Editor, TuneResult
+from .cache import CacheEntry, TuneCache
+from .errors import Cancelled, UnituneError, UnituneWarning
+from .outputs import EditResult, read_settings, save_results
+from .progress import Progress
+from .settings import EditSettings, ModelDefaults, TuneSettings
+from .sweep import SweepResult
+from .version import __version__
 
 __all__ = [
     "CacheEntry",
@@ -24,6 +23,7 @@ __all__ = [
     "TuneSettings",
     "UnituneError",
     "UnituneWarning",
+    "__version__",
     "read_settings",
     "save_results",
 ]

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from . import __version__
 from .auto import AUTO_STRENGTHS, pick, score_candidates
 from .cache import TuneCache, tune_key
 from .errors import UnituneError
@@ -49,6 +48,7 @@ from .tuning import (
     remove_lora,
     train,
 )
+from .version import __version__
 
 ImageInput = str | Path | Image.Image
 

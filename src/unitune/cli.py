@@ -22,7 +22,6 @@ import dataclasses
 import functools
 import inspect
 import json
-import os
 import sys
 import time
 import typing
@@ -191,18 +190,6 @@ class TqdmProgress:
             self.bar = None
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    import diffusers
-    import transformers
-
-    diffusers.utils.logging.set_verbosity_error()
-    diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-
-
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"unitune: warning: {message}", file=sys.stderr)
 
@@ -211,9 +198,10 @@ def _load(image: Path | None, options: dict):
     """Check the image file before loading the model (cheap failures first), then load the model."""
     from .api import Editor
     from .images import load_image
+    from .loading import quiet_libraries
 
     loaded = load_image(image) if image is not None else None
-    _quiet_libraries()
+    quiet_libraries()
     return Editor.load(**options), loaded
 
 
@@ -332,11 +320,12 @@ def bench(
 ):
     """Edit benchmark on the shapes world: prompt only, SDEdit and UniTune (full, LoRA) side by side."""
     from .benchmark.run import benchmark, configure
+    from .loading import quiet_libraries
 
     command = "unitune bench" + (" --quick" if quick else "") + (f" --scenes {scenes}" if scenes else "")
     command += "" if costs is None else (" --costs" if costs else " --no-costs")
     try:
-        _quiet_libraries()
+        quiet_libraries()
         benchmark(configure(quick, scenes, costs), model, report, images, out, command)
     except UnituneError as error:
         typer.echo(f"unitune: error: {error}", err=True)

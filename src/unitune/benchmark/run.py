@@ -152,12 +152,12 @@ def run_scenes(config: Config, model: str, device, items, log=None, threads: int
     import torch
 
     from unitune.api import Editor
-    from unitune.cli import _quiet_libraries
+    from unitune.loading import quiet_libraries
 
     if threads is not None:
         torch.set_num_threads(threads)
     log = log or (lambda text: print(text, flush=True))
-    _quiet_libraries()
+    quiet_libraries()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="unitune-bench-") as cache:
         editor = Editor.load(model, device=device, cache_dir=cache)  # empty cache: every tune is timed
