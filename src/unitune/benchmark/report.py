@@ -41,6 +41,10 @@ def rate(summary: dict, key: str) -> str:
     return f"{100 * value:.0f}% [{100 * low:.0f}-{100 * high:.0f}]"
 
 
+def verdict(ok: bool) -> str:
+    return "met" if ok else "**missed**"
+
+
 def num(value: float, digits: int = 1) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
 
@@ -161,7 +165,33 @@ def _setting_order(label: str):
     return tuple(float(part[1:]) for part in label.split())
 
 
-def auto_rows(results, chosen: dict, oracle_rows: dict) -> list[str]:
+def auto_summaries(records: list[dict], signals: list[dict], family: str, label: str) -> dict:
+    """Over `records` (one split): the automatic dial at the guidance and interpolation of the fixed
+    setting `label`, that setting itself, the oracle over the dial's candidates and over the grid."""
+    from unitune.auto import AUTO_STRENGTHS
+
+    ours = [r for r in records if r["family"] == family]
+    setting = next(r for r in ours if r["label"] == label)
+    guidance, weight = setting["guidance"], setting["interpolation"]
+    same = [
+        r
+        for r in ours
+        if (r["guidance"], r["interpolation"]) == (guidance, weight) and r["strength"] in AUTO_STRENGTHS
+    ]
+    auto = summarise(auto_records(records, signals, family, guidance, weight))
+    grid = summarise(oracle(ours))
+    return {
+        "guidance": guidance,
+        "interpolation": weight,
+        "auto": auto,
+        "fixed": summarise([r for r in ours if r["label"] == label]),
+        "same": summarise(oracle(same)),
+        "grid": grid,
+        "share": auto["success"] / grid["success"] if grid["success"] else float("nan"),
+    }
+
+
+def auto_rows(results, chosen: dict) -> list[str]:
     """The automatic dial (unitune.auto) per tune method: at the guidance and interpolation of the fixed
     setting chosen on validation, it picks each edit's strength among AUTO_STRENGTHS from the tuned model's
     own signals. Compared with that fixed setting, and with oracles over the same candidates and the grid."""
@@ -175,35 +205,18 @@ def auto_rows(results, chosen: dict, oracle_rows: dict) -> list[str]:
         "oracle, full grid | auto / full-grid oracle | auto expressive | auto preserved |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    strengths = ", ".join(f"{s:g}" for s in AUTO_STRENGTHS)
     for family in ("full", "lora"):
         if family not in chosen:
             continue
-        first = next(
-            r for r in results.records if r["family"] == family and r["label"] == chosen[family]["label"]
-        )
-        guidance, weight = first["guidance"], first["interpolation"]
-        candidates = f"`g{guidance:g} i{weight:g}` x strength {', '.join(f'{s:g}' for s in AUTO_STRENGTHS)}"
         for split in ("validation", "test"):
             records = [r for r in results.records if r["split"] == split]
-            picked = summarise(auto_records(records, signals, family, guidance, weight))
-            same = [
-                r
-                for r in records
-                if r["family"] == family
-                and r["guidance"] == guidance
-                and r["interpolation"] == weight
-                and r["strength"] in AUTO_STRENGTHS
-            ]
-            fixed = summarise(
-                [r for r in records if r["family"] == family and r["label"] == chosen[family]["label"]]
-            )
-            grid = summarise(oracle([r for r in records if r["family"] == family]))
-            share = picked["success"] / grid["success"] if grid["success"] else float("nan")
+            s = auto_summaries(records, signals, family, chosen[family]["label"])
             lines.append(
-                f"| {family} | {candidates} | {split} | **{rate(picked, 'success')}** | "
-                f"{rate(fixed, 'success')} | {rate(summarise(oracle(same)), 'success')} | "
-                f"{rate(grid, 'success')} | {num(share, 2)} | {pct(picked['expressive'])} | "
-                f"{pct(picked['preserved'])} |"
+                f"| {family} | `g{s['guidance']:g} i{s['interpolation']:g}` x strength {strengths} | "
+                f"{split} | **{rate(s['auto'], 'success')}** | {rate(s['fixed'], 'success')} | "
+                f"{rate(s['same'], 'success')} | {rate(s['grid'], 'success')} | {num(s['share'], 2)} | "
+                f"{pct(s['auto']['expressive'])} | {pct(s['auto']['preserved'])} |"
             )
     return lines
 
@@ -217,26 +230,18 @@ def auto_targets(results, chosen: dict) -> list[str]:
         return []
     best = max(unitune, key=lambda row: ranking_key(row["validation"]))
     family = best["method"].family
-    first = next(r for r in results.records if r["family"] == family and r["label"] == best["label"])
     test = [r for r in results.records if r["split"] == "test"]
-    auto = summarise(auto_records(test, signals, family, first["guidance"], first["interpolation"]))
-    fixed, grid = best["test"]["success"], summarise(oracle([r for r in test if r["family"] == family]))
-    costs = {row["method"]: row for row in results.costs}
-    cost = costs.get(family, {})
+    s = auto_summaries(test, signals, family, best["label"])
+    auto, fixed, share = s["auto"]["success"], s["fixed"]["success"], s["share"]
+    cost = {row["method"]: row for row in results.costs}.get(family, {})
     ratio = cost["auto_edit_s"] / cost["edit_default_s"] if "auto_edit_s" in cost else float("nan")
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**missed**"
-
-    share = auto["success"] / grid["success"] if grid["success"] else float("nan")
     return [
         "| target (automatic dial, " + family + " tune, test) | measured | |",
         "|---|---|---|",
-        f"| >= best fixed setting + {100 * AUTO_MARGIN:.0f} points | {rate(auto, 'success')} vs "
-        f"{pct(fixed)} ({100 * (auto['success'] - fixed):+.0f} points) | "
-        f"{verdict(auto['success'] - fixed >= AUTO_MARGIN)} |",
+        f"| >= best fixed setting + {100 * AUTO_MARGIN:.0f} points | {rate(s['auto'], 'success')} vs "
+        f"{pct(fixed)} ({100 * (auto - fixed):+.0f} points) | {verdict(auto - fixed >= AUTO_MARGIN)} |",
         f"| >= {100 * AUTO_ORACLE_SHARE:.0f}% of the per-edit oracle's success | {num(share, 2)} of "
-        f"{pct(grid['success'])} | {verdict(share >= AUTO_ORACLE_SHARE)} |",
+        f"{pct(s['grid']['success'])} | {verdict(share >= AUTO_ORACLE_SHARE)} |",
         f"| cost <= {AUTO_COST:g}x one edit (core_costs, the model's default dials) | {num(ratio, 2)}x | "
         f"{verdict(ratio <= AUTO_COST)} |",
     ]
@@ -290,9 +295,6 @@ def targets(chosen: dict, results) -> list[str]:
     tune = [c.seconds for c in results.tune_costs if c.family == family]
     tune_s = float(np.mean(tune)) if tune else float("nan")
     edit_s = best["test"]["seconds"]
-
-    def verdict(ok: bool) -> str:
-        return "met" if ok else "**missed**"
 
     margin = success - sdedit
     return [
@@ -542,7 +544,7 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         "",
         *AUTO_TEXT.splitlines(),
         "",
-        *auto_rows(results, chosen, oracle_rows),
+        *auto_rows(results, chosen),
         "",
         *auto_targets(results, chosen),
         "",
