@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import UnituneError
+from .errors import UnituneError, first_line
 
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000 x 8000; larger files are refused as possible decompression bombs
 _HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -37,7 +37,7 @@ def load_image(source: str | Path | Image.Image) -> Image.Image:
     except UnidentifiedImageError:
         raise UnituneError(f"{path}: not an image file") from None
     except Exception as error:  # decoders raise OSError, SyntaxError, ValueError, zlib.error...
-        raise UnituneError(f"{path}: unreadable image ({_first_line(error)})") from None
+        raise UnituneError(f"{path}: unreadable image ({first_line(error)})") from None
 
 
 def _check_file(path: Path) -> None:
@@ -98,8 +98,3 @@ def image_hash(image: Image.Image) -> str:
     digest = hashlib.sha256(f"{image.mode}:{image.size}".encode())
     digest.update(image.tobytes())
     return digest.hexdigest()
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import UnituneError
+from .errors import UnituneError, first_line
 from .settings import ModelDefaults
 
 EMBEDDED_MODEL = "embedded/shapes"
@@ -120,7 +120,7 @@ def load_model_defaults(model: str) -> ModelDefaults:
     try:
         data = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UnituneError(f"{file}: not a readable JSON file ({_first_line(error)})") from None
+        raise UnituneError(f"{file}: not a readable JSON file ({first_line(error)})") from None
     return ModelDefaults.from_dict(data, str(file))
 
 
@@ -139,7 +139,7 @@ def load_pipeline(model: str, allow_pickle: bool = False):
             pipe = StableDiffusionPipeline.from_pretrained(model, use_safetensors=not allow_pickle, **kwargs)
     except Exception as error:  # diffusers raises many kinds; the user needs one line
         raise UnituneError(
-            f"{model}: could not load a Stable Diffusion pipeline ({_first_line(error)})"
+            f"{model}: could not load a Stable Diffusion pipeline ({first_line(error)})"
         ) from None
     components = {k: v for k, v in pipe.components.items() if k != "image_encoder"}
     components.update(safety_checker=None, feature_extractor=None)
@@ -197,11 +197,6 @@ def _file_stamp(file: Path, source: Path) -> str:
     stat = file.stat()  # a hub snapshot's symlink: its blob's
     name = file.name if file == source else file.relative_to(source).as_posix()
     return f"{name}:{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]
 
 
 def quiet_libraries() -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model, save_model
+
+from unitune.files import write_durably
 
 
 class Checkpointer:
@@ -49,19 +50,13 @@ class Checkpointer:
             self.save(model, optimizer, state)
 
     def save(self, model: torch.nn.Module, optimizer, state: dict) -> None:
-        write_atomic(self.weights_path, lambda path: save_model(model, str(path)))
+        write_durably(self.weights_path, lambda path: save_model(model, path))
         if optimizer is not None:
-            write_atomic(
+            write_durably(
                 self.folder / f"{self.name}.optim.pt", lambda path: torch.save(optimizer.state_dict(), path)
             )
-        write_atomic(self.state_path, lambda path: Path(path).write_text(json.dumps(state)))
+        write_durably(self.state_path, lambda path: Path(path).write_text(json.dumps(state)))
         self.last_save = time.monotonic()
-
-
-def write_atomic(path: Path, write) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    os.replace(temporary, path)
 
 
 class TrainingLog:
