@@ -1,7 +1,9 @@
 """Find and load a Stable Diffusion 1.x / 2.x pipeline; pick device and precision in one place.
 
 The weights stay in float32; `dtype` chooses an autocast precision (float16 on CUDA by default,
-bfloat16 on request on CPU). Tuning therefore always updates float32 master weights.
+bfloat16 on request on CPU). Tuning therefore always updates float32 master weights. torch and diffusers
+are imported where they are used: the CLI resolves a model and reads its recommended settings (to check
+flags) without them.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import UnituneError, first_line
 from .settings import ModelDefaults
+
+if TYPE_CHECKING:
+    import torch
 
 EMBEDDED_MODEL = "embedded/shapes"
 MODEL_DEFAULTS_FILE = "unitune.json"  # the embedded model's too (a training export keeps it)
@@ -35,13 +39,13 @@ _SCHEDULE_KEYS = (
     "trained_betas",
     "rescale_betas_zero_snr",
 )
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
+_DTYPES = {  # --dtype -> the torch dtype's name
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
 }
 
 
@@ -53,6 +57,8 @@ class Runtime:
     dtype: torch.dtype  # compute dtype; weights stay float32 and autocast runs in this dtype
 
     def autocast(self):
+        import torch
+
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
@@ -60,6 +66,8 @@ class Runtime:
 
 def pick_runtime(device: str | None = None, dtype: str | None = None) -> Runtime:
     """cuda > mps > cpu unless `device` is given; float16 autocast on CUDA, float32 elsewhere by default."""
+    import torch
+
     if device is None:
         device = (
             "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
@@ -72,7 +80,7 @@ def pick_runtime(device: str | None = None, dtype: str | None = None) -> Runtime
         return Runtime(torch_device, torch.float16 if torch_device.type == "cuda" else torch.float32)
     if dtype not in _DTYPES:
         raise UnituneError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(_DTYPES)}")
-    return Runtime(torch_device, _DTYPES[dtype])
+    return Runtime(torch_device, getattr(torch, _DTYPES[dtype]))
 
 
 def embedded_model_dir() -> Path:
@@ -126,6 +134,7 @@ def load_model_defaults(model: str) -> ModelDefaults:
 
 def load_pipeline(model: str, allow_pickle: bool = False):
     """A StableDiffusionImg2ImgPipeline in float32 on the CPU (move it with `.to`)."""
+    import torch
     from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 
     path = Path(model)
