@@ -1,9 +1,12 @@
-"""Resumable training state: model weights as safetensors, optimizer state, step and time spent."""
+"""Resumable training state: model weights as safetensors, optimizer state, step and time spent; the
+clock both training stages run against (a wall-clock budget that counts earlier runs' time)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -57,6 +60,39 @@ class Checkpointer:
             )
         write_durably(self.state_path, lambda path: Path(path).write_text(json.dumps(state)))
         self.last_save = time.monotonic()
+
+
+class TrainingClock:
+    """Training time against a budget of `minutes`, resumed from a checkpoint's `state` (its "step" and
+    "seconds" count on from earlier runs); time spent `paused` (evaluations) is not training time."""
+
+    def __init__(self, state: dict, minutes: float):
+        self.state, self.budget = state, minutes * 60
+        self.first_step = state["step"]
+        self._started = time.monotonic() - state["seconds"]
+
+    def steps(self) -> Iterator[float]:
+        """Before each step, the fraction of the budget spent (for the learning-rate schedule), until it is
+        all spent; the loop body calls `count_step` after its step."""
+        while (elapsed := time.monotonic() - self._started) < self.budget:
+            yield elapsed / self.budget
+
+    def count_step(self) -> None:
+        self.state["step"] += 1
+        self.state["seconds"] = time.monotonic() - self._started
+
+    @contextlib.contextmanager
+    def paused(self):
+        paused = time.monotonic()
+        try:
+            yield
+        finally:
+            self._started += time.monotonic() - paused
+
+    @property
+    def trained(self) -> bool:
+        """Whether this run took any step (so there is something new to save)."""
+        return self.state["step"] > self.first_step
 
 
 class TrainingLog:
