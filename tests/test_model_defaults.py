@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 import unitune
-from unitune import Editor, EditSettings, read_settings
+from unitune import Editor, EditSettings, TuneSettings, read_settings
 from unitune.cli import app
 from unitune.loading import load_model_defaults
 from unitune.settings import ModelDefaults
@@ -70,8 +70,20 @@ def test_an_explicit_flag_wins_over_the_model(recommended_model, tmp_path):
         ({"edit": {"strength": 2.0}}, "strength"),
         ({"learning_rates": {"dreambooth": 1e-5}}, "'dreambooth'"),
         ({"learning_rates": {"lora": -1}}, "lora"),
+        ({"lr_schedules": {"dreambooth": "cosine"}}, "'dreambooth'"),
+        ({"lr_schedules": {"full": "exponential"}}, "exponential"),
     ],
-    ids=["edit key", "tune key", "section", "type", "range", "rate method", "rate value"],
+    ids=[
+        "edit key",
+        "tune key",
+        "section",
+        "type",
+        "range",
+        "rate method",
+        "rate value",
+        "schedule method",
+        "schedule name",
+    ],
 )
 def test_a_bad_unitune_json_fails_cleanly(tiny_model, good_image, tmp_path, defaults, named):
     model = model_with(tiny_model, tmp_path / "model", defaults)
@@ -118,3 +130,12 @@ def test_per_method_learning_rates_follow_the_method(tiny_model, good_image, tmp
     assert given.settings["learning_rate"] == 1e-3
     plain = Editor.load(tiny_model, device="cpu", cache_dir=tmp_path / "cache")
     assert plain.tune_key(good_image, TuneSettings(method="lora", steps=1)) != lora.key
+
+
+def test_a_model_sets_the_schedule_per_method_and_a_given_schedule_wins(tiny_model, tmp_path):
+    defaults = {"learning_rates": {"full": 3e-4}, "lr_schedules": {"full": "cosine"}}
+    editor = Editor.load(model_with(tiny_model, tmp_path / "model", defaults), device="cpu")
+    full = editor.resolve_tune(TuneSettings(method="full"))
+    assert (full.learning_rate, full.lr_schedule) == (3e-4, "cosine")
+    assert editor.resolve_tune(TuneSettings(method="lora")).lr_schedule == "constant"  # not named: built-in
+    assert editor.resolve_tune(TuneSettings(lr_schedule="constant")).lr_schedule == "constant"

@@ -232,3 +232,22 @@ def test_unet_weights_put_the_base_back_when_a_block_raises(editor, base_image, 
         unet.requires_grad_(False)
         raise RuntimeError("a tune failed")
     assert is_base()
+
+
+def test_cosine_schedule_starts_at_the_rate_and_changes_the_tune(editor, base_image):
+    """Step 1 runs at the full rate under either schedule, so the losses of steps 1 and 2 match; cosine
+    lowers the rate of step 2 (to 0.75 of it, of 3 steps), so step 3's loss and the weights differ."""
+    constant = TuneSettings(steps=3, learning_rate=1e-3, seed=5)
+    cosine = TuneSettings(steps=3, learning_rate=1e-3, seed=5, lr_schedule="cosine")
+    weights_constant, losses_constant = editor.train(base_image, constant)
+    weights_cosine, losses_cosine = editor.train(base_image, cosine)
+    assert losses_cosine[:2] == losses_constant[:2] and losses_cosine[2] != losses_constant[2]
+    assert any(not torch.equal(weights_cosine[n], weights_constant[n]) for n in weights_constant)
+    assert editor.tune_key(base_image, cosine) != editor.tune_key(base_image, constant)
+
+
+def test_unknown_lr_schedule_is_a_clear_error():
+    from unitune import UnituneError
+
+    with pytest.raises(UnituneError, match="learning-rate schedule"):
+        TuneSettings(lr_schedule="linear-ish")

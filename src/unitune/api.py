@@ -116,7 +116,9 @@ class Editor:
     def resolve_tune(self, tune_settings: TuneSettings | None) -> TuneSettings:
         """`tune_settings` (None: the model's recommended ones) with every default filled in, the learning
         rate from the model's per-method `learning_rates` when none was given."""
-        return (tune_settings or self.default_tune_settings()).resolved(self.defaults.learning_rates)
+        defaults = self.defaults
+        settings = tune_settings or self.default_tune_settings()
+        return settings.resolved(defaults.learning_rates, defaults.lr_schedules)
 
     @property
     def native_size(self) -> int:

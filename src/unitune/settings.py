@@ -26,6 +26,8 @@ LORA_TARGET_SETS = {  # module-name suffixes in a diffusers UNet
         "time_emb_proj",
     ),
 }
+LR_SCHEDULES = ("constant", "cosine")  # names of diffusers.optimization.get_scheduler
+DEFAULT_LR_SCHEDULE = {"full": "constant", "lora": "constant"}
 DEFAULT_LEARNING_RATE = {"full": 1e-4, "lora": 3e-3}  # lora: measured, docs/core.md
 
 
@@ -51,6 +53,12 @@ class TuneSettings:
     rare_prompt: str = _opt(
         DEFAULT_RARE_PROMPT, "--rare-prompt", "prompt R of rare tokens bound to the image"
     )
+    lr_schedule: str | None = _opt(
+        None,
+        "--lr-schedule",
+        "learning rate over the tune: constant, or cosine (from the rate down to 0 at the last step) "
+        "[default: the model's, else constant]",
+    )
     seed: int = _opt(0, "--tune-seed", "seed for the tuning noise and timesteps")
 
     def __post_init__(self):
@@ -67,15 +75,24 @@ class TuneSettings:
         if self.lora_targets not in LORA_TARGET_SETS:
             choices = ", ".join(LORA_TARGET_SETS)
             raise UnituneError(f"unknown LoRA targets {self.lora_targets!r}; choose one of {choices}")
+        if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
+            choices = ", ".join(LR_SCHEDULES)
+            raise UnituneError(
+                f"unknown learning-rate schedule {self.lr_schedule!r}; choose one of {choices}"
+            )
         if not self.rare_prompt.strip():
             raise UnituneError("the rare prompt must not be empty")
 
-    def resolved(self, learning_rates: dict[str, float] | None = None) -> TuneSettings:
-        """A copy with every default filled in (the learning rate from the model's per-method
-        `learning_rates`, else the built-in ones): what the cache key and metadata record."""
+    def resolved(
+        self, learning_rates: dict[str, float] | None = None, lr_schedules: dict[str, str] | None = None
+    ) -> TuneSettings:
+        """A copy with every default filled in (the learning rate and its schedule from the model's
+        per-method `learning_rates` and `lr_schedules`, else the built-in ones): what the cache key and
+        metadata record."""
         rates = {**DEFAULT_LEARNING_RATE, **(learning_rates or {})}
         lr = self.learning_rate if self.learning_rate is not None else rates[self.method]
-        return replace(self, learning_rate=lr)
+        schedule = self.lr_schedule or {**DEFAULT_LR_SCHEDULE, **(lr_schedules or {})}[self.method]
+        return replace(self, learning_rate=lr, lr_schedule=schedule)
 
     def to_dict(self) -> dict:
         settings = asdict(self.resolved())
@@ -137,23 +154,28 @@ class ModelDefaults:
     edit: EditSettings = field(default_factory=EditSettings)
     tune: TuneSettings = field(default_factory=TuneSettings)
     learning_rates: dict[str, float] = field(default_factory=dict)  # per tune method, when --lr is not given
+    lr_schedules: dict[str, str] = field(default_factory=dict)  # per tune method, when --lr-schedule is not
 
     @classmethod
     def from_dict(cls, data, source: str) -> ModelDefaults:
-        """`{"edit": {...}, "tune": {...}, "learning_rates": {"full": ..., "lora": ...}}`, each part
-        optional, the first two any subset of the settings' fields; unknown keys raise."""
+        """`{"edit": {...}, "tune": {...}, "learning_rates": {"full": ..., "lora": ...}, "lr_schedules":
+        {"full": ...}}`, each part optional, the first two any subset of the settings' fields; unknown keys
+        raise."""
+        expected = ", ".join(f"'{key}'" for key in MODEL_DEFAULTS_KEYS)
         if not isinstance(data, dict):
-            raise UnituneError(f"{source}: expected a JSON object with 'edit', 'tune', 'learning_rates'")
+            raise UnituneError(f"{source}: expected a JSON object with {expected}")
         for key in data:
-            if key not in ("edit", "tune", "learning_rates"):
-                raise UnituneError(
-                    f"{source}: unknown key {key!r}; expected 'edit', 'tune', 'learning_rates'"
-                )
+            if key not in MODEL_DEFAULTS_KEYS:
+                raise UnituneError(f"{source}: unknown key {key!r}; expected {expected}")
         return cls(
             edit=_settings_from_dict(EditSettings, data.get("edit", {}), f"{source}: edit"),
             tune=_settings_from_dict(TuneSettings, data.get("tune", {}), f"{source}: tune"),
             learning_rates=_learning_rates(data.get("learning_rates", {}), f"{source}: learning_rates"),
+            lr_schedules=_lr_schedules(data.get("lr_schedules", {}), f"{source}: lr_schedules"),
         )
+
+
+MODEL_DEFAULTS_KEYS = ("edit", "tune", "learning_rates", "lr_schedules")
 
 
 def _learning_rates(values, source: str) -> dict[str, float]:
@@ -165,6 +187,19 @@ def _learning_rates(values, source: str) -> dict[str, float]:
         if isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0:
             raise UnituneError(f"{source}: {method} must be a positive number, got {rate!r}")
     return {method: float(rate) for method, rate in values.items()}
+
+
+def _lr_schedules(values, source: str) -> dict[str, str]:
+    if not isinstance(values, dict):
+        raise UnituneError(f"{source}: expected a JSON object of tune method -> schedule")
+    for method, schedule in values.items():
+        if method not in METHODS:
+            raise UnituneError(f"{source}: unknown tune method {method!r}; choose from {', '.join(METHODS)}")
+        if schedule not in LR_SCHEDULES:
+            raise UnituneError(
+                f"{source}: {method} must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}"
+            )
+    return dict(values)
 
 
 def _settings_from_dict(cls, values, source: str):

@@ -12,6 +12,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from diffusers.optimization import get_scheduler
 from peft import LoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
@@ -148,6 +149,9 @@ def train(
     unet, scheduler = pipe.unet, training_scheduler(pipe)
     params = trainable_parameters(unet, settings.method)
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+    schedule = get_scheduler(
+        settings.lr_schedule, optimizer, num_warmup_steps=0, num_training_steps=settings.steps
+    )
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.dtype == torch.float16)
     generator = torch.Generator("cpu").manual_seed(settings.seed)
     losses = []
@@ -160,6 +164,7 @@ def train(
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            schedule.step()
             losses.append(loss.item())
             report(progress, Progress("tune", step, settings.steps, loss=losses[-1]))
     finally:
