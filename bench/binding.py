@@ -2,7 +2,12 @@
 from strength 0.8, read it back with the analyzer and measure PSNR to the base. A benchmark, not a test.
 
 Usage: HF_HUB_OFFLINE=1 python bench/binding.py [--scenes 10] [--split validation] \
-           [--tunes "full:128:1e-4,lora:128:3e-3"]   (method:steps:lr[:rank[:batch[:lora targets]]])
+           [--guidances 5] [--strengths 1,0.8] \
+           [--tunes "full:128:1e-4:schedule=constant,lora:128:3e-3"]
+
+A tune is `method:steps:lr[:rank[:batch[:lora targets]]]` plus optional `key=value` items (rank, batch,
+targets, schedule), e.g. `lora:128:3e-3:8:4:all` or `full:128:3e-4:schedule=cosine`. What a tune does not
+name comes from the model's unitune.json (the schedule too).
 """
 
 from __future__ import annotations
@@ -17,51 +22,64 @@ from unitune import Editor, EditSettings, TuneSettings
 from unitune.benchmark.binding import measure_binding, summarise_binding
 from unitune.benchmark.edits import base_scenes
 from unitune.shapes.world import render_pil
+from unitune.sweep import parse_floats
+
+KEYWORDS = {"rank": "lora_rank", "batch": "batch_size", "targets": "lora_targets", "schedule": "lr_schedule"}
 
 
 def parse_tune(text: str) -> TuneSettings:
-    """`method:steps:lr[:rank[:batch[:lora targets]]]`, e.g. `lora:128:3e-3:8:4:all`."""
     method, steps, lr, *rest = text.split(":")
-    optional = dict(zip(("lora_rank", "batch_size", "lora_targets"), rest, strict=False))
+    positional = [item for item in rest if "=" not in item]
+    optional = dict(zip(("lora_rank", "batch_size", "lora_targets"), positional, strict=False))
+    for item in (item for item in rest if "=" in item):
+        key, value = item.split("=", 1)
+        optional[KEYWORDS[key]] = value
     for key in ("lora_rank", "batch_size"):
         if key in optional:
             optional[key] = int(optional[key])
     return TuneSettings(method=method, steps=int(steps), learning_rate=float(lr), **optional)
 
 
+def cell(row: dict) -> str:
+    return f"{row['same_scene']:.0%} | {row['psnr_median']:.1f} | {row['bound']:.0%}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--scenes", type=int, default=10)
     parser.add_argument("--split", default="validation")
-    parser.add_argument("--tunes", default="full:128:1e-4,full:128:1e-3,lora:128:3e-3")
-    parser.add_argument("--guidance", type=float, default=5.0)
+    parser.add_argument("--tunes", default="full:128:1e-4:schedule=constant,full:128:3e-4:schedule=cosine")
+    parser.add_argument("--guidances", default="5")
+    parser.add_argument("--strengths", default="1,0.8")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    edit = EditSettings(guidance=args.guidance, steps=args.steps)
     scenes = base_scenes(args.split, args.scenes)
+    strengths = tuple(parse_floats(args.strengths, "--strengths"))
     print(
-        "| tune | s/tune | R from noise: same scene | PSNR median | same and >= 28 dB "
-        "| R at 0.8: same | PSNR median | same and >= 28 dB |"
+        "| tune | s/tune | guidance | "
+        + " | ".join(f"s{s:g}: same | PSNR median | same and >= 28 dB" for s in strengths)
+        + " |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|" + "---|---|---|" * len(strengths))
     for text in args.tunes.split(","):
+        tune = parse_tune(text)
         with tempfile.TemporaryDirectory() as cache:
             editor = Editor.load(args.model, device="cpu", cache_dir=cache)
             started = time.perf_counter()
-            for scene in scenes[:1]:  # time one tune alone
-                editor.tune(render_pil(scene), parse_tune(text))
+            editor.tune(render_pil(scenes[0]), tune)  # one tune timed alone
             seconds = time.perf_counter() - started
-            tune = parse_tune(text)
-            rows = [row for scene in scenes for row in measure_binding(editor, render_pil(scene), tune, edit)]
-            summary = summarise_binding(rows)
-        one, low = summary[1.0], summary[0.8]
-        print(
-            f"| `{text}` | {seconds:.1f} | {one['same_scene']:.0%} | {one['psnr_median']:.1f} | "
-            f"{one['bound']:.0%} | {low['same_scene']:.0%} | {low['psnr_median']:.1f} | {low['bound']:.0%} |",
-            flush=True,
-        )
+            for guidance in parse_floats(args.guidances, "--guidances"):
+                edit = EditSettings(guidance=guidance, steps=args.steps)
+                rows = [
+                    row
+                    for scene in scenes
+                    for row in measure_binding(editor, render_pil(scene), tune, edit, strengths)
+                ]
+                summary = summarise_binding(rows)
+                cells = " | ".join(cell(summary[strength]) for strength in strengths)
+                print(f"| `{text}` | {seconds:.1f} | {guidance:g} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":
