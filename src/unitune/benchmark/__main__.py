@@ -1,3 +1,3 @@
-from unitune.benchmark.run import main
+from .run import main
 
 main()

@@ -9,8 +9,8 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from unitune.benchmark.metrics import psnr
-from unitune.shapes.analyzer import analyze, same_reading
+from ..shapes.analyzer import analyze, same_reading
+from .metrics import psnr
 
 BINDING_STRENGTHS = (1.0, 0.8)
 

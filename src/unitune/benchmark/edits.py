@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, replace
 
-from unitune.shapes.world import (
+from ..shapes.world import (
     COLOURS,
     EDGE_MARGIN,
     IMAGE_SIZE,

@@ -21,13 +21,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from unitune.auto import score_candidates
-from unitune.benchmark.binding import measure_binding
-from unitune.benchmark.edits import Edit
-from unitune.interpolation import interpolate_details
-from unitune.sampling import to_tensor
-from unitune.settings import EditSettings
-from unitune.shapes.world import IMAGE_SIZE
+from ..auto import score_candidates
+from ..interpolation import interpolate_details
+from ..sampling import to_tensor
+from ..settings import EditSettings
+from ..shapes.world import IMAGE_SIZE
+from .binding import measure_binding
+from .edits import Edit
 
 FAMILIES = ("prompt", "sdedit", "full", "lora")
 

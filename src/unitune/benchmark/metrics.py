@@ -16,9 +16,9 @@ import numpy as np
 from scipy import ndimage
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from unitune.benchmark.edits import Edit
-from unitune.shapes.analyzer import ReadObject, ReadScene, analyze
-from unitune.shapes.world import render
+from ..shapes.analyzer import ReadObject, ReadScene, analyze
+from ..shapes.world import render
+from .edits import Edit
 
 CENTRE_TOLERANCE = 4.0  # pixels
 PSNR_CAP = 60.0  # dB; identical images would be inf, which no mean survives

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from unitune.benchmark.binding import summarise_binding
-from unitune.benchmark.edits import EDIT_KINDS
-from unitune.benchmark.selection import (
+from .binding import summarise_binding
+from .edits import EDIT_KINDS
+from .selection import (
     METHODS,
     Method,
     auto_records,
@@ -108,9 +108,9 @@ def summary_row(title: str, setting: str, validation: str, test: dict, seconds: 
 def reference_rows(config) -> list[str]:
     """The scores of the ideal target and of the unchanged base image: the analyzer's ceiling and the
     no-op floor (preserved, not expressive) on the same test edits."""
-    from unitune.benchmark.edits import edit_set
-    from unitune.benchmark.metrics import score
-    from unitune.shapes.world import render
+    from ..shapes.world import render
+    from .edits import edit_set
+    from .metrics import score
 
     edits = edit_set("test", config.test_scenes, config.kinds)
     lines = []
@@ -167,7 +167,7 @@ def _setting_order(label: str):
 def auto_summaries(records: list[dict], signals: list[dict], family: str, label: str) -> dict:
     """Over `records` (one split): the automatic dial at the guidance and interpolation of the fixed
     setting `label`, that setting itself, the oracle over the dial's candidates and over the grid."""
-    from unitune.auto import AUTO_STRENGTHS
+    from ..auto import AUTO_STRENGTHS
 
     ours = [r for r in records if r["family"] == family]
     setting = next(r for r in ours if r["label"] == label)
@@ -194,7 +194,7 @@ def auto_rows(results, chosen: dict) -> list[str]:
     """The automatic dial (unitune.auto) per tune method: at the guidance and interpolation of the fixed
     setting chosen on validation, it picks each edit's strength among AUTO_STRENGTHS from the tuned model's
     own signals. Compared with that fixed setting, and with oracles over the same candidates and the grid."""
-    from unitune.auto import AUTO_STRENGTHS
+    from ..auto import AUTO_STRENGTHS
 
     signals = getattr(results, "signals", [])
     if not signals:
@@ -372,8 +372,8 @@ def plot_examples(results, chosen: dict, path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from unitune.benchmark.edits import edit_set
-    from unitune.shapes.world import render
+    from ..shapes.world import render
+    from .edits import edit_set
 
     names = sorted({name for name, _, _ in results.examples})
     if not names:

@@ -11,7 +11,6 @@ import multiprocessing
 import os
 import pickle
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,13 +20,10 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from unitune.benchmark import metrics
-from unitune.benchmark.edits import EDIT_KINDS, edit_set
-from unitune.benchmark.methods import Grid, Output, TuneCost, run_scene
-from unitune.shapes.world import render, render_pil
-
-ROOT = Path(__file__).resolve().parents[3]
-CORE_COSTS = ROOT / "bench" / "core_costs.py"
+from ..shapes.world import render, render_pil
+from . import costs, metrics
+from .edits import EDIT_KINDS, edit_set
+from .methods import Grid, Output, TuneCost, run_scene
 
 
 @dataclass(frozen=True)
@@ -40,8 +36,8 @@ class Config:
     workers: int = 1  # processes, one torch thread each (the full run: one per core)
     tune_steps: int = 128  # TuneSettings' default; the CI smoke test uses a handful
     tune_batch: int = 4  # TuneSettings' default
-    cost_tune_steps: int = 128  # the tune bench/core_costs.py times (quick mode: fewer)
-    costs: bool = True  # tune / edit / memory costs via bench/core_costs.py (one subprocess per method)
+    cost_tune_steps: int = 128  # the tune the cost measurement times (quick mode: fewer)
+    costs: bool = True  # tune / edit / memory costs (unitune.benchmark.costs, one subprocess per method)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,7 +111,7 @@ def run_benchmark(
     With `config.workers` > 1 the scenes are dealt round-robin to that many processes (one torch thread
     each, spawn), each loading the model once; the costs are then measured alone, after them.
     """
-    from unitune.loading import resolve_model
+    from ..loading import resolve_model
 
     started = time.perf_counter()
     resolved = resolve_model(model)
@@ -151,8 +147,8 @@ def run_scenes(config: Config, model: str, device, items, log=None, threads: int
     """The scenes `items` ((split, scene number) pairs) with one editor and an empty tune cache."""
     import torch
 
-    from unitune.api import Editor
-    from unitune.loading import quiet_libraries
+    from ..api import Editor
+    from ..loading import quiet_libraries
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -202,18 +198,13 @@ def _run_one_scene(editor, edits, config: Config, results: Results) -> None:
 
 
 def measure_costs(model: str, tune_steps: int, edit_steps: int, folder: str, log) -> list[dict]:
-    """bench/core_costs.py's measurement (tune, tune step vs bare UNet step, edit, peak RSS) on `model`,
-    one subprocess per tune method; empty when that script is not there (an installed package)."""
-    if not CORE_COSTS.is_file():
-        log(f"costs skipped: {CORE_COSTS} not found")
-        return []
+    """unitune.benchmark.costs on `model` (tune, tune step vs bare UNet step, edit, peak RSS), one
+    subprocess per tune method."""
     rows = []
     for method in ("full", "lora"):
-        cache = str(Path(folder) / f"costs-{method}")
-        command = [sys.executable, str(CORE_COSTS), "--child", method, "--model", model, "--cache", cache]
-        command += ["--tune-steps", str(tune_steps), "--edit-steps", str(edit_steps)]
-        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
-        rows.append(json.loads(output.strip().splitlines()[-1]))
+        rows.append(
+            costs.measure(method, model, str(Path(folder) / f"costs-{method}"), tune_steps, edit_steps)
+        )
         log(f"costs {method}: {rows[-1]}")
     return rows
 
@@ -265,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--replot", type=Path, help="rewrite the report from a saved results.pkl, no run")
     args = parser.parse_args(argv)
     if args.replot:
-        from unitune.benchmark.report import write_report
+        from .report import write_report
 
         with args.replot.open("rb") as handle:
             results, command = pickle.load(handle)
@@ -286,7 +277,7 @@ def configure(quick: bool, scenes: int | None = None, costs: bool | None = None)
 
 def benchmark(config: Config, model, report, images, out, command: str, log=print) -> Path:
     """Run, save the raw records and write the markdown report; returns the report's path."""
-    from unitune.benchmark.report import write_report
+    from .report import write_report
 
     results = run_benchmark(config, model, log=log)
     save_records(results, Path(out), command)

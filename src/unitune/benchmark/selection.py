@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from unitune.auto import AUTO_STRENGTHS, Signals, pick
+from ..auto import AUTO_STRENGTHS, Signals, pick
 
 RATES = ("expressive", "preserved", "success")
 DISTANCES = ("psnr_target", "ssim_target", "psnr_base_untouched", "ssim_base_untouched")

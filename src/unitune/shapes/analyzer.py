@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from unitune.shapes.world import PALETTE, SHAPES, SIZES, SceneObject, shape_coverage
+from .world import PALETTE, SHAPES, SIZES, SceneObject, shape_coverage
 
 _PALETTE_NAMES = tuple(PALETTE)
 _PALETTE_RGB = np.array([PALETTE[name] for name in _PALETTE_NAMES], dtype=np.float64)

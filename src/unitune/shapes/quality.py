@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unitune.settings import DEFAULT_RARE_PROMPT
-from unitune.shapes.analyzer import ReadScene, analyze
-from unitune.shapes.world import COLOURS, SHAPES, Scene, caption, sample_scene
+from ..settings import DEFAULT_RARE_PROMPT
+from .analyzer import ReadScene, analyze
+from .world import COLOURS, SHAPES, Scene, caption, sample_scene
 
 EVALUATION_SEED = 2  # training scenes come from seed 1; these captions are held out
 

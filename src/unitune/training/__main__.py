@@ -31,8 +31,8 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTokenizer
 
-from unitune.shapes.quality import EVALUATION_SEED, evaluate_generation
-from unitune.training.architecture import (
+from ..shapes.quality import EVALUATION_SEED, evaluate_generation
+from .architecture import (
     MAX_TOKENS,
     ArchitectureConfig,
     build_autoencoder,
@@ -40,11 +40,11 @@ from unitune.training.architecture import (
     build_text_encoder,
     build_unet,
 )
-from unitune.training.autoencoder import psnr, round_trip, train_autoencoder
-from unitune.training.checkpoints import Checkpointer, TrainingLog
-from unitune.training.data import CaptionBank, RarePrefix, filler_token_ids, render_pool
-from unitune.training.denoiser import DenoiserTrainer
-from unitune.training.record import RECORD_FILE, append_run, device_name, read_record, run_summary
+from .autoencoder import psnr, round_trip, train_autoencoder
+from .checkpoints import Checkpointer, TrainingLog
+from .data import CaptionBank, RarePrefix, filler_token_ids, render_pool
+from .denoiser import DenoiserTrainer
+from .record import RECORD_FILE, append_run, device_name, read_record, run_summary
 
 TOKENIZER_ASSET = Path(__file__).resolve().parents[1] / "assets" / "clip-tokenizer"
 

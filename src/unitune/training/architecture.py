@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from diffusers import AutoencoderTiny, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from unitune.shapes.world import IMAGE_SIZE
+from ..shapes.world import IMAGE_SIZE
 
 LATENT_CHANNELS = 8
 LATENT_STRIDE = 4  # pixels per latent cell (two 2x downsamplings)

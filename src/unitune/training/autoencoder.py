@@ -11,9 +11,9 @@ import math
 import torch
 from diffusers import AutoencoderTiny
 
-from unitune.training.architecture import LATENT_STRIDE
-from unitune.training.checkpoints import Checkpointer, TrainingClock, TrainingLog
-from unitune.training.data import ScenePool
+from .architecture import LATENT_STRIDE
+from .checkpoints import Checkpointer, TrainingClock, TrainingLog
+from .data import ScenePool
 
 
 def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> float:

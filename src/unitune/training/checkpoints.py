@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
-from unitune.files import write_durably
+from ..files import write_durably
 
 
 class Checkpointer:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from unitune.shapes.world import Scene, render, sample_scene, training_caption, vocabulary
+from ..shapes.world import Scene, render, sample_scene, training_caption, vocabulary
 
 TRAIN_SEED = 1  # held-out evaluation scenes use other seeds (see unitune.shapes.quality)
 

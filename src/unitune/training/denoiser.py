@@ -17,9 +17,9 @@ from diffusers import DDIMScheduler, UNet2DConditionModel
 from diffusers.training_utils import EMAModel
 from transformers import CLIPTextModel
 
-from unitune.training.autoencoder import cosine, set_lr
-from unitune.training.checkpoints import Checkpointer, TrainingClock, TrainingLog
-from unitune.training.data import CaptionBank, RarePrefix
+from .autoencoder import cosine, set_lr
+from .checkpoints import Checkpointer, TrainingClock, TrainingLog
+from .data import CaptionBank, RarePrefix
 
 
 class DenoiserTrainer:

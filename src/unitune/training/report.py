@@ -21,10 +21,10 @@ import torch
 from diffusers import StableDiffusionPipeline
 from PIL import Image
 
-from unitune.shapes.analyzer import analyze, same_reading
-from unitune.shapes.quality import evaluate_generation, generate, held_out_scenes
-from unitune.shapes.world import caption, render
-from unitune.training.autoencoder import psnr, round_trip
+from ..shapes.analyzer import analyze, same_reading
+from ..shapes.quality import evaluate_generation, generate, held_out_scenes
+from ..shapes.world import caption, render
+from .autoencoder import psnr, round_trip
 
 
 def load_pipeline(folder: Path, device: str) -> StableDiffusionPipeline:
