@@ -337,15 +337,17 @@ def ledger_lines_safe(out: Path) -> list[str]:
     return [line for line in (out / "batch.jsonl").read_text().splitlines() if line.endswith("}")]
 
 
-def ray_workers(since: float) -> list:
+def ray_workers() -> list:
+    """The live processes of EditWorker actors in the cluster this test process started (the killed
+    driver's actors are gone by then: Ray ends an actor whose owner died)."""
     import psutil
 
     found = []
     for process in psutil.Process().children(recursive=True):
         try:
-            if "EditWorker" in " ".join(process.cmdline()) and process.create_time() >= since:
+            if process.status() != psutil.STATUS_ZOMBIE and "EditWorker" in " ".join(process.cmdline()):
                 found.append(process)
-        except psutil.NoSuchProcess:
+        except psutil.Error:
             pass
     return found
 
@@ -354,7 +356,8 @@ def ray_workers(since: float) -> list:
 def test_kill_and_resume(folder, tiny_model, runner, request):
     """kill -9 the driver after its first finished edit; the re-run does the rest, nothing twice. On Ray,
     a worker is killed during the re-run as well: it is restarted and its task retried."""
-    ray_args = ["--ray", request.getfixturevalue("ray_cluster")] if runner == "ray" else []
+    # one Ray worker: it starts sooner on two CPUs, and killing it makes the re-run wait for its restart
+    ray_args = ["--ray", request.getfixturevalue("ray_cluster"), "--workers", "1"] if runner == "ray" else []
     jobs = write_jobs(
         folder / "jobs.jsonl",
         [
@@ -370,13 +373,14 @@ def test_kill_and_resume(folder, tiny_model, runner, request):
     done_before = len(ok_counts(out))
     assert 1 <= done_before < 16, "the kill came too late to test anything"
 
-    started = time.time()
     rerun = start_batch(jobs, out, tiny_model, cache, *ray_args)
     if runner == "ray":
         wait_for_lines(out, done_before + 1, rerun)
-        workers = ray_workers(since=started)
-        assert workers, "no Ray worker process found to kill"
-        workers[0].kill()
+        (worker,) = ray_workers()
+        worker.kill()
+        while not [w for w in ray_workers() if w.pid != worker.pid]:  # the actor restarts elsewhere
+            assert rerun.poll() is None, "the re-run ended without restarting its only worker"
+            time.sleep(0.05)
     stdout, stderr = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, stderr
     assert f"{16 - done_before} ran, {done_before} skipped, 0 failed" in stdout
@@ -422,4 +426,3 @@ def test_an_unreachable_ray_address_fails_cleanly(folder, tiny_model):
     assert stderr.strip().splitlines() == [stderr.strip()] and "Traceback" not in stderr
     assert stderr.startswith("unitune: error: could not reach Ray at 127.0.0.1:9")
     assert not (folder / "out").exists()
-

@@ -7,7 +7,7 @@ Examples:
     unitune sweep photo.png "pixel art" --guidances 5,10,20 --strengths 0.7,0.9,1 --out out/sweep
     unitune tune photo.png --method lora
     unitune generate "a red square" --out out/gen
-    unitune batch jobs.jsonl --out out/batch --ray auto   # a jobs file, resumable (pip install 'unitune[scale]')
+    unitune batch jobs.jsonl --out out/batch --ray auto   # many images, resumable; Ray: unitune[scale]
     unitune ui                 # web UI on http://127.0.0.1:7860 (pip install 'unitune[ui]')
     unitune cache ls           # cached tunes; `unitune cache prune --max-size 5GB` evicts the oldest
 

@@ -90,7 +90,8 @@ def run_batch(
     `edit_settings` / `tune_settings`: every job's defaults (None: the model's recommended settings); a
     job's `edit` / `tune` fields override them. `ray`: None runs in this process, one task after another;
     "auto" connects to the running Ray cluster or starts one on this machine; "HOST:PORT" connects there
-    (without Ray installed, a warning and in-process). `workers`: at most this many Ray actors [default:
+    (a process already connected by `ray.init` keeps its connection; without Ray installed, a warning
+    and in-process). `workers`: at most this many Ray actors [default:
     one per GPU, else one per 1-2 CPUs]. `progress`: two bars (tunes, edits) and a line per failure on
     stderr. The model options are those of `Editor.load`. Edits done by an earlier run into `out` are
     skipped; the summary counts them.
