@@ -162,6 +162,9 @@ def test_batch_groups_tunes_records_every_edit_and_resumes(folder, tiny_model):
     assert first.exit_code == 1, first.output  # broken.png failed
     assert "6 ran, 0 skipped, 2 failed (tunes: 3 trained, 0 cached;" in first.stdout
     assert "line 4 (broken.png): " in first.stderr and "not an image file" in first.stderr
+    assert "tunes: 100%" in first.stderr and "3/3" in first.stderr  # the two bars, with their rates
+    assert "edits: 100%" in first.stderr and "8/8" in first.stderr
+    assert "edit/s" in first.stderr or "s/edit" in first.stderr
     records = ledger_lines(out)
     ok = [r for r in records if r["status"] == "ok"]
     failed = [r for r in records if r["status"] == "failed"]
