@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install unitune with its test and UI extras. Safe to run again.
+# Create .venv and install unitune with its test, UI and Ray (scale) extras. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 python -m pip install -q --upgrade pip
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev,ui]"
+python -m pip install -q -e ".[dev,ui,scale]"
 # The web UI tests drive Debian's chromium through chromedriver (a browser is never downloaded).
 if ! { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } && command -v apt-get >/dev/null; then
     SUDO=$([ "$(id -u)" = 0 ] || echo sudo)

@@ -7,6 +7,7 @@ Examples:
     unitune sweep photo.png "pixel art" --guidances 5,10,20 --strengths 0.7,0.9,1 --out out/sweep
     unitune tune photo.png --method lora
     unitune generate "a red square" --out out/gen
+    unitune batch jobs.jsonl --out out/batch --ray auto   # many images, resumable; Ray: unitune[scale]
     unitune ui                 # web UI on http://127.0.0.1:7860 (pip install 'unitune[ui]')
     unitune cache ls           # cached tunes; `unitune cache prune --max-size 5GB` evicts the oldest
 
@@ -265,6 +266,40 @@ def sweep(
     paths = save_results(result.results, out, "sweep", extra)
     save_png(result.sheet, Path(out) / "sheet.png", extra)
     _print_paths([*paths, Path(out) / "sheet.png"])
+
+
+@command(TuneSettings, EditSettings)
+def batch(
+    jobs: Path = typer.Argument(
+        ..., help='JSON Lines, one job a line: {"image": "a.png", "prompts": ["..."], "edit": {}, "tune": {}}'
+    ),
+    out: Path = typer.Option(
+        Path("out"), "--out", help="output folder; its batch.jsonl ledger lets a re-run resume"
+    ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        help="run on Ray: auto (the running cluster, else a local one) or HOST:PORT [default: in-process]",
+    ),
+    workers: int | None = typer.Option(
+        None, "--workers", help="at most this many Ray workers [default: one per GPU, else one per 1-2 CPUs]"
+    ),
+    editor_options=None,
+    tune_settings=None,
+    edit_settings=None,
+):
+    """Run a jobs file: one tune per image, its edits fanned out; resumable (docs/batch.md).
+
+    The tune and edit flags are every job's defaults; a job's "edit" / "tune" fields override them.
+    Exit code 0 when every edit succeeded, 1 when some failed (see DIR/batch.jsonl), 2 on bad input.
+    """
+    from .batch import run_batch
+
+    summary = run_batch(jobs, out, edit_settings, tune_settings, ray=ray, workers=workers, **editor_options)
+    tunes = f"tunes: {summary.tunes_trained} trained, {summary.tunes_cached} cached"
+    typer.echo(f"{summary.line()} ({tunes}; ledger {summary.ledger})")
+    if not summary.ok:
+        raise typer.Exit(1)
 
 
 @command(EditSettings)

@@ -168,8 +168,8 @@ class ModelDefaults:
             if key not in MODEL_DEFAULTS_KEYS:
                 raise UnituneError(f"{source}: unknown key {key!r}; expected {expected}")
         return cls(
-            edit=_settings_from_dict(EditSettings, data.get("edit", {}), f"{source}: edit"),
-            tune=_settings_from_dict(TuneSettings, data.get("tune", {}), f"{source}: tune"),
+            edit=settings_from_dict(EditSettings, data.get("edit", {}), f"{source}: edit"),
+            tune=settings_from_dict(TuneSettings, data.get("tune", {}), f"{source}: tune"),
             learning_rates=_learning_rates(data.get("learning_rates", {}), f"{source}: learning_rates"),
             lr_schedules=_lr_schedules(data.get("lr_schedules", {}), f"{source}: lr_schedules"),
         )
@@ -202,7 +202,10 @@ def _lr_schedules(values, source: str) -> dict[str, str]:
     return dict(values)
 
 
-def _settings_from_dict(cls, values, source: str):
+def settings_from_dict(cls, values, source: str, base=None):
+    """`cls` (EditSettings or TuneSettings) from a JSON object of some of its fields, over `base` (an
+    instance; None: the dataclass defaults); an unknown key, a wrong type or a bad value raises naming
+    `source` and the key."""
     if not isinstance(values, dict):
         raise UnituneError(f"{source}: expected a JSON object of {cls.__name__} fields")
     hints = typing.get_type_hints(cls)
@@ -218,7 +221,7 @@ def _settings_from_dict(cls, values, source: str):
             raise UnituneError(f"{source}: {key} must be {_type_name(hints[key])}, got {value!r}")
         checked[key] = value
     try:
-        return cls(**checked)
+        return cls(**checked) if base is None else replace(base, **checked)
     except UnituneError as error:
         raise UnituneError(f"{source}: {error}") from None
 
