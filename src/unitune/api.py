@@ -22,7 +22,7 @@ from PIL import Image
 from .auto import AUTO_STRENGTHS, pick, score_candidates
 from .cache import TuneCache, tune_key
 from .errors import UnituneError
-from .images import fit_to_size, image_hash, load_image
+from .images import Sizing, fit, image_hash, load_image, restore_size
 from .interpolation import interpolate_details
 from .loading import (
     Runtime,
@@ -82,10 +82,17 @@ class Editor:
     """A loaded pipeline plus the tune cache. Thread-safe: calls run one at a time."""
 
     def __init__(
-        self, pipe, model: str, runtime: Runtime, cache: TuneCache, defaults: ModelDefaults | None = None
+        self,
+        pipe,
+        model: str,
+        runtime: Runtime,
+        cache: TuneCache,
+        defaults: ModelDefaults | None = None,
+        sizing: Sizing | None = None,
     ):
         self.pipe, self.model, self.runtime, self.cache = pipe, model, runtime, cache
         self.defaults = defaults or ModelDefaults()
+        self.sizing = sizing or Sizing()  # how photos are fitted (images.Sizing); replace it at will
         self._lock = threading.RLock()
         self._base_state: dict[str, torch.Tensor] | None = None
         self._full_applied = False
@@ -100,6 +107,9 @@ class Editor:
         allow_pickle: bool = False,
         cache_dir: str | Path | None = None,
         cache_max_size: str | int | None = None,
+        size: int | None = None,
+        width: int | None = None,
+        height: int | None = None,
     ) -> Editor:
         """Load `model` (hub id, diffusers folder or .safetensors file; None = embedded model) once.
 
@@ -107,7 +117,10 @@ class Editor:
         settings used when a call passes None; see `default_edit_settings` / `default_tune_settings`.
         `cache_max_size` ("20GB", a number of bytes or "none") bounds the tune cache: least recently used
         tunes are evicted beyond it [default: $UNITUNE_CACHE_MAX_SIZE, else 20 GB].
+        `size` (about size x size pixels at each photo's aspect) or `width` / `height` (exact; one alone:
+        the other follows the aspect) set the working size; default: the model's native pixel count.
         """
+        sizing = Sizing(size, width, height)
         runtime = pick_runtime(device, dtype)
         cache = TuneCache(cache_dir, cache_max_size)
         resolved = resolve_model(model)
@@ -115,7 +128,7 @@ class Editor:
         pipe = load_pipeline(resolved, allow_pickle=allow_pickle).to(runtime.device)
         for module in (pipe.unet, pipe.vae, pipe.text_encoder):
             module.requires_grad_(False).eval()
-        return cls(pipe, resolved, runtime, cache, defaults)
+        return cls(pipe, resolved, runtime, cache, defaults, sizing)
 
     def default_edit_settings(self) -> EditSettings:
         """The model's recommended edit settings (its unitune.json over the dataclass defaults)."""
@@ -132,12 +145,22 @@ class Editor:
 
     @property
     def native_size(self) -> int:
-        """Image side in pixels the model works at: unet sample_size x VAE scale factor."""
+        """Side in pixels of the square the model was trained at: unet sample_size x VAE scale factor."""
         return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
 
+    @property
+    def stride(self) -> int:
+        """Pixels per latent: every working side is a multiple of it."""
+        return self.pipe.vae_scale_factor
+
+    def work_size(self, photo_size: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) a photo of `photo_size` is edited at (see `images.Sizing`)."""
+        return self.sizing.fit_size(photo_size, self.native_size, self.stride)
+
     def prepare_image(self, image: ImageInput) -> Image.Image:
-        """Load (any mode, EXIF-rotated, first frame) and center-crop-resize to the native square size."""
-        return fit_to_size(load_image(image), self.native_size)
+        """Load (any mode, EXIF-rotated, first frame, sRGB) and resize to the working size at its aspect."""
+        photo = load_image(image)
+        return fit(photo, self.work_size(photo.size))
 
     # --- 1. tune -------------------------------------------------------------------------------------
 
@@ -268,14 +291,16 @@ class Editor:
         """Edit `image` once per prompt and seed; tunes first unless a cached tune exists."""
         edit, tune = edit or self.default_edit_settings(), self.resolve_tune(tune)
         prompts = _prompts(prompts)
-        base = self.prepare_image(image)
+        photo = load_image(image)
+        base = fit(photo, self.work_size(photo.size))
         tuned, tensors = self._tuned(base, tune, progress, should_stop, load=True)
         with self._applied(tensors, tuned.settings):
-            return [
+            results = [
                 self._edit_one(base, prompt, edit, tuned, seed, progress, should_stop)
                 for prompt in prompts
                 for seed in range(edit.seed, edit.seed + edit.num_images)
             ]
+        return [restore_size(result, photo.size) for result in results] if edit.original_size else results
 
     def _edit_one(
         self, base, prompt, edit: EditSettings, tuned: TuneResult, seed, progress, should_stop, raws=None
@@ -290,7 +315,7 @@ class Editor:
             image, raw = self._sample(full_prompt, edit, seed, base, label, progress, should_stop)
             if raws is not None:
                 raws.append(raw)
-        settings = self._result_settings("edit", prompt, full_prompt, edit, seed)
+        settings = self._result_settings("edit", prompt, full_prompt, edit, seed, base.size)
         settings.update(tune_key=tuned.key, tune=tuned.settings, image_hash=image_hash(base))
         if dial is not None:
             settings["auto_dial"] = dial
@@ -334,9 +359,8 @@ class Editor:
                     image, _ = self._sample(
                         prompt, edit, seed, None, f"{prompt} (seed {seed})", progress, should_stop
                     )
-                    results.append(
-                        EditResult(image, self._result_settings("generate", prompt, prompt, edit, seed))
-                    )
+                    settings = self._result_settings("generate", prompt, prompt, edit, seed, image.size)
+                    results.append(EditResult(image, settings))
         return results
 
     def sweep(
@@ -359,7 +383,8 @@ class Editor:
         if not cells:
             raise UnituneError("a sweep needs at least one guidance and one strength")
         tune, prompt = self.resolve_tune(tune), _prompts(prompt)[0]
-        base = self.prepare_image(image)
+        photo = load_image(image)
+        base = fit(photo, self.work_size(photo.size))
         tuned, tensors = self._tuned(base, tune, progress, should_stop, load=True)
         raws: list[Image.Image] = []
         with self._applied(tensors, tuned.settings):
@@ -368,6 +393,8 @@ class Editor:
             ]
             picked = self._mark_pick(prompt, tuned, results, raws) if auto else None
         sheet = contact_sheet([r.image for r in results], list(guidances), list(strengths), picked)
+        if edit.original_size:
+            results = [restore_size(result, photo.size) for result in results]
         return SweepResult(results, list(guidances), list(strengths), sheet, picked)
 
     def _mark_pick(self, prompt: str, tuned: TuneResult, results: list[EditResult], raws) -> int:
@@ -387,7 +414,8 @@ class Editor:
         guided = edit.guidance > 1.0
         embeds = encode_prompts(pipe, prompt, edit.negative_prompt, guided, runtime)
         timesteps = schedule(pipe, edit.steps, edit.strength, runtime.device)
-        latents = initial_latents(pipe, base, timesteps, edit.strength, generator, runtime)
+        size = base.size if base is not None else self.sizing.generate_size(self.native_size, self.stride)
+        latents = initial_latents(pipe, base, timesteps, edit.strength, generator, runtime, size)
         steps = iter_denoise(
             pipe, latents, timesteps, embeds, edit.guidance, generator, runtime, edit.guidance_rescale
         )
@@ -402,9 +430,10 @@ class Editor:
             images = interpolate_details(raw, base_pixels, edit.interpolation)
         return to_pil(images)[0], to_pil(raw)[0]
 
-    def _result_settings(self, command, prompt, full_prompt, edit: EditSettings, seed) -> dict:
+    def _result_settings(self, command, prompt, full_prompt, edit: EditSettings, seed, size) -> dict:
         settings = {"command": command, "model": self.model, "prompt": prompt, "full_prompt": full_prompt}
         settings.update(edit.to_dict(), seed=seed, num_images=1, scheduler=type(self.pipe.scheduler).__name__)
+        settings.update(width=size[0], height=size[1])  # the working size the model sampled at
         settings.update(dtype=str(self.runtime.dtype).removeprefix("torch."), unitune_version=__version__)
         return settings
 

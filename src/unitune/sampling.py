@@ -50,19 +50,23 @@ def schedule(pipe, steps: int, strength: float, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def initial_latents(pipe, image, timesteps, strength: float, generator, runtime: Runtime) -> torch.Tensor:
+def initial_latents(
+    pipe, image, timesteps, strength: float, generator, runtime: Runtime, size: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Pure noise (strength 1) or the base image's VAE sample noised to the first timestep, (1, 4, h, w).
 
-    The generator is consumed exactly as diffusers does: the VAE latent sample first, then the noise.
+    `size` (width, height) in pixels: the image's, else the native square. The generator is consumed
+    exactly as diffusers does: the VAE latent sample first, then the noise.
     """
     unet, scale = pipe.unet, pipe.vae_scale_factor
+    width, height = size or (image.size if image is not None else (unet.config.sample_size * scale,) * 2)
+    if width % scale or height % scale:
+        raise ValueError(f"image sides must be multiples of {scale} pixels, got {width} x {height}")
     if strength >= 1.0 or image is None:
-        size = unet.config.sample_size
-        shape = (1, unet.config.in_channels, size, size)
+        shape = (1, unet.config.in_channels, height // scale, width // scale)
         noise = randn_tensor(shape, generator=generator, device=runtime.device, dtype=torch.float32)
         return noise * pipe.scheduler.init_noise_sigma
     pixels = pipe.image_processor.preprocess(image)
-    assert pixels.shape[-1] == unet.config.sample_size * scale, "image must be fitted to the native size"
     with runtime.autocast():
         latents = pipe.prepare_latents(pixels, timesteps[:1], 1, 1, torch.float32, runtime.device, generator)
     return latents.float()

@@ -103,6 +103,11 @@ class EditSettings:
     seed: int = _opt(0, "--seed", "seed of image k of each prompt is seed + k")
     num_images: int = _opt(1, "--num-images", "images per prompt")
     negative_prompt: str = _opt("", "--negative-prompt", "prompt guided against (default: empty)")
+    original_size: bool = _opt(
+        False,
+        "--original-size",
+        "return each edit resized to the photo's own width x height (default: the working size, same aspect)",
+    )
     auto: bool = _opt(
         False,
         "--auto",
