@@ -33,6 +33,7 @@ from .loading import (
     resolve_model,
 )
 from .outputs import EditResult
+from .pipelines import text_encoders
 from .progress import Progress, ProgressFn, StopFn, check_stop, report
 from .sampling import decode, encode_prompts, initial_latents, iter_denoise, schedule, to_pil
 from .settings import EditSettings, ModelDefaults, TuneSettings, settings_json
@@ -110,6 +111,8 @@ class Editor:
         size: int | None = None,
         width: int | None = None,
         height: int | None = None,
+        prediction_type: str | None = None,
+        native_size: int | None = None,
     ) -> Editor:
         """Load `model` (hub id, diffusers folder or .safetensors file; None = embedded model) once.
 
@@ -119,14 +122,16 @@ class Editor:
         tunes are evicted beyond it [default: $UNITUNE_CACHE_MAX_SIZE, else 20 GB].
         `size` (about size x size pixels at each photo's aspect) or `width` / `height` (exact; one alone:
         the other follows the aspect) set the working size; default: the model's native pixel count.
+        `prediction_type` ("epsilon" or "v_prediction") and `native_size` (pixels per side it was trained
+        at) override the model's own: an SD 2.x checkpoint file is taken as 768 px v-prediction otherwise.
         """
         sizing = Sizing(size, width, height)
         runtime = pick_runtime(device, dtype)
         cache = TuneCache(cache_dir, cache_max_size)
         resolved = resolve_model(model)
         defaults = load_model_defaults(resolved)
-        pipe = load_pipeline(resolved, allow_pickle=allow_pickle).to(runtime.device)
-        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        pipe = load_pipeline(resolved, allow_pickle, prediction_type, native_size).to(runtime.device)
+        for module in (pipe.unet, pipe.vae, *text_encoders(pipe)):
             module.requires_grad_(False).eval()
         return cls(pipe, resolved, runtime, cache, defaults, sizing)
 
@@ -202,7 +207,7 @@ class Editor:
 
     def _train(self, base, settings: TuneSettings, progress, should_stop):
         latent = encode_latent(self.pipe, base, self.runtime)
-        text = encode_text(self.pipe, settings.rare_prompt, self.runtime)
+        text = encode_text(self.pipe, settings.rare_prompt, self.runtime, base.size)
         self._restore_base()
         if settings.method == "lora":
             add_lora(self.pipe.unet, settings.lora_rank, settings.lora_targets, seed=settings.seed)
@@ -412,9 +417,9 @@ class Editor:
         pipe, runtime = self.pipe, self.runtime
         generator = torch.Generator("cpu").manual_seed(seed)
         guided = edit.guidance > 1.0
-        embeds = encode_prompts(pipe, prompt, edit.negative_prompt, guided, runtime)
-        timesteps = schedule(pipe, edit.steps, edit.strength, runtime.device)
         size = base.size if base is not None else self.sizing.generate_size(self.native_size, self.stride)
+        embeds = encode_prompts(pipe, prompt, edit.negative_prompt, guided, runtime, size)
+        timesteps = schedule(pipe, edit.steps, edit.strength, runtime.device)
         latents = initial_latents(pipe, base, timesteps, edit.strength, generator, runtime, size)
         steps = iter_denoise(
             pipe, latents, timesteps, embeds, edit.guidance, generator, runtime, edit.guidance_rescale

@@ -68,6 +68,13 @@ _MODEL_OPTIONS = [
         "work at this width (a multiple of 8 for Stable Diffusion); alone: height follows",
     ),
     ("height", int | None, None, "work at this height; alone: the width follows the photo's aspect"),
+    (
+        "prediction_type",
+        str | None,
+        None,
+        "epsilon or v_prediction: override the model's (an SD 2.x file is taken as v_prediction)",
+    ),
+    ("native_size", int | None, None, "pixels per side the model was trained at, e.g. 512 for SD 2.x base"),
 ]
 
 

@@ -14,6 +14,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from .loading import Runtime
+from .pipelines import Conditioning, encode, vae_precision
 from .progress import Progress, ProgressFn, StopFn, check_stop, report
 from .settings import LORA_TARGET_SETS, TuneSettings
 
@@ -28,18 +29,17 @@ TUNE_RECIPE_VERSION = 1
 def encode_latent(pipe, image, runtime: Runtime) -> torch.Tensor:
     """The VAE latent of a PIL image, (1, 4, h, w): the mode for AutoencoderKL, the latents for TAESD."""
     pixels = pipe.image_processor.preprocess(image).to(runtime.device)
-    with runtime.autocast():
+    with vae_precision(pipe, runtime):
         encoded = pipe.vae.encode(pixels)
     latent = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
     return latent.float() * pipe.vae.config.scaling_factor
 
 
-@torch.no_grad()
-def encode_text(pipe, prompt: str, runtime: Runtime) -> torch.Tensor:
-    """CLIP hidden states of one prompt, (1, 77, D)."""
-    with runtime.autocast():
-        embeds, _ = pipe.encode_prompt(prompt, runtime.device, 1, False)
-    return embeds.float()
+def encode_text(pipe, prompt: str, runtime: Runtime, size: tuple[int, int] | None = None) -> Conditioning:
+    """One prompt's conditioning, one row: CLIP hidden states (1, 77, D), and for SDXL the pooled embedding
+    and the size ids of an image of `size` (width, height; default the native square)."""
+    size = size or (pipe.unet.config.sample_size * pipe.vae_scale_factor,) * 2
+    return encode(pipe, prompt, "", False, runtime, size)
 
 
 def training_scheduler(pipe) -> DDPMScheduler:
@@ -68,10 +68,10 @@ def noisy_batch(scheduler, latent: torch.Tensor, batch_size: int, generator: tor
     return noisy, steps, target
 
 
-def denoising_loss(unet, scheduler, latent, text, runtime: Runtime, batch_size: int, generator):
+def denoising_loss(unet, scheduler, latent, text: Conditioning, runtime: Runtime, batch_size: int, generator):
     noisy, steps, target = noisy_batch(scheduler, latent, batch_size, generator)
     with runtime.autocast():
-        pred = unet(noisy, steps, encoder_hidden_states=text.expand(batch_size, -1, -1)).sample
+        pred = unet(noisy, steps, **text.expand(batch_size).unet_kwargs()).sample
     return F.mse_loss(pred.float(), target.float())
 
 
@@ -134,7 +134,7 @@ def trainable_parameters(unet, method: str) -> list[torch.nn.Parameter]:
 def train(
     pipe,
     latent: torch.Tensor,
-    text: torch.Tensor,
+    text: Conditioning,
     settings: TuneSettings,
     runtime: Runtime,
     progress: ProgressFn | None = None,
