@@ -150,3 +150,18 @@ def test_sdxl_from_the_cli(xl_model, tmp_path, base_image):
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert Image.open(out / manifest["images"][0]["file"]).size == (32, 32)
+
+
+def test_sdxl_in_the_web_ui_session(xl, tmp_path):
+    """The UI holds no diffusion logic: its actions on an SDXL editor tune and edit as on SD."""
+    from unitune.ui.session import SessionState, Studio
+
+    path = tmp_path / "wide.png"
+    Image.new("RGB", (60, 40), (200, 40, 40)).save(path)
+    studio = Studio(xl, tmp_path / "work")
+    tune = TuneSettings(method="lora", steps=1, seed=6)
+    state = studio.load(SessionState(), path, "s1")
+    state, message = studio.tune(state, tune, "s1")
+    assert message.startswith("**Tuned**")
+    state, paths, _ = studio.edit(state, "x", EditSettings(steps=2, strength=0.5), tune, "s1")
+    assert Image.open(paths[0]).size == (42, 28)  # 3:2 kept
