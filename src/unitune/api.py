@@ -98,6 +98,7 @@ class Editor:
         self._base_state: dict[str, torch.Tensor] | None = None
         self._full_applied = False
         self._lora_originals: dict[str, torch.Tensor] | None = None  # the weights a merged LoRA changed
+        self._applied_key: str | None = None  # the tune whose weights the UNet holds now (None: the base)
 
     @classmethod
     def load(
@@ -195,7 +196,8 @@ class Editor:
         """
         key = self.tune_key(base, settings)
         with self._lock, self.cache.locked(key):
-            cached = self.cache.read(key, tensors=load)
+            # the applied tune's weights are in the UNet already: checked, not read again
+            cached = self.cache.read(key, tensors=load and key != self._applied_key)
             if cached is not None:
                 tensors, metadata = cached
                 result = TuneResult(key, self.cache.path(key), False, settings.to_dict(), _losses(metadata))
@@ -246,7 +248,15 @@ class Editor:
             # kept on the CPU: a second UNet in accelerator memory would cost as much as the model
             self._base_state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
+    def restore_base(self) -> None:
+        """Put the UNet's base weights back now. An edit leaves its tune applied, so the next edit with
+        the same tune neither reads its file nor copies weights; a tune, `generate`, an edit with another
+        tune, `applied` and this call put the base weights back first."""
+        with self._lock:
+            self._restore_base()
+
     def _restore_base(self) -> None:
+        self._applied_key = None
         remove_lora(self.pipe.unet)
         if self._lora_originals is not None:
             self.pipe.unet.load_state_dict(self._lora_originals, strict=False)
@@ -263,24 +273,39 @@ class Editor:
         """
         with self.cache.locked(tune.key):
             tensors, metadata = self.cache.load(tune.key)
-        with self._applied(tensors, json.loads(metadata["settings"])):
-            yield
-
-    @contextlib.contextmanager
-    def _applied(self, tensors: dict[str, torch.Tensor], settings: dict):
         with self._lock:
             self._restore_base()
-            try:
-                if settings["method"] == "lora":
-                    load_lora(self.pipe.unet, tensors, settings["lora_rank"], settings["lora_targets"])
-                    self._lora_originals = merge_lora(self.pipe.unet)
-                else:
-                    self._snapshot_base()
-                    self._full_applied = True
-                    self.pipe.unet.load_state_dict(tensors)
+            with self._applied(tensors, json.loads(metadata["settings"]), tune.key):
                 yield
-            finally:
+            self._restore_base()
+
+    @contextlib.contextmanager
+    def _applied(self, tensors: dict[str, torch.Tensor] | None, settings: dict, key: str):
+        """The tune `key` in the UNet inside the block, and still after it (`tensors` may be None when
+        it is applied already); after an error or a stop, the base weights again."""
+        with self._lock:
+            if key != self._applied_key:
                 self._restore_base()
+                try:
+                    self._apply(tensors, settings)
+                except BaseException:
+                    self._restore_base()
+                    raise
+                self._applied_key = key
+            try:
+                yield
+            except BaseException:
+                self._restore_base()
+                raise
+
+    def _apply(self, tensors: dict[str, torch.Tensor], settings: dict) -> None:
+        if settings["method"] == "lora":
+            load_lora(self.pipe.unet, tensors, settings["lora_rank"], settings["lora_targets"])
+            self._lora_originals = merge_lora(self.pipe.unet)
+        else:
+            self._snapshot_base()
+            self._full_applied = True
+            self.pipe.unet.load_state_dict(tensors)
 
     # --- 2. edit ---------------------------------------------------------------------------------------
 
@@ -298,13 +323,14 @@ class Editor:
         prompts = _prompts(prompts)
         photo = load_image(image)
         base = fit(photo, self.work_size(photo.size))
-        tuned, tensors = self._tuned(base, tune, progress, should_stop, load=True)
-        with self._applied(tensors, tuned.settings):
-            results = [
-                self._edit_one(base, prompt, edit, tuned, seed, progress, should_stop)
-                for prompt in prompts
-                for seed in range(edit.seed, edit.seed + edit.num_images)
-            ]
+        with self._lock:  # no other call changes the UNet between reading the tune and sampling
+            tuned, tensors = self._tuned(base, tune, progress, should_stop, load=True)
+            with self._applied(tensors, tuned.settings, tuned.key):
+                results = [
+                    self._edit_one(base, prompt, edit, tuned, seed, progress, should_stop)
+                    for prompt in prompts
+                    for seed in range(edit.seed, edit.seed + edit.num_images)
+                ]
         return [restore_size(result, photo.size) for result in results] if edit.original_size else results
 
     def _edit_one(
@@ -390,13 +416,14 @@ class Editor:
         tune, prompt = self.resolve_tune(tune), _prompts(prompt)[0]
         photo = load_image(image)
         base = fit(photo, self.work_size(photo.size))
-        tuned, tensors = self._tuned(base, tune, progress, should_stop, load=True)
         raws: list[Image.Image] = []
-        with self._applied(tensors, tuned.settings):
-            results = [
-                self._edit_one(base, prompt, c, tuned, c.seed, progress, should_stop, raws) for c in cells
-            ]
-            picked = self._mark_pick(prompt, tuned, results, raws) if auto else None
+        with self._lock:
+            tuned, tensors = self._tuned(base, tune, progress, should_stop, load=True)
+            with self._applied(tensors, tuned.settings, tuned.key):
+                results = [
+                    self._edit_one(base, prompt, c, tuned, c.seed, progress, should_stop, raws) for c in cells
+                ]
+                picked = self._mark_pick(prompt, tuned, results, raws) if auto else None
         sheet = contact_sheet([r.image for r in results], list(guidances), list(strengths), picked)
         if edit.original_size:
             results = [restore_size(result, photo.size) for result in results]

@@ -27,6 +27,8 @@ LORA_TARGET_SETS = {  # module-name suffixes in a diffusers UNet
     ),
 }
 DEFAULT_LEARNING_RATE = {"full": 1e-4, "lora": 3e-3}  # lora: measured, docs/core.md
+OPTIMIZERS = ("adamw", "adamw8bit")
+CHECKPOINTING = ("auto", "on", "off")
 
 
 def _opt(default, flag: str, help: str):
@@ -52,6 +54,18 @@ class TuneSettings:
         DEFAULT_RARE_PROMPT, "--rare-prompt", "prompt R of rare tokens bound to the image"
     )
     seed: int = _opt(0, "--tune-seed", "seed for the tuning noise and timesteps")
+    optimizer: str = _opt(
+        "adamw",
+        "--optimizer",
+        "adamw (fused on CUDA) or adamw8bit (bitsandbytes' 8-bit AdamW: optimizer state in a quarter of the "
+        "memory; CUDA only)",
+    )
+    gradient_checkpointing: str = _opt(
+        "auto",
+        "--gradient-checkpointing",
+        "recompute activations in the backward pass (less memory, ~30% slower): auto (full tunes on CUDA), "
+        "on or off; the same weights either way",
+    )
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -69,6 +83,13 @@ class TuneSettings:
             raise UnituneError(f"unknown LoRA targets {self.lora_targets!r}; choose one of {choices}")
         if not self.rare_prompt.strip():
             raise UnituneError("the rare prompt must not be empty")
+        if self.optimizer not in OPTIMIZERS:
+            raise UnituneError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.gradient_checkpointing not in CHECKPOINTING:
+            choices = ", ".join(CHECKPOINTING)
+            raise UnituneError(
+                f"gradient checkpointing must be one of {choices}, got {self.gradient_checkpointing!r}"
+            )
 
     def resolved(self, learning_rates: dict[str, float] | None = None) -> TuneSettings:
         """A copy with every default filled in (the learning rate from the model's per-method
@@ -78,7 +99,13 @@ class TuneSettings:
         return replace(self, learning_rate=lr)
 
     def to_dict(self) -> dict:
+        """What the tune's weights depend on (the cache key's settings): checkpointing changes only the
+        memory a tune takes, and the default optimizer is left out so keys made before it was a
+        setting stay valid."""
         settings = asdict(self.resolved())
+        settings.pop("gradient_checkpointing")
+        if self.optimizer == "adamw":
+            settings.pop("optimizer")
         if self.method != "lora":
             settings.pop("lora_rank")
             settings.pop("lora_targets")
