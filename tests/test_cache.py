@@ -27,9 +27,12 @@ LORA = TuneSettings(method="lora", steps=2, seed=0)
 
 
 @pytest.fixture
-def cached(editor, tmp_path) -> Editor:
-    """The session's pipeline with an empty cache of its own."""
-    return Editor(editor.pipe, editor.model, editor.runtime, TuneCache(tmp_path / "cache"), editor.defaults)
+def cached(editor, tmp_path):
+    """The session's pipeline with an empty cache of its own (the UNet's base weights back afterwards:
+    an edit leaves its tune applied, and only the editor that applied it knows)."""
+    cached = Editor(editor.pipe, editor.model, editor.runtime, TuneCache(tmp_path / "cache"), editor.defaults)
+    yield cached
+    cached.restore_base()
 
 
 def tune_warnings(editor: Editor, image, settings: TuneSettings = LORA):

@@ -80,7 +80,10 @@ def library_versions() -> dict[str, str]:
 
 
 class Editor:
-    """A loaded pipeline plus the tune cache. Thread-safe: calls run one at a time."""
+    """A loaded pipeline plus the tune cache. Thread-safe: calls run one at a time.
+
+    The editor owns its pipeline's UNet weights: after an edit the UNet holds that edit's tune (see
+    `restore_base`). Two editors built on one pipeline must `restore_base()` before the other uses it."""
 
     def __init__(
         self,
@@ -250,8 +253,8 @@ class Editor:
 
     def restore_base(self) -> None:
         """Put the UNet's base weights back now. An edit leaves its tune applied, so the next edit with
-        the same tune neither reads its file nor copies weights; a tune, `generate`, an edit with another
-        tune, `applied` and this call put the base weights back first."""
+        the same tune neither reads its file nor copies weights; training a tune, `generate`, an edit with
+        another tune, `applied` and this call put the base weights back first."""
         with self._lock:
             self._restore_base()
 

@@ -63,7 +63,7 @@ class TuneSettings:
     gradient_checkpointing: str = _opt(
         "auto",
         "--gradient-checkpointing",
-        "recompute activations in the backward pass (less memory, ~30% slower): auto (full tunes on CUDA), "
+        "recompute activations in the backward pass (less memory, more time): auto (full tunes on CUDA), "
         "on or off; the same weights either way",
     )
 
