@@ -35,6 +35,7 @@ def xl_editor(xl_model, tmp_path_factory) -> Editor:
 @pytest.fixture
 def xl(xl_editor):
     scheduler = xl_editor.pipe.scheduler
+    xl_editor.restore_base()
     yield xl_editor
     xl_editor.pipe.scheduler = scheduler
 
@@ -106,6 +107,7 @@ def test_sdxl_tunes_lower_the_loss_edit_and_restore_the_unet(xl, base_image, met
     [edited] = xl.edit(base_image, ["x"], EditSettings(steps=2, strength=0.5), tune, progress=events.append)
     assert not [e for e in events if e.stage == "tune"]  # cached
     assert edited.image.size == (32, 32) and edited.settings["tune_key"] == result.key
+    xl.restore_base()  # the edit left its tune applied
     after = xl.pipe.unet.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 
