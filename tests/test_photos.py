@@ -11,7 +11,7 @@ from diffusers import StableDiffusionImg2ImgPipeline
 from PIL import Image, ImageCms
 from typer.testing import CliRunner
 
-from icc import DISPLAY_P3
+from icc import DISPLAY_P3, LINEAR_GRAY
 from unitune import EditSettings, TuneSettings, UnituneError, UnituneWarning
 from unitune.cli import app
 from unitune.images import Sizing, aspect_size, fit, load_image
@@ -114,6 +114,14 @@ def test_profiles_on_rgba_jpeg_and_pil_inputs(tmp_path):
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     Image.new("RGB", (8, 8), (200, 100, 50)).save(srgb, icc_profile=profile)
     assert np.abs(np.subtract(load_image(srgb).getpixel((3, 3)), (200, 100, 50))).max() <= 1
+
+
+def test_a_gray_profile_is_converted(tmp_path):
+    path = tmp_path / "linear-gray.png"
+    Image.new("L", (8, 8), 128).save(path, icc_profile=LINEAR_GRAY)
+    red, green, blue = load_image(path).getpixel((3, 3))
+    assert red == green == blue and red > 170  # linear 0.5 is sRGB ~0.74: lighter than the raw 128
+    assert load_image(Image.new("L", (8, 8), 128)).getpixel((3, 3)) == (128, 128, 128)
 
 
 def test_a_broken_profile_is_reported_and_ignored(tmp_path):
