@@ -170,3 +170,39 @@ def test_a_folder_of_another_pipeline_kind_is_one_line(tiny_model, tmp_path):
     (folder / "model_index.json").write_text(json.dumps({**index, "_class_name": "FluxPipeline"}))
     with pytest.raises(UnituneError, match="a FluxPipeline; unitune edits with Stable Diffusion"):
         load_pipeline(str(folder))
+
+
+def test_an_sd1_checkpoint_file_loads_offline_through_diffusers_conversion(tmp_path, monkeypatch, base_image):
+    """A tiny SD 1.x-layout pipeline written in the original checkpoint layout loads with a local config
+    folder (as the shipped ones are used), nothing fetched: the same weights, the same edits."""
+    import numpy as np
+    from diffusers import StableDiffusionPipeline
+
+    import unitune.loading
+    from ldm import sd1_layout_unet, to_ldm
+    from tiny import tiny_components
+    from unitune import EditSettings
+
+    components = {**tiny_components(), "unet": sd1_layout_unet()}
+    pipe = StableDiffusionPipeline(**components, requires_safety_checker=False)
+    folder = tmp_path / "diffusers"
+    pipe.save_pretrained(folder)
+    configs = tmp_path / "configs" / "sd1"  # what the package ships: configs, no weights, no tokenizer
+    for name in ("unet", "vae", "text_encoder", "scheduler"):
+        shutil.copytree(
+            folder / name, configs / name, ignore=shutil.ignore_patterns("*.safetensors", "*.bin")
+        )
+    shutil.copy(folder / "model_index.json", configs / "model_index.json")
+    file = tmp_path / "tiny-sd1.safetensors"
+    save_file(to_ldm(pipe), str(file))
+    monkeypatch.setattr(unitune.loading, "config_dir", lambda family: configs)
+    monkeypatch.setattr(unitune.loading, "checkpoint_family", lambda path, allow_pickle=False: "sd1")
+    loaded = Editor.load(str(file), device="cpu", cache_dir=tmp_path / "cache")
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(loaded.pipe, name).state_dict(), getattr(pipe, name).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
+    from_folder = Editor.load(str(folder), device="cpu", cache_dir=tmp_path / "cache")
+    settings, no_tune = EditSettings(steps=3, strength=0.6, seed=1), TuneSettings(steps=0)
+    a = loaded.edit(base_image, ["x"], settings, no_tune)[0].image
+    b = from_folder.edit(base_image, ["x"], settings, no_tune)[0].image
+    assert np.array_equal(np.asarray(a), np.asarray(b))
