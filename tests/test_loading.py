@@ -172,33 +172,54 @@ def test_a_folder_of_another_pipeline_kind_is_one_line(tiny_model, tmp_path):
         load_pipeline(str(folder))
 
 
-def test_an_sd1_checkpoint_file_loads_offline_through_diffusers_conversion(tmp_path, monkeypatch, base_image):
-    """A tiny SD 1.x-layout pipeline written in the original checkpoint layout loads with a local config
-    folder (as the shipped ones are used), nothing fetched: the same weights, the same edits."""
-    import numpy as np
+def ldm_pipeline(family: str):
+    """A tiny diffusers pipeline in the layout of SD 1.x, SD 2.x (OpenCLIP, linear projections) or SDXL."""
     from diffusers import StableDiffusionPipeline
 
+    from ldm import sd_layout_unet
+    from tiny import tiny_components, tiny_xl_pipeline
+    from unitune.loading import clip_tokenizer
+
+    if family == "sdxl":
+        return tiny_xl_pipeline()
+    components = {**tiny_components(), "unet": sd_layout_unet(use_linear_projection=family == "sd2")}
+    if family == "sd2":
+        components["tokenizer"] = clip_tokenizer("!")
+    return StableDiffusionPipeline(**components, requires_safety_checker=False)
+
+
+@pytest.mark.parametrize("family", ["sd1", "sd2", "sdxl"])
+def test_a_checkpoint_file_loads_offline_through_diffusers_conversion(
+    tmp_path, monkeypatch, base_image, family
+):
+    """A tiny pipeline written in its family's original checkpoint layout (tests/ldm.py) loads with a local
+    config folder, as the shipped ones are used, nothing fetched: the same weights, the same edits as from
+    its diffusers folder. (The real-size shipped configs are checked by parameter count above.)"""
+    import numpy as np
+
     import unitune.loading
-    from ldm import sd1_layout_unet, to_ldm
-    from tiny import tiny_components
+    from ldm import to_ldm
     from unitune import EditSettings
 
-    components = {**tiny_components(), "unet": sd1_layout_unet()}
-    pipe = StableDiffusionPipeline(**components, requires_safety_checker=False)
+    pipe = ldm_pipeline(family)
     folder = tmp_path / "diffusers"
     pipe.save_pretrained(folder)
-    configs = tmp_path / "configs" / "sd1"  # what the package ships: configs, no weights, no tokenizer
-    for name in ("unet", "vae", "text_encoder", "scheduler"):
+    configs = tmp_path / "configs" / family  # what the package ships: configs, no weights, no tokenizer
+    names = ["unet", "vae", "text_encoder", "scheduler"] + (["text_encoder_2"] if family == "sdxl" else [])
+    for name in names:
         shutil.copytree(
             folder / name, configs / name, ignore=shutil.ignore_patterns("*.safetensors", "*.bin")
         )
     shutil.copy(folder / "model_index.json", configs / "model_index.json")
-    file = tmp_path / "tiny-sd1.safetensors"
+    file = tmp_path / f"tiny-{family}.safetensors"
     save_file(to_ldm(pipe), str(file))
-    monkeypatch.setattr(unitune.loading, "config_dir", lambda family: configs)
-    monkeypatch.setattr(unitune.loading, "checkpoint_family", lambda path, allow_pickle=False: "sd1")
-    loaded = Editor.load(str(file), device="cpu", cache_dir=tmp_path / "cache")
-    for name in ("unet", "vae", "text_encoder"):
+    monkeypatch.setattr(unitune.loading, "config_dir", lambda _: configs)
+    monkeypatch.setattr(unitune.loading, "checkpoint_family", lambda path, allow_pickle=False: family)
+    prediction_type = "epsilon" if family == "sd2" else None  # the folder's scheduler says epsilon too
+    loaded = Editor.load(
+        str(file), device="cpu", cache_dir=tmp_path / "cache", prediction_type=prediction_type
+    )
+    for name in names[:-1] if family != "sdxl" else [n for n in names if n != "scheduler"]:
         ours, theirs = getattr(loaded.pipe, name).state_dict(), getattr(pipe, name).state_dict()
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
     from_folder = Editor.load(str(folder), device="cpu", cache_dir=tmp_path / "cache")

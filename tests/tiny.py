@@ -116,7 +116,7 @@ def tiny_xl_components() -> dict:
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2),
         projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64,
+        cross_attention_dim=96,  # the encoders' widths side by side: 32 + 64
     )
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085,
@@ -149,8 +149,10 @@ def tiny_xl_components() -> dict:
     )
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(config)
-    torch.manual_seed(1)
-    text_encoder_2 = CLIPTextModelWithProjection(config)
+    torch.manual_seed(
+        1
+    )  # wider than the first, as OpenCLIP-bigG is than CLIP-L (checkpoint files tell them so)
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**{**config.to_dict(), "hidden_size": 64}))
     return dict(
         unet=unet,
         vae=vae,
