@@ -33,35 +33,32 @@ def bare_step_times(editor, latent, text, settings, steps: int) -> list[float]:
     import torch
     import torch.nn.functional as F
 
-    from unitune.tuning import add_lora, noisy_batch, remove_lora, trainable_parameters, training_scheduler
+    from unitune.tuning import noisy_batch, trainable_parameters, training_scheduler
 
     unet, scheduler = editor.pipe.unet, training_scheduler(editor.pipe)
-    state = {k: v.clone() for k, v in unet.state_dict().items()}
     method, batch = settings.method, settings.batch_size
-    if method == "lora":
-        add_lora(unet, settings.lora_rank, settings.lora_targets)
-    optimizer = torch.optim.AdamW(trainable_parameters(unet, method), lr=1e-6)
-    generator, times = torch.Generator().manual_seed(0), []
-    unet.train()
-    for _ in range(steps):
-        start = time.perf_counter()
-        noisy, t, target = noisy_batch(scheduler, latent, batch, generator)
-        loss = F.mse_loss(unet(noisy, t, **text.expand(batch).unet_kwargs()).sample, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        times.append(time.perf_counter() - start)
-    unet.eval()
-    remove_lora(unet)
-    unet.requires_grad_(False)
-    unet.load_state_dict(state)
+    times = []
+    with editor.weights.training(settings):  # a LoRA added, or the base kept; the base again after
+        optimizer = torch.optim.AdamW(trainable_parameters(unet, method), lr=1e-6)
+        generator = torch.Generator().manual_seed(0)
+        unet.train()
+        for _ in range(steps):
+            start = time.perf_counter()
+            noisy, t, target = noisy_batch(scheduler, latent, batch, generator)
+            loss = F.mse_loss(unet(noisy, t, **text.expand(batch).unet_kwargs()).sample, target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+        unet.eval()
+        unet.requires_grad_(False)
     return times[1:]  # drop the warm-up step
 
 
 def tune_step_times(editor, image, settings) -> list[float]:
-    """Seconds per step of unitune's own tuning loop (Editor._train, as `tune` runs it, without the cache)."""
+    """Seconds per step of unitune's own tuning loop (`Editor.train`: `tune` without the cache)."""
     stamps = []
-    editor._train(image, settings, lambda event: stamps.append(time.perf_counter()), None)
+    editor.train(image, settings, progress=lambda event: stamps.append(time.perf_counter()))
     return [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]  # drop warm-up steps
 
 

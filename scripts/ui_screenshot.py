@@ -55,7 +55,7 @@ def main() -> None:
     given = {"steps": args.steps, "guidance": args.guidance, "strength": args.strength}
     edit = replace(editor.default_edit_settings(), **{k: v for k, v in given.items() if v is not None})
     port = free_port()
-    demo = launch(editor, port=port, tune=tune, edit=edit, block=False)
+    demo = launch(editor, port=port, tune_settings=tune, edit_settings=edit, block=False)
     try:
         capture(f"http://127.0.0.1:{port}/", args)
     finally:

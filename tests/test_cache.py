@@ -123,8 +123,8 @@ def recipe_fingerprint() -> str:
 
 def test_lora_tunes_repeat_bit_for_bit(editor, base_image):
     """The LoRA's random initialisation comes from the tune seed, so a key always names the same weights."""
-    first, losses = editor._train(base_image, LORA.resolved(), None, None)
-    again, losses_again = editor._train(base_image, LORA.resolved(), None, None)
+    first, losses = editor.train(base_image, LORA.resolved())
+    again, losses_again = editor.train(base_image, LORA.resolved())
     assert losses == losses_again and all((first[name] == again[name]).all() for name in first)
 
 

@@ -117,7 +117,7 @@ def assert_reproduces(editor: Editor, key: str, image) -> None:
     """The cached tune is the one training gives again: same final loss, same weights, bit for bit."""
     tensors, metadata = editor.cache.load(key)
     settings = TuneSettings(**json.loads(metadata["settings"]))
-    retrained, losses = editor._train(editor.prepare_image(image), settings, None, None)
+    retrained, losses = editor.train(image, settings)
     assert losses[-1] == json.loads(metadata["losses"])[-1]
     assert tensors.keys() == retrained.keys()
     assert all(torch.equal(tensors[name], retrained[name]) for name in tensors)

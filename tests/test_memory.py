@@ -61,10 +61,10 @@ def test_gradient_checkpointing_gives_the_same_weights(editor, base_image, monke
 
     image = editor.prepare_image(base_image)
     plain = TuneSettings(steps=2, seed=94, gradient_checkpointing="off").resolved()
-    weights, losses = editor._train(image, plain, None, None)
+    weights, losses = editor.train(image, plain)
     calls = count_calls(monkeypatch, torch.utils.checkpoint, "checkpoint")
     checkpointed = TuneSettings(steps=2, seed=94, gradient_checkpointing="on").resolved()
-    weights_again, losses_again = editor._train(image, checkpointed, None, None)
+    weights_again, losses_again = editor.train(image, checkpointed)
     assert calls and losses == losses_again
     assert all(torch.equal(weights[name], weights_again[name]) for name in weights)
     assert not editor.pipe.unet.is_gradient_checkpointing  # off again after the tune

@@ -207,3 +207,31 @@ def test_unknown_lora_targets_are_a_clear_error():
 
     with pytest.raises(UnituneError, match="LoRA targets"):
         TuneSettings(method="lora", lora_targets="everything")
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_unet_weights_put_the_base_back_when_a_block_raises(editor, base_image, method):
+    """tuning.UNetWeights, the one owner of the swap: a tune applied (or in training) inside the block,
+    the base weights again after it, bit for bit, also when the block fails."""
+    from unitune.tuning import trainable_parameters
+
+    unet, weights = editor.pipe.unet, editor.weights
+    settings = editor.resolve_tune(TuneSettings(method=method, steps=2, learning_rate=1e-2, seed=91))
+    tensors, _ = editor.train(base_image, settings)
+    before = {k: v.clone() for k, v in unet.state_dict().items()}
+
+    def is_base() -> bool:
+        after = unet.state_dict()
+        return after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
+
+    with pytest.raises(RuntimeError), weights.applied(tensors, settings.to_dict()):
+        assert not is_base()
+        raise RuntimeError("an edit failed")
+    assert is_base()
+    with pytest.raises(RuntimeError), weights.training(settings):
+        with torch.no_grad():
+            for param in trainable_parameters(unet, method):
+                param.add_(1.0)  # what a step of training changes
+        unet.requires_grad_(False)
+        raise RuntimeError("a tune failed")
+    assert is_base()

@@ -34,21 +34,11 @@ from .loading import (
 )
 from .outputs import EditResult
 from .pipelines import text_encoders
-from .progress import Progress, ProgressFn, StopFn, check_stop, report
-from .sampling import decode, encode_prompts, initial_latents, iter_denoise, schedule, to_pil
+from .progress import Progress, ProgressFn, RunControl, StopFn
+from .sampling import decode, encode_prompts, initial_latents, iter_denoise, schedule, to_pil, to_tensor
 from .settings import EditSettings, ModelDefaults, TuneSettings, settings_json
 from .sweep import SweepResult, contact_sheet, grid
-from .tuning import (
-    TUNE_RECIPE_VERSION,
-    add_lora,
-    encode_latent,
-    encode_text,
-    load_lora,
-    lora_state,
-    merge_lora,
-    remove_lora,
-    train,
-)
+from .tuning import TUNE_RECIPE_VERSION, UNetWeights, encode_latent, encode_text, train
 from .version import __version__
 
 ImageInput = str | Path | Image.Image
@@ -97,11 +87,8 @@ class Editor:
         self.pipe, self.model, self.runtime, self.cache = pipe, model, runtime, cache
         self.defaults = defaults or ModelDefaults()
         self.sizing = sizing or Sizing()  # how photos are fitted (images.Sizing); replace it at will
+        self.weights = UNetWeights(pipe.unet)  # the only code that swaps the UNet's weights
         self._lock = threading.RLock()
-        self._base_state: dict[str, torch.Tensor] | None = None
-        self._full_applied = False
-        self._lora_originals: dict[str, torch.Tensor] | None = None  # the weights a merged LoRA changed
-        self._applied_key: str | None = None  # the tune whose weights the UNet holds now (None: the base)
 
     @classmethod
     def load(
@@ -147,10 +134,10 @@ class Editor:
         """The model's recommended tune settings (its unitune.json over the dataclass defaults)."""
         return self.defaults.tune
 
-    def resolve_tune(self, settings: TuneSettings | None) -> TuneSettings:
-        """`settings` (None: the model's recommended ones) with every default filled in, the learning
+    def resolve_tune(self, tune_settings: TuneSettings | None) -> TuneSettings:
+        """`tune_settings` (None: the model's recommended ones) with every default filled in, the learning
         rate from the model's per-method `learning_rates` when none was given."""
-        return (settings or self.default_tune_settings()).resolved(self.defaults.learning_rates)
+        return (tune_settings or self.default_tune_settings()).resolved(self.defaults.learning_rates)
 
     @property
     def native_size(self) -> int:
@@ -173,25 +160,39 @@ class Editor:
 
     # --- 1. tune -------------------------------------------------------------------------------------
 
-    def tune_key(self, image: ImageInput, settings: TuneSettings | None = None) -> str:
+    def tune_key(self, image: ImageInput, tune_settings: TuneSettings | None = None) -> str:
         base = self.prepare_image(image)
-        settings = self.resolve_tune(settings).to_dict()
+        settings = self.resolve_tune(tune_settings).to_dict()
         identity = f"{model_identity(self.model, self.pipe)}|compute={self.runtime.dtype}"
         return tune_key(identity, image_hash(base), settings, TUNE_RECIPE_VERSION)
 
     def tune(
         self,
         image: ImageInput,
-        settings: TuneSettings | None = None,
+        tune_settings: TuneSettings | None = None,
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
     ) -> TuneResult:
         """Fine-tune on (image, R) unless the cache already holds this (model, image, settings) tune."""
         base = self.prepare_image(image)
-        tuned, _ = self._tuned(base, self.resolve_tune(settings), progress, should_stop, load=False)
+        run = RunControl(progress, should_stop)
+        tuned, _ = self._tuned(base, self.resolve_tune(tune_settings), run=run, load=False)
         return tuned
 
-    def _tuned(self, base, settings: TuneSettings, progress, should_stop, load: bool):
+    def train(
+        self,
+        image: ImageInput,
+        tune_settings: TuneSettings | None = None,
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> tuple[dict[str, torch.Tensor], list[float]]:
+        """Tune without the cache (nothing read or written): (the tuned weights, CPU copies, as the cache
+        would store them; the step losses). The UNet holds its base weights again afterwards."""
+        base, settings = self.prepare_image(image), self.resolve_tune(tune_settings)
+        with self._lock:
+            return self._train(base, settings, run=RunControl(progress, should_stop))
+
+    def _tuned(self, base, settings: TuneSettings, *, run: RunControl, load: bool):
         """(TuneResult, its weights when `load`): a sound cached entry's, else trained and saved now.
 
         All under the key's lock, so another process wanting the same tune waits and then reuses it,
@@ -200,35 +201,22 @@ class Editor:
         key = self.tune_key(base, settings)
         with self._lock, self.cache.locked(key):
             # the applied tune's weights are in the UNet already: checked, not read again
-            cached = self.cache.read(key, tensors=load and key != self._applied_key)
+            cached = self.cache.read(key, tensors=load and key != self.weights.applied_key)
             if cached is not None:
                 tensors, metadata = cached
                 result = TuneResult(key, self.cache.path(key), False, settings.to_dict(), _losses(metadata))
                 return result, tensors
-            tensors, losses = self._train(base, settings, progress, should_stop)
+            tensors, losses = self._train(base, settings, run=run)
             path = self.cache.save(key, tensors, self._metadata(base, settings, losses))
             self.cache.enforce_limit()  # under the key's lock: the new entry is never the one evicted
         return TuneResult(key, path, True, settings.to_dict(), losses), tensors
 
-    def _train(self, base, settings: TuneSettings, progress, should_stop):
+    def _train(self, base, settings: TuneSettings, *, run: RunControl):
         latent = encode_latent(self.pipe, base, self.runtime)
         text = encode_text(self.pipe, settings.rare_prompt, self.runtime, base.size)
-        self._restore_base()
-        if settings.method == "lora":
-            add_lora(self.pipe.unet, settings.lora_rank, settings.lora_targets, seed=settings.seed)
-        else:
-            self._snapshot_base()
-            self._full_applied = True
-        try:
-            losses = train(self.pipe, latent, text, settings, self.runtime, progress, should_stop)
-            return self._tuned_tensors(settings.method), losses
-        finally:
-            self._restore_base()
-
-    def _tuned_tensors(self, method: str) -> dict[str, torch.Tensor]:
-        unet = self.pipe.unet
-        state = lora_state(unet) if method == "lora" else unet.state_dict()
-        return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
+        with self.weights.training(settings):
+            losses = train(self.pipe, latent, text, settings, self.runtime, run.progress, run.should_stop)
+            return self.weights.tuned_tensors(settings.method), losses
 
     def _metadata(self, base, settings: TuneSettings, losses: list[float]) -> dict[str, str]:
         return {  # the cache adds "format" and "key"
@@ -243,30 +231,12 @@ class Editor:
             "losses": json.dumps(losses),
         }
 
-    # --- tuned weights in and out of the UNet ----------------------------------------------------------
-
-    def _snapshot_base(self) -> None:
-        if self._base_state is None:
-            state = self.pipe.unet.state_dict()
-            # kept on the CPU: a second UNet in accelerator memory would cost as much as the model
-            self._base_state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
-
     def restore_base(self) -> None:
         """Put the UNet's base weights back now. An edit leaves its tune applied, so the next edit with
         the same tune neither reads its file nor copies weights; training a tune, `generate`, an edit with
         another tune, `applied` and this call put the base weights back first."""
         with self._lock:
-            self._restore_base()
-
-    def _restore_base(self) -> None:
-        self._applied_key = None
-        remove_lora(self.pipe.unet)
-        if self._lora_originals is not None:
-            self.pipe.unet.load_state_dict(self._lora_originals, strict=False)
-            self._lora_originals = None
-        if self._full_applied:
-            self.pipe.unet.load_state_dict(self._base_state)
-            self._full_applied = False
+            self.weights.restore_base()
 
     @contextlib.contextmanager
     def applied(self, tune: TuneResult):
@@ -277,38 +247,9 @@ class Editor:
         with self.cache.locked(tune.key):
             tensors, metadata = self.cache.load(tune.key)
         with self._lock:
-            self._restore_base()
-            with self._applied(tensors, json.loads(metadata["settings"]), tune.key):
+            self.weights.restore_base()
+            with self.weights.applied(tensors, json.loads(metadata["settings"])):
                 yield
-            self._restore_base()
-
-    @contextlib.contextmanager
-    def _applied(self, tensors: dict[str, torch.Tensor] | None, settings: dict, key: str):
-        """The tune `key` in the UNet inside the block, and still after it (`tensors` may be None when
-        it is applied already); after an error or a stop, the base weights again."""
-        with self._lock:
-            if key != self._applied_key:
-                self._restore_base()
-                try:
-                    self._apply(tensors, settings)
-                except BaseException:
-                    self._restore_base()
-                    raise
-                self._applied_key = key
-            try:
-                yield
-            except BaseException:
-                self._restore_base()
-                raise
-
-    def _apply(self, tensors: dict[str, torch.Tensor], settings: dict) -> None:
-        if settings["method"] == "lora":
-            load_lora(self.pipe.unet, tensors, settings["lora_rank"], settings["lora_targets"])
-            self._lora_originals = merge_lora(self.pipe.unet)
-        else:
-            self._snapshot_base()
-            self._full_applied = True
-            self.pipe.unet.load_state_dict(tensors)
 
     # --- 2. edit ---------------------------------------------------------------------------------------
 
@@ -316,53 +257,57 @@ class Editor:
         self,
         image: ImageInput,
         prompts: list[str] | str,
-        edit: EditSettings | None = None,
-        tune: TuneSettings | None = None,
+        edit_settings: EditSettings | None = None,
+        tune_settings: TuneSettings | None = None,
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
     ) -> list[EditResult]:
         """Edit `image` once per prompt and seed; tunes first unless a cached tune exists."""
-        edit, tune = edit or self.default_edit_settings(), self.resolve_tune(tune)
-        prompts = _prompts(prompts)
+        edit_settings = edit_settings or self.default_edit_settings()
+        tune_settings, prompts = self.resolve_tune(tune_settings), _prompts(prompts)
+        run = RunControl(progress, should_stop)
         photo = load_image(image)
         base = fit(photo, self.work_size(photo.size))
         with self._lock:  # no other call changes the UNet between reading the tune and sampling
-            tuned, tensors = self._tuned(base, tune, progress, should_stop, load=True)
-            with self._applied(tensors, tuned.settings, tuned.key):
+            tuned, tensors = self._tuned(base, tune_settings, run=run, load=True)
+            with self.weights.applied(tensors, tuned.settings, tuned.key, keep=True):
                 results = [
-                    self._edit_one(base, prompt, edit, tuned, seed, progress, should_stop)
+                    self._edit_one(base, prompt, edit_settings, tuned, seed, run=run)
                     for prompt in prompts
-                    for seed in range(edit.seed, edit.seed + edit.num_images)
+                    for seed in range(edit_settings.seed, edit_settings.seed + edit_settings.num_images)
                 ]
-        return [restore_size(result, photo.size) for result in results] if edit.original_size else results
+        if edit_settings.original_size:
+            return [restore_size(result, photo.size) for result in results]
+        return results
 
     def _edit_one(
-        self, base, prompt, edit: EditSettings, tuned: TuneResult, seed, progress, should_stop, raws=None
-    ):
+        self, base, prompt: str, edit_settings: EditSettings, tuned: TuneResult, seed: int, *, run, raws=None
+    ) -> EditResult:
         """One edited image with its settings; `raws`, a list, receives the sample before interpolation."""
         full_prompt = f"{tuned.settings['rare_prompt']} {prompt}".strip()
         label = f"{prompt} (seed {seed})"
         dial = None
-        if edit.auto:
-            edit, image, dial = self._auto_dial(base, prompt, edit, tuned, seed, label, progress, should_stop)
+        if edit_settings.auto:
+            edit_settings, image, dial = self._auto_dial(
+                base, prompt, edit_settings, tuned, seed, label, run=run
+            )
         else:
-            image, raw = self._sample(full_prompt, edit, seed, base, label, progress, should_stop)
+            image, raw = self._sample(full_prompt, edit_settings, seed, base, label, run=run)
             if raws is not None:
                 raws.append(raw)
-        settings = self._result_settings("edit", prompt, full_prompt, edit, seed, base.size)
+        settings = self._result_settings("edit", prompt, full_prompt, edit_settings, seed, base.size)
         settings.update(tune_key=tuned.key, tune=tuned.settings, image_hash=image_hash(base))
         if dial is not None:
             settings["auto_dial"] = dial
         return EditResult(image, settings)
 
-    def _auto_dial(self, base, prompt, edit: EditSettings, tuned, seed, label, progress, should_stop):
+    def _auto_dial(self, base, prompt: str, edit_settings: EditSettings, tuned, seed, label, *, run):
         """Sample each candidate strength (same seed), score the raw samples with the tuned model
         (unitune.auto) and keep the pick: (its settings, its image, the record of the choice)."""
         full_prompt = f"{tuned.settings['rare_prompt']} {prompt}".strip()
-        candidates = [replace(edit, strength=strength) for strength in AUTO_STRENGTHS]
+        candidates = [replace(edit_settings, strength=strength) for strength in AUTO_STRENGTHS]
         samples = [
-            self._sample(full_prompt, c, seed, base, f"{label} s={c.strength:g}", progress, should_stop)
-            for c in candidates
+            self._sample(full_prompt, c, seed, base, f"{label} s={c.strength:g}", run=run) for c in candidates
         ]
         raws = [raw for _, raw in samples]
         signals = score_candidates(self.pipe, raws, tuned.settings["rare_prompt"], prompt, self.runtime)
@@ -378,22 +323,26 @@ class Editor:
     def generate(
         self,
         prompts: list[str] | str,
-        edit: EditSettings | None = None,
+        edit_settings: EditSettings | None = None,
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
     ) -> list[EditResult]:
         """Plain text-to-image with the base model (strength is ignored: always from pure noise)."""
-        edit = replace(edit or self.default_edit_settings(), strength=1.0, interpolation=0.0)
-        prompts = _prompts(prompts)
+        edit_settings = replace(
+            edit_settings or self.default_edit_settings(), strength=1.0, interpolation=0.0
+        )
+        prompts, run = _prompts(prompts), RunControl(progress, should_stop)
+        seeds = range(edit_settings.seed, edit_settings.seed + edit_settings.num_images)
         results = []
         with self._lock:
-            self._restore_base()
+            self.weights.restore_base()
             for prompt in prompts:
-                for seed in range(edit.seed, edit.seed + edit.num_images):
-                    image, _ = self._sample(
-                        prompt, edit, seed, None, f"{prompt} (seed {seed})", progress, should_stop
+                for seed in seeds:
+                    label = f"{prompt} (seed {seed})"
+                    image, _ = self._sample(prompt, edit_settings, seed, None, label, run=run)
+                    settings = self._result_settings(
+                        "generate", prompt, prompt, edit_settings, seed, image.size
                     )
-                    settings = self._result_settings("generate", prompt, prompt, edit, seed, image.size)
                     results.append(EditResult(image, settings))
         return results
 
@@ -403,32 +352,31 @@ class Editor:
         prompt: str,
         guidances: list[float],
         strengths: list[float],
-        edit: EditSettings | None = None,
-        tune: TuneSettings | None = None,
+        edit_settings: EditSettings | None = None,
+        tune_settings: TuneSettings | None = None,
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
     ) -> SweepResult:
         """Edit with every (guidance, strength) pair, one image each; returns them and a contact sheet.
-        With `edit.auto`, the automatic dial scores every cell and marks its pick on the sheet (and in
-        that result's settings, `auto_dial`)."""
-        edit = edit or self.default_edit_settings()
-        auto, edit = edit.auto, replace(edit, num_images=1, auto=False)
-        cells = [replace(edit, guidance=g, strength=s) for g, s in grid(guidances, strengths)]
+        With `edit_settings.auto`, the automatic dial scores every cell and marks its pick on the sheet
+        (and in that result's settings, `auto_dial`)."""
+        edit_settings = edit_settings or self.default_edit_settings()
+        auto, edit_settings = edit_settings.auto, replace(edit_settings, num_images=1, auto=False)
+        cells = [replace(edit_settings, guidance=g, strength=s) for g, s in grid(guidances, strengths)]
         if not cells:
             raise UnituneError("a sweep needs at least one guidance and one strength")
-        tune, prompt = self.resolve_tune(tune), _prompts(prompt)[0]
+        tune_settings, prompt = self.resolve_tune(tune_settings), _prompts(prompt)[0]
+        run = RunControl(progress, should_stop)
         photo = load_image(image)
         base = fit(photo, self.work_size(photo.size))
         raws: list[Image.Image] = []
         with self._lock:
-            tuned, tensors = self._tuned(base, tune, progress, should_stop, load=True)
-            with self._applied(tensors, tuned.settings, tuned.key):
-                results = [
-                    self._edit_one(base, prompt, c, tuned, c.seed, progress, should_stop, raws) for c in cells
-                ]
+            tuned, tensors = self._tuned(base, tune_settings, run=run, load=True)
+            with self.weights.applied(tensors, tuned.settings, tuned.key, keep=True):
+                results = [self._edit_one(base, prompt, c, tuned, c.seed, run=run, raws=raws) for c in cells]
                 picked = self._mark_pick(prompt, tuned, results, raws) if auto else None
         sheet = contact_sheet([r.image for r in results], list(guidances), list(strengths), picked)
-        if edit.original_size:
+        if edit_settings.original_size:
             results = [restore_size(result, photo.size) for result in results]
         return SweepResult(results, list(guidances), list(strengths), sheet, picked)
 
@@ -441,33 +389,49 @@ class Editor:
 
     # --- sampling --------------------------------------------------------------------------------------
 
-    def _sample(self, prompt, edit: EditSettings, seed, base, label, progress, should_stop):
-        """One image: encode prompts, pick the timesteps, start latents, denoise, decode, interpolate.
-        Returns (the image, the raw sample before interpolation)."""
-        pipe, runtime = self.pipe, self.runtime
-        generator = torch.Generator("cpu").manual_seed(seed)
-        guided = edit.guidance > 1.0
+    def _sample(
+        self, prompt: str, edit_settings: EditSettings, seed: int, base, label: str, *, run: RunControl
+    ) -> tuple[Image.Image, Image.Image]:
+        """One image of `prompt`, from `base` noised to the settings' strength (None: from pure noise), in
+        the stages of diffusers' img2img `__call__`. Returns (the image, the raw sample before
+        base-detail interpolation)."""
+        pipe, runtime, settings = self.pipe, self.runtime, edit_settings
+        generator = torch.Generator("cpu").manual_seed(seed)  # all randomness, drawn on the CPU
+
+        # 1. encode the prompt (and, with guidance, the negative prompt) for the image's size (SDXL's)
         size = base.size if base is not None else self.sizing.generate_size(self.native_size, self.stride)
-        embeds = encode_prompts(pipe, prompt, edit.negative_prompt, guided, runtime, size)
-        timesteps = schedule(pipe, edit.steps, edit.strength, runtime.device)
-        latents = initial_latents(pipe, base, timesteps, edit.strength, generator, runtime, size)
+        guided = settings.guidance > 1.0
+        embeds = encode_prompts(pipe, prompt, settings.negative_prompt, guided, runtime, size)
+
+        # 2. the timesteps: the last `strength` fraction of the schedule
+        timesteps = schedule(pipe, settings.steps, settings.strength, runtime.device)
+
+        # 3. the start latents: the base's latent noised to the first timestep, or pure noise
+        latents = initial_latents(pipe, base, timesteps, settings.strength, generator, runtime, size)
+
+        # 4. denoise, reporting every step and stopping when asked
         steps = iter_denoise(
-            pipe, latents, timesteps, embeds, edit.guidance, generator, runtime, edit.guidance_rescale
+            pipe, latents, timesteps, embeds, settings.guidance, generator, runtime, settings.guidance_rescale
         )
         for index, current in steps:
-            report(progress, Progress("sample", index + 1, len(timesteps), latents=current, label=label))
-            check_stop(should_stop)
+            run.report(Progress("sample", index + 1, len(timesteps), latents=current, label=label))
+            run.check_stop()
             latents = current
+
+        # 5. decode to pixels in [0, 1]
         raw = decode(pipe, latents, runtime)
+
+        # 6. base-detail interpolation (a post-process of the decoded sample)
         images = raw
-        if base is not None and edit.interpolation > 0:
-            base_pixels = torch.from_numpy(_as_array(base)).permute(2, 0, 1)[None].float() / 255.0
-            images = interpolate_details(raw, base_pixels, edit.interpolation)
+        if base is not None and settings.interpolation > 0:
+            images = interpolate_details(raw, to_tensor(base), settings.interpolation)
         return to_pil(images)[0], to_pil(raw)[0]
 
-    def _result_settings(self, command, prompt, full_prompt, edit: EditSettings, seed, size) -> dict:
+    def _result_settings(self, command, prompt, full_prompt, edit_settings: EditSettings, seed, size) -> dict:
         settings = {"command": command, "model": self.model, "prompt": prompt, "full_prompt": full_prompt}
-        settings.update(edit.to_dict(), seed=seed, num_images=1, scheduler=type(self.pipe.scheduler).__name__)
+        settings.update(
+            edit_settings.to_dict(), seed=seed, num_images=1, scheduler=type(self.pipe.scheduler).__name__
+        )
         settings.update(width=size[0], height=size[1])  # the working size the model sampled at
         settings.update(dtype=str(self.runtime.dtype).removeprefix("torch."), unitune_version=__version__)
         return settings
@@ -482,9 +446,3 @@ def _prompts(prompts: list[str] | str) -> list[str]:
 
 def _losses(metadata: dict[str, str]) -> list[float]:
     return json.loads(metadata.get("losses", "[]"))
-
-
-def _as_array(image: Image.Image):
-    import numpy as np
-
-    return np.array(image.convert("RGB"))

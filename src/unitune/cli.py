@@ -271,8 +271,9 @@ def sweep(
 ):
     """Edit IMAGE on a guidance x strength grid; writes the images and a labelled contact sheet."""
     from .outputs import save_png, save_results
+    from .sweep import parse_floats
 
-    grid_g, grid_s = _floats(guidances, "--guidances"), _floats(strengths, "--strengths")
+    grid_g, grid_s = parse_floats(guidances, "--guidances"), parse_floats(strengths, "--strengths")
     for g in grid_g:
         for s in grid_s:
             dataclasses.replace(edit_settings, guidance=g, strength=s)  # validate before any work
@@ -453,16 +454,6 @@ def _size(path: Path) -> int:
 
 
 # --- helpers -------------------------------------------------------------------------------------------
-
-
-def _floats(text: str, flag: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UnituneError(f"{flag}: expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise UnituneError(f"{flag}: give at least one value")
-    return values
 
 
 def _print_paths(paths) -> None:

@@ -1,4 +1,4 @@
-"""The one exception users see, and the warning category for input we fixed up."""
+"""The one exception users see, the warning category for input we fixed up, a library error in one line."""
 
 
 class UnituneError(Exception):
@@ -11,3 +11,10 @@ class Cancelled(UnituneError):
 
 class UnituneWarning(UserWarning):
     """Input that was accepted after a change the user should know about (e.g. a truncated prompt)."""
+
+
+def first_line(error: Exception, limit: int = 300) -> str:
+    """The first line of an error's message (at most `limit` characters; the type's name when empty), for
+    a one-line UnituneError that names what a library raised."""
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:limit]

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import UnituneError, UnituneWarning
+from .errors import UnituneError, UnituneWarning, first_line
 
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000 x 8000; larger files are refused as possible decompression bombs
 _HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -43,7 +43,7 @@ def load_image(source: str | Path | Image.Image) -> Image.Image:
     except UnidentifiedImageError:
         raise UnituneError(f"{path}: not an image file") from None
     except Exception as error:  # decoders raise OSError, SyntaxError, ValueError, zlib.error...
-        raise UnituneError(f"{path}: unreadable image ({_first_line(error)})") from None
+        raise UnituneError(f"{path}: unreadable image ({first_line(error)})") from None
 
 
 def _check_file(path: Path) -> None:
@@ -116,7 +116,7 @@ def to_srgb(image: Image.Image, icc_profile: bytes | None, name: str) -> Image.I
         pixels = image if mode == "CMYK" else to_rgb(image).convert(mode)  # alpha composited first
         return ImageCms.profileToProfile(pixels, profile, _SRGB, outputMode="RGB")
     except (ImageCms.PyCMSError, OSError, ValueError) as error:
-        warnings.warn(f"{name}: ignored its colour profile ({_first_line(error)})", UnituneWarning, 4)
+        warnings.warn(f"{name}: ignored its colour profile ({first_line(error)})", UnituneWarning, 4)
         return to_rgb(image)
 
 
@@ -218,8 +218,3 @@ def image_hash(image: Image.Image) -> str:
     digest = hashlib.sha256(f"{image.mode}:{image.size}".encode())
     digest.update(image.tobytes())
     return digest.hexdigest()
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return text[0] if text else type(error).__name__

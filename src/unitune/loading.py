@@ -7,7 +7,9 @@ look alike whether they were trained at 512 px with epsilon or at 768 px with v-
 `prediction_type` and `native_size` overrides (default: 768 px, v_prediction, as SD 2.1).
 
 The weights stay in float32; `dtype` chooses an autocast precision (float16 on CUDA by default,
-bfloat16 on request on CPU). Tuning therefore always updates float32 master weights.
+bfloat16 on request on CPU). Tuning therefore always updates float32 master weights. torch and diffusers
+are imported where they are used: the CLI resolves a model and reads its recommended settings (to check
+flags) without them.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from .errors import UnituneError
+from .errors import UnituneError, first_line
 from .files import safetensors_header
 from .settings import ModelDefaults
+
+if TYPE_CHECKING:
+    import torch
 
 EMBEDDED_MODEL = "embedded/shapes"
 CONFIGS = "configs"  # diffusers configs of SD 1.x, 2.x and XL, for checkpoint files
@@ -50,13 +54,13 @@ _SCHEDULE_KEYS = (
     "trained_betas",
     "rescale_betas_zero_snr",
 )
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
+_DTYPES = {  # --dtype -> the torch dtype's name
+    "float32": "float32",
+    "fp32": "float32",
+    "float16": "float16",
+    "fp16": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
 }
 
 
@@ -68,6 +72,8 @@ class Runtime:
     dtype: torch.dtype  # compute dtype; weights stay float32 and autocast runs in this dtype
 
     def autocast(self):
+        import torch
+
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
@@ -75,6 +81,8 @@ class Runtime:
 
 def pick_runtime(device: str | None = None, dtype: str | None = None) -> Runtime:
     """cuda > mps > cpu unless `device` is given; float16 autocast on CUDA, float32 elsewhere by default."""
+    import torch
+
     if device is None:
         device = (
             "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
@@ -87,7 +95,7 @@ def pick_runtime(device: str | None = None, dtype: str | None = None) -> Runtime
         return Runtime(torch_device, torch.float16 if torch_device.type == "cuda" else torch.float32)
     if dtype not in _DTYPES:
         raise UnituneError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(_DTYPES)}")
-    return Runtime(torch_device, _DTYPES[dtype])
+    return Runtime(torch_device, getattr(torch, _DTYPES[dtype]))
 
 
 def embedded_model_dir() -> Path:
@@ -135,7 +143,7 @@ def load_model_defaults(model: str) -> ModelDefaults:
     try:
         data = json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise UnituneError(f"{file}: not a readable JSON file ({_first_line(error)})") from None
+        raise UnituneError(f"{file}: not a readable JSON file ({first_line(error)})") from None
     return ModelDefaults.from_dict(data, str(file))
 
 
@@ -166,7 +174,7 @@ def load_pipeline(
         raise
     except Exception as error:  # diffusers raises many kinds; the user needs one line
         raise UnituneError(
-            f"{model}: could not load a Stable Diffusion pipeline ({_first_line(error)})"
+            f"{model}: could not load a Stable Diffusion pipeline ({first_line(error)})"
         ) from None
     img2img = as_img2img(pipe, model)
     if prediction_type is not None and img2img.scheduler.config.get("prediction_type") != prediction_type:
@@ -207,6 +215,7 @@ def as_img2img(pipe, model: str):
 
 def _load_pretrained(model: str, allow_pickle: bool):
     """A hub id (`org/name@revision` picks a revision) or a diffusers folder, SD or SDXL."""
+    import torch
     from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     name, _, revision = model.partition("@") if not Path(model).exists() else (model, "", "")
@@ -251,7 +260,7 @@ def _checkpoint_shapes(path: Path, allow_pickle: bool) -> dict[str, list[int]]:
         try:
             header = safetensors_header(path)
         except (ValueError, OSError) as error:
-            raise UnituneError(f"{path}: not a readable safetensors file ({_first_line(error)})") from None
+            raise UnituneError(f"{path}: not a readable safetensors file ({first_line(error)})") from None
         return {key: value["shape"] for key, value in header.items() if key != "__metadata__"}
     if not allow_pickle:
         raise UnituneError(f"{path}: pickle checkpoints can run code; pass --allow-pickle to load it anyway")
@@ -260,7 +269,7 @@ def _checkpoint_shapes(path: Path, allow_pickle: bool) -> dict[str, list[int]]:
     try:
         return {key: list(value.shape) for key, value in load_single_file_checkpoint(str(path)).items()}
     except Exception as error:
-        raise UnituneError(f"{path}: unreadable checkpoint ({_first_line(error)})") from None
+        raise UnituneError(f"{path}: unreadable checkpoint ({first_line(error)})") from None
 
 
 def config_dir(family: str) -> Path:
@@ -279,6 +288,7 @@ def clip_tokenizer(pad_token: str | None = None):
 
 def _load_checkpoint_file(model: str, family: str, prediction_type: str | None):
     """A checkpoint file with the shipped configs of its family (no hub access), tokenizers from assets."""
+    import torch
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
     config = config_dir(family)
@@ -351,11 +361,6 @@ def _file_stamp(file: Path, source: Path) -> str:
     stat = file.stat()  # a hub snapshot's symlink: its blob's
     name = file.name if file == source else file.relative_to(source).as_posix()
     return f"{name}:{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return (text[0] if text else type(error).__name__)[:300]
 
 
 def quiet_libraries() -> None:

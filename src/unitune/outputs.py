@@ -1,21 +1,21 @@
 """Results and how they are written: PNGs carrying their settings, plus a JSON manifest per run.
 
 Every PNG has a text chunk `unitune` with the JSON settings needed to reproduce it. All files are
-written to a temporary file in the target folder and moved into place with os.replace.
+written as the tune cache writes its own (`files.write_durably`): a temporary file in the target folder,
+fsynced and moved into place with os.replace.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+from .files import write_durably
 
 PNG_KEY = "unitune"
 
@@ -28,25 +28,14 @@ class EditResult:
     settings: dict = field(default_factory=dict)
 
 
-def _atomic_write(path: Path, write) -> None:
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def save_png(image: Image.Image, path: Path, settings: dict) -> None:
     info = PngInfo()
     info.add_text(PNG_KEY, json.dumps(settings, sort_keys=True))
-    _atomic_write(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
+    write_durably(path, lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
 
 
 def save_json(data, path: Path) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
+    write_durably(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
 def read_settings(path: str | Path) -> dict:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import Cancelled
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -25,6 +27,22 @@ class Progress:
 
 ProgressFn = Callable[[Progress], None]
 StopFn = Callable[[], bool] | threading.Event
+
+
+@dataclass(frozen=True)
+class RunControl:
+    """How a caller follows and stops a running call: `progress` receives a `Progress` after every tune
+    and sampling step; `should_stop` (a callable or a `threading.Event`) stops the call with `Cancelled`
+    at the next step. Both optional."""
+
+    progress: ProgressFn | None = None
+    should_stop: StopFn | None = None
+
+    def report(self, event: Progress) -> None:
+        report(self.progress, event)
+
+    def check_stop(self) -> None:
+        check_stop(self.should_stop)
 
 
 def report(progress: ProgressFn | None, event: Progress) -> None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
 
 from .errors import UnituneWarning
 from .loading import Runtime
@@ -126,3 +128,10 @@ def to_pil(images: torch.Tensor):
     from diffusers.image_processor import VaeImageProcessor
 
     return VaeImageProcessor.numpy_to_pil(VaeImageProcessor.pt_to_numpy(images))
+
+
+def to_tensor(image) -> torch.Tensor:
+    """A PIL image or an (H, W, 3) uint8 array to (1, 3, H, W) float32 in [0, 1], on the CPU: the form
+    `unitune.interpolation` takes the base image in."""
+    pixels = np.array(image.convert("RGB") if isinstance(image, Image.Image) else image)
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None].float() / 255.0

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
 
+from .errors import UnituneError
 from .outputs import EditResult
 
 LABEL_HEIGHT = 14
@@ -21,6 +22,18 @@ class SweepResult:
     strengths: list[float]
     sheet: Image.Image
     picked: int | None = None  # the automatic dial's pick (an index into results), when asked for
+
+
+def parse_floats(text: str, what: str) -> list[float]:
+    """Comma- (or semicolon-) separated numbers, as users type a sweep's guidances or strengths;
+    UnituneError naming `what` (the flag or field) for anything else, or for no number at all."""
+    try:
+        values = [float(v) for v in (text or "").replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise UnituneError(f"{what}: expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise UnituneError(f"{what}: give at least one value")
+    return values
 
 
 def grid(guidances: list[float], strengths: list[float]) -> list[tuple[float, float]]:

@@ -2,9 +2,12 @@
 
 The latent and the text embedding are computed once; each step draws `batch_size` noises and timesteps
 for that one latent (arXiv 2210.09477, section 3). The target follows the scheduler's prediction_type.
+`UNetWeights` swaps a tune's weights into the UNet and the base weights back.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -195,3 +198,99 @@ def make_optimizer(params, settings: TuneSettings, runtime: Runtime) -> torch.op
         return bitsandbytes.optim.AdamW8bit(params, lr=settings.learning_rate, weight_decay=0.0)
     fused = runtime.device.type == "cuda"
     return torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0, fused=fused or None)
+
+
+class UNetWeights:
+    """The one owner of which weights the UNet holds: its base weights, or a tune's, swapped in and out.
+
+    Invariant: outside an `applied` or `training` block the UNet holds its base weights, bit for bit, or,
+    after an `applied(..., keep=True)` block, the tune `applied_key` names (so the next edit with that
+    tune swaps nothing); `restore_base` puts the base back (tests/test_tuning.py and tests/test_memory.py
+    check it tensor by tensor after tunes, edits, sweeps and cancelled calls).
+    A full tune swaps whole state dicts: the base is copied once, to the CPU (a second UNet in accelerator
+    memory would cost as much as the model), and loaded back after. A LoRA is merged into the weights
+    while sampling (peft's `merge`, then the adapter layers are dropped, so a step costs a plain UNet's),
+    and copies of the few weights the merge changed are loaded back after: subtracting the update again
+    would not give the base back exactly.
+    """
+
+    def __init__(self, unet):
+        self.unet = unet
+        self._base_state: dict[str, torch.Tensor] | None = None  # the CPU copy, taken at the first full tune
+        self._full_applied = False  # a full tune's weights (or a full tune in training) are in the UNet
+        self._lora_originals: dict[str, torch.Tensor] | None = None  # the weights a merged LoRA changed
+        self.applied_key: str | None = None  # the tune kept applied after its block (None: none is)
+
+    def snapshot_base(self) -> None:
+        """Keep a CPU copy of the base weights (once), so a full tune can be swapped out again."""
+        if self._base_state is None:
+            state = self.unet.state_dict()
+            self._base_state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
+
+    def restore_base(self) -> None:
+        """Put the base weights back (a no-op when they are in place): drop any adapter, reload the weights
+        a merged LoRA changed, or the base state dict after a full tune."""
+        self.applied_key = None
+        remove_lora(self.unet)
+        if self._lora_originals is not None:
+            self.unet.load_state_dict(self._lora_originals, strict=False)
+            self._lora_originals = None
+        if self._full_applied:
+            self.unet.load_state_dict(self._base_state)
+            self._full_applied = False
+
+    @contextlib.contextmanager
+    def applied(
+        self, tensors: dict[str, torch.Tensor] | None, settings: dict, key: str | None = None, keep=False
+    ):
+        """The tune's weights in the UNet inside the block (a LoRA merged); after it the base weights, or
+        with `keep` still the tune's, so that a next block with the same `key` swaps nothing (`tensors`
+        may then be None). An error or a stop inside the block puts the base weights back.
+
+        `tensors` and `settings` are a cached tune's: its weights and its resolved settings as a dict
+        (`method`, and for a LoRA `lora_rank` and `lora_targets`)."""
+        if key is None or key != self.applied_key:
+            self.restore_base()
+            try:
+                self._apply(tensors, settings)
+            except BaseException:
+                self.restore_base()
+                raise
+            self.applied_key = key
+        try:
+            yield
+        except BaseException:
+            self.restore_base()
+            raise
+        if not keep:
+            self.restore_base()
+
+    def _apply(self, tensors: dict[str, torch.Tensor], settings: dict) -> None:
+        if settings["method"] == "lora":
+            load_lora(self.unet, tensors, settings["lora_rank"], settings["lora_targets"])
+            self._lora_originals = merge_lora(self.unet)
+        else:
+            self.snapshot_base()
+            self._full_applied = True
+            self.unet.load_state_dict(tensors)
+
+    @contextlib.contextmanager
+    def training(self, settings: TuneSettings):
+        """The UNet ready to be tuned in place inside the block (a fresh LoRA added, seeded by the tune seed,
+        or the base kept for a full tune), the base weights after it; `tuned_tensors` inside the block
+        copies what the tune trained."""
+        self.restore_base()
+        if settings.method == "lora":
+            add_lora(self.unet, settings.lora_rank, settings.lora_targets, seed=settings.seed)
+        else:
+            self.snapshot_base()
+            self._full_applied = True
+        try:
+            yield
+        finally:
+            self.restore_base()
+
+    def tuned_tensors(self, method: str) -> dict[str, torch.Tensor]:
+        """CPU copies of the weights a tune of `method` trains: the adapter's, or the whole state dict."""
+        state = lora_state(self.unet) if method == "lora" else self.unet.state_dict()
+        return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}

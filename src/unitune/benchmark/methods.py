@@ -25,6 +25,7 @@ from unitune.auto import score_candidates
 from unitune.benchmark.binding import measure_binding
 from unitune.benchmark.edits import Edit
 from unitune.interpolation import interpolate_details
+from unitune.sampling import to_tensor
 from unitune.settings import EditSettings
 from unitune.shapes.world import IMAGE_SIZE
 
@@ -92,7 +93,7 @@ def to_array(image: Image.Image) -> np.ndarray:
 
 
 def run_prompt_only(editor, edits: list[Edit], base: Image.Image, grid: Grid, seed: int) -> Iterator[Output]:
-    base_pixels = _tensor(np.asarray(editor.prepare_image(base)))
+    base_pixels = to_tensor(editor.prepare_image(base))
     for guidance in grid.guidances:
         started = time.perf_counter()
         settings = EditSettings(guidance=guidance, steps=grid.steps, seed=seed)
@@ -108,10 +109,10 @@ def run_sdedit(editor, edits: list[Edit], base: Image.Image, grid: Grid, seed: i
     """SDEdit (Meng et al., arXiv 2108.01073) as diffusers implements it: img2img at `strength`."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    editor._restore_base()  # the untuned UNet, as the other baselines
+    editor.weights.restore_base()  # the untuned UNet, as the other baselines
     pipe = StableDiffusionImg2ImgPipeline(**editor.pipe.components)
     base = editor.prepare_image(base)
-    base_pixels = _tensor(np.asarray(base))
+    base_pixels = to_tensor(base)
     pipe.set_progress_bar_config(disable=True)
     for guidance, strength in sorted({(s.guidance, s.strength) for s in grid.settings("sdedit")}):
         setting = Setting("sdedit", guidance, strength)
@@ -166,7 +167,7 @@ def run_unitune(
             edit = EditSettings(guidance=guidance, steps=grid.steps, seed=seed)
             for row in measure_binding(editor, base, tune, edit):
                 on_binding({"family": family, "guidance": guidance, **row})
-    base_pixels = _tensor(np.asarray(editor.prepare_image(base)))
+    base_pixels = to_tensor(editor.prepare_image(base))
     samples = {(s.guidance, s.strength) for s in grid.settings(family)}
     raw: dict[str, list[tuple[float, float, Image.Image]]] = {e.name: [] for e in edits}
     for guidance, strength in sorted(samples):
@@ -229,16 +230,11 @@ def run_scene(
 
 def _interpolated(edit, setting: Setting, image, base_pixels, grid: Grid, seconds) -> Iterator[Output]:
     """The sample at every interpolation weight of the grid (weight 0: the sample itself)."""
-    pixels = _tensor(np.asarray(image.convert("RGB")))
+    pixels = to_tensor(image)
     for weight in grid.interpolations:
         mixed = interpolate_details(pixels, base_pixels, weight)
         out = Image.fromarray((mixed[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
         yield Output(edit, replace(setting, interpolation=weight), to_array(out), seconds)
-
-
-def _tensor(pixels: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 to (1, 3, H, W) in [0, 1], as Editor.edit hands images to the interpolation."""
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float() / 255.0
 
 
 def _last(tuned) -> float:

@@ -83,22 +83,26 @@ def headline_rows(chosen: dict, oracle_rows: dict) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in chosen.values():
-        t = row["test"]
-        lines.append(
-            f"| {row['method'].title} | `{row['label']}` | {pct(row['validation']['success'])} | "
-            f"{rate(t, 'expressive')} | {rate(t, 'preserved')} | **{rate(t, 'success')}** | "
-            f"{num(t['psnr_target'])} | {num(t['ssim_target'], 3)} | {num(t['psnr_base_untouched'])} | "
-            f"{num(t['ssim_base_untouched'], 3)} | {num(t['seconds'], 2)} |"
-        )
+        title, label, validation = row["method"].title, f"`{row['label']}`", pct(row["validation"]["success"])
+        lines.append(summary_row(title, label, validation, row["test"], num(row["test"]["seconds"], 2)))
     for family, rows in oracle_rows.items():
-        t = summarise(rows)
-        lines.append(
-            f"| (f) oracle: best of the {family} grid per edit (uses the ground truth) | per edit | - | "
-            f"{rate(t, 'expressive')} | {rate(t, 'preserved')} | **{rate(t, 'success')}** | "
-            f"{num(t['psnr_target'])} | {num(t['ssim_target'], 3)} | {num(t['psnr_base_untouched'])} | "
-            f"{num(t['ssim_base_untouched'], 3)} | - |"
-        )
+        title = f"(f) oracle: best of the {family} grid per edit (uses the ground truth)"
+        lines.append(summary_row(title, "per edit", "-", summarise(rows), "-"))
     return lines
+
+
+def summary_row(title: str, setting: str, validation: str, test: dict, seconds: str, method=True) -> str:
+    """One row of the headline table: a method's (or an oracle's) test summary, its rates with their
+    intervals and success in bold; with `method` False, a reference image's (plain rates)."""
+    if method:
+        expressive, preserved = rate(test, "expressive"), rate(test, "preserved")
+        success = f"**{rate(test, 'success')}**"
+    else:
+        expressive, preserved, success = pct(test["expressive"]), pct(test["preserved"]), pct(test["success"])
+    cells = [title, setting, validation, expressive, preserved, success]
+    cells += [num(test["psnr_target"]), num(test["ssim_target"], 3)]
+    cells += [num(test["psnr_base_untouched"]), num(test["ssim_base_untouched"], 3), seconds]
+    return "| " + " | ".join(cells) + " |"
 
 
 def reference_rows(config) -> list[str]:
@@ -113,12 +117,7 @@ def reference_rows(config) -> list[str]:
     for title, pick in (("ideal target image", "target"), ("no-op: the base image", "base")):
         rows = [score(render(getattr(e, pick)), e) for e in edits]
         rows = [{**r, "seconds": float("nan")} for r in rows]
-        t = summarise(rows)
-        lines.append(
-            f"| reference: {title} | - | - | {pct(t['expressive'])} | {pct(t['preserved'])} | "
-            f"{pct(t['success'])} | {num(t['psnr_target'])} | {num(t['ssim_target'], 3)} | "
-            f"{num(t['psnr_base_untouched'])} | {num(t['ssim_base_untouched'], 3)} | - |"
-        )
+        lines.append(summary_row(f"reference: {title}", "-", "-", summarise(rows), "-", method=False))
     return lines
 
 

@@ -7,13 +7,12 @@ plus L1; L1 keeps the shapes' edges sharp where MSE alone settles for a blur."""
 from __future__ import annotations
 
 import math
-import time
 
 import torch
 from diffusers import AutoencoderTiny
 
 from unitune.training.architecture import LATENT_STRIDE
-from unitune.training.checkpoints import Checkpointer, TrainingLog
+from unitune.training.checkpoints import Checkpointer, TrainingClock, TrainingLog
 from unitune.training.data import ScenePool
 
 
@@ -48,11 +47,9 @@ def train_autoencoder(
     optimizer = torch.optim.AdamW(autoencoder.parameters(), lr=lr, weight_decay=0.0)
     state = checkpointer.restore(autoencoder, optimizer)
     generator = torch.Generator().manual_seed(seed + state["step"])
-    budget = minutes * 60
-    started = time.monotonic() - state["seconds"]
-    first_step = state["step"]
-    while (elapsed := time.monotonic() - started) < budget:
-        set_lr(optimizer, lr * cosine(elapsed / budget))
+    clock = TrainingClock(state, minutes)
+    for spent in clock.steps():
+        set_lr(optimizer, lr * cosine(spent))
         indices = torch.randint(len(pool), (batch_size,), generator=generator)
         images = random_crops(pool.image_batch(indices), crop, generator)
         reconstruction = autoencoder.decode(autoencoder.encode(images).latents).sample
@@ -61,8 +58,7 @@ def train_autoencoder(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        state["step"] += 1
-        state["seconds"] = time.monotonic() - started
+        clock.count_step()
         if state["step"] % 100 == 0:
             autoencoder.eval()
             quality = psnr(round_trip(autoencoder, held_out), held_out)
@@ -76,7 +72,7 @@ def train_autoencoder(
                 psnr=quality,
             )
         checkpointer.maybe_save(autoencoder, optimizer, state)
-    if state["step"] > first_step:
+    if clock.trained:
         checkpointer.save(autoencoder, optimizer, state)
     autoencoder.eval()
 

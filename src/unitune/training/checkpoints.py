@@ -1,14 +1,18 @@
-"""Resumable training state: model weights as safetensors, optimizer state, step and time spent."""
+"""Resumable training state: model weights as safetensors, optimizer state, step and time spent; the
+clock both training stages run against (a wall-clock budget that counts earlier runs' time)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_model, save_model
+
+from unitune.files import write_durably
 
 
 class Checkpointer:
@@ -49,19 +53,46 @@ class Checkpointer:
             self.save(model, optimizer, state)
 
     def save(self, model: torch.nn.Module, optimizer, state: dict) -> None:
-        write_atomic(self.weights_path, lambda path: save_model(model, str(path)))
+        write_durably(self.weights_path, lambda path: save_model(model, path))
         if optimizer is not None:
-            write_atomic(
+            write_durably(
                 self.folder / f"{self.name}.optim.pt", lambda path: torch.save(optimizer.state_dict(), path)
             )
-        write_atomic(self.state_path, lambda path: Path(path).write_text(json.dumps(state)))
+        write_durably(self.state_path, lambda path: Path(path).write_text(json.dumps(state)))
         self.last_save = time.monotonic()
 
 
-def write_atomic(path: Path, write) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    os.replace(temporary, path)
+class TrainingClock:
+    """Training time against a budget of `minutes`, resumed from a checkpoint's `state` (its "step" and
+    "seconds" count on from earlier runs); time spent `paused` (evaluations) is not training time."""
+
+    def __init__(self, state: dict, minutes: float):
+        self.state, self.budget = state, minutes * 60
+        self.first_step = state["step"]
+        self._started = time.monotonic() - state["seconds"]
+
+    def steps(self) -> Iterator[float]:
+        """Before each step, the fraction of the budget spent (for the learning-rate schedule), until it is
+        all spent; the loop body calls `count_step` after its step."""
+        while (elapsed := time.monotonic() - self._started) < self.budget:
+            yield elapsed / self.budget
+
+    def count_step(self) -> None:
+        self.state["step"] += 1
+        self.state["seconds"] = time.monotonic() - self._started
+
+    @contextlib.contextmanager
+    def paused(self):
+        paused = time.monotonic()
+        try:
+            yield
+        finally:
+            self._started += time.monotonic() - paused
+
+    @property
+    def trained(self) -> bool:
+        """Whether this run took any step (so there is something new to save)."""
+        return self.state["step"] > self.first_step
 
 
 class TrainingLog:

@@ -18,7 +18,7 @@ from diffusers.training_utils import EMAModel
 from transformers import CLIPTextModel
 
 from unitune.training.autoencoder import cosine, set_lr
-from unitune.training.checkpoints import Checkpointer, TrainingLog
+from unitune.training.checkpoints import Checkpointer, TrainingClock, TrainingLog
 from unitune.training.data import CaptionBank, RarePrefix
 
 
@@ -83,14 +83,12 @@ class DenoiserTrainer:
         if checkpointer.exists():
             self.ema.load_state_dict(torch.load(checkpointer.folder / "ema.pt", weights_only=True))
         generator = torch.Generator().manual_seed(seed + state["step"])
-        budget = minutes * 60
-        started = time.monotonic() - state["seconds"]
-        first_step = state["step"]
+        clock = TrainingClock(state, minutes)
         next_eval = state.get("next_eval", evaluate_every_minutes * 60)
         self.unet.train(), self.text_encoder.train()
         last_log = time.monotonic()
-        while (elapsed := time.monotonic() - started) < budget:
-            set_lr(self.optimizer, self.lr * cosine(elapsed / budget))
+        for spent in clock.steps():
+            set_lr(self.optimizer, self.lr * cosine(spent))
             indices = torch.randint(len(self.latents), (self.batch_size,), generator=generator)
             loss = self.loss(indices, generator)
             self.optimizer.zero_grad(set_to_none=True)
@@ -98,8 +96,7 @@ class DenoiserTrainer:
             torch.nn.utils.clip_grad_norm_(self.parameters, 1.0)
             self.optimizer.step()
             self.ema.step(self.parameters)
-            state["step"] += 1
-            state["seconds"] = time.monotonic() - started
+            clock.count_step()
             if state["step"] % 50 == 0:
                 now = time.monotonic()
                 log.write(
@@ -113,14 +110,14 @@ class DenoiserTrainer:
                 last_log = now
             if state["seconds"] >= next_eval:
                 paused = time.monotonic()
-                self.log_evaluation(log, state, evaluate)
-                started += time.monotonic() - paused  # evaluation time is not training time
+                with clock.paused():  # evaluation time is not training time
+                    self.log_evaluation(log, state, evaluate)
                 last_log += time.monotonic() - paused
                 next_eval += evaluate_every_minutes * 60
                 state["next_eval"] = next_eval
             if time.monotonic() - checkpointer.last_save >= checkpointer.every:
                 self.save(checkpointer, modules, state)
-        if state["step"] > first_step:
+        if clock.trained:
             self.save(checkpointer, modules, state)
 
     def log_evaluation(self, log: TrainingLog, state: dict, evaluate: Callable[[], dict]) -> None:

@@ -1,4 +1,5 @@
-"""The gradio Blocks: components and wiring only. The actions live in `session.py` (no diffusion here)."""
+"""The gradio Blocks: the controls (`build_controls`) and their wiring (`wire`). The actions live in
+`session.py` (no diffusion here)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import functools
 import inspect
 import os
 import socket
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home; must precede the import
@@ -59,272 +60,343 @@ def friendly(fn):
     return wrapper
 
 
-def build_app(studio: Studio, tune: TuneSettings | None = None, edit: EditSettings | None = None):
-    """The Blocks for one Studio; `tune` and `edit` are the controls' starting values."""
-    tune, edit = tune or TuneSettings(), edit or EditSettings()
+@dataclass
+class Controls:
+    """Every component of the page, by name: what the handlers read and write."""
+
+    state: gr.State
+    # the base image and its tune (left column)
+    upload: gr.File
+    picker: gr.Gallery
+    base: gr.Image
+    method: gr.Radio
+    tune_steps: gr.Number
+    batch_size: gr.Number
+    tune_seed: gr.Number
+    tune_status: gr.Markdown
+    tune_btn: gr.Button
+    stop_btn: gr.Button
+    # the Edit tab
+    prompts: gr.Textbox
+    negative: gr.Textbox
+    guidance: gr.Slider
+    strength: gr.Slider
+    interpolation: gr.Slider
+    steps: gr.Slider
+    num_images: gr.Slider
+    seed: gr.Number
+    randomize: gr.Checkbox
+    auto: gr.Checkbox
+    edit_btn: gr.Button
+    compare: gr.Component  # an ImageSlider where gradio has one, else a two-image Gallery
+    results: gr.Gallery
+    settings_view: gr.JSON
+    downloads: gr.File
+    # the Sweep tab
+    sweep_prompt: gr.Textbox
+    guidances: gr.Textbox
+    strengths: gr.Textbox
+    sweep_btn: gr.Button
+    sheet: gr.Image
+    sweep_files: gr.File
+    # the History tab
+    history_table: gr.Dataframe
+    history_gallery: gr.Gallery
+    history_settings: gr.JSON
+
+    @property
+    def tune_inputs(self) -> list:
+        """The tune settings' controls, in the order `tune_from` takes them."""
+        return [self.method, self.tune_steps, self.batch_size, self.tune_seed]
+
+
+def build_app(
+    studio: Studio, tune_settings: TuneSettings | None = None, edit_settings: EditSettings | None = None
+):
+    """The Blocks for one Studio; `tune_settings` and `edit_settings` are the controls' starting values."""
+    tune_settings, edit_settings = tune_settings or TuneSettings(), edit_settings or EditSettings()
     examples = [str(p) for p in example_images()]
-    has_slider = hasattr(gr, "ImageSlider")
-
     with gr.Blocks(title="unitune", **_blocks_style()) as demo:
-        state = gr.State(SessionState())
-        gr.Markdown(
-            "## unitune: tune once on your image, then edit it with words\n"
-            "Upload an image (or pick an example), tune the model on it once, then write edits."
-        )
-        with gr.Row():
-            with gr.Column(scale=1, min_width=280):
-                upload = gr.File(
-                    label="Image", file_types=["image"], type="filepath", height=130, elem_id="upload"
-                )
-                picker = gr.Gallery(
-                    examples,
-                    label="…or pick an example",
-                    columns=4,
-                    rows=1,
-                    height=130,
-                    object_fit="contain",
-                    allow_preview=False,
-                    elem_id="examples",
-                    elem_classes="pixelated",
-                )
-                base = gr.Image(
-                    label="Base image (as the model sees it)",
-                    type="filepath",
-                    interactive=False,
-                    height=180,
-                    elem_id="base",
-                    elem_classes="pixelated",
-                )
-                with gr.Accordion("Tune settings", open=False):
-                    method = gr.Radio(list(METHODS), value=tune.method, label="method")
-                    tune_steps = gr.Number(
-                        tune.steps, label="tune steps", precision=0, minimum=0, elem_id="tune-steps"
-                    )
-                    batch_size = gr.Number(tune.batch_size, label="batch size", precision=0, minimum=1)
-                    tune_seed = gr.Number(tune.seed, label="tune seed", precision=0)
-                tune_status = gr.Markdown("Upload an image or pick an example.", elem_id="tune-status")
-                with gr.Row():
-                    tune_btn = gr.Button("Tune", variant="primary", elem_id="tune-btn")
-                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+        controls = build_controls(examples, tune_settings, edit_settings)
+        wire(controls, studio, examples, tune_settings, edit_settings)
+    return demo
 
-            with gr.Column(scale=2):
-                with gr.Tabs():
-                    with gr.Tab("Edit", id="edit"):
-                        prompts = gr.Textbox(
-                            label="Edit prompts (one per line)",
-                            lines=3,
-                            placeholder="on a green background\na yellow circle",
-                            elem_id="prompts",
+
+def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) -> Controls:
+    """The page's components, laid out, with `tune` and `edit` as their starting values."""
+    state = gr.State(SessionState())
+    gr.Markdown(
+        "## unitune: tune once on your image, then edit it with words\n"
+        "Upload an image (or pick an example), tune the model on it once, then write edits."
+    )
+    with gr.Row():
+        with gr.Column(scale=1, min_width=280):
+            upload = gr.File(
+                label="Image", file_types=["image"], type="filepath", height=130, elem_id="upload"
+            )
+            picker = gr.Gallery(
+                examples,
+                label="…or pick an example",
+                columns=4,
+                rows=1,
+                height=130,
+                object_fit="contain",
+                allow_preview=False,
+                elem_id="examples",
+                elem_classes="pixelated",
+            )
+            base = gr.Image(
+                label="Base image (as the model sees it)",
+                type="filepath",
+                interactive=False,
+                height=180,
+                elem_id="base",
+                elem_classes="pixelated",
+            )
+            with gr.Accordion("Tune settings", open=False):
+                method = gr.Radio(list(METHODS), value=tune.method, label="method")
+                tune_steps = gr.Number(
+                    tune.steps, label="tune steps", precision=0, minimum=0, elem_id="tune-steps"
+                )
+                batch_size = gr.Number(tune.batch_size, label="batch size", precision=0, minimum=1)
+                tune_seed = gr.Number(tune.seed, label="tune seed", precision=0)
+            tune_status = gr.Markdown("Upload an image or pick an example.", elem_id="tune-status")
+            with gr.Row():
+                tune_btn = gr.Button("Tune", variant="primary", elem_id="tune-btn")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+
+        with gr.Column(scale=2):
+            with gr.Tabs():
+                with gr.Tab("Edit", id="edit"):
+                    prompts = gr.Textbox(
+                        label="Edit prompts (one per line)",
+                        lines=3,
+                        placeholder="on a green background\na yellow circle",
+                        elem_id="prompts",
+                    )
+                    gr.Examples(EXAMPLE_PROMPTS, inputs=prompts, label="Example prompts (shapes world)")
+                    negative = gr.Textbox(
+                        edit.negative_prompt,
+                        label="Negative prompt (optional; guided against)",
+                        elem_id="negative",
+                    )
+                    with gr.Row():
+                        guidance = gr.Slider(
+                            0, max(50, edit.guidance), edit.guidance, step=0.5, label="guidance"
                         )
-                        gr.Examples(EXAMPLE_PROMPTS, inputs=prompts, label="Example prompts (shapes world)")
-                        negative = gr.Textbox(
-                            edit.negative_prompt,
-                            label="Negative prompt (optional; guided against)",
-                            elem_id="negative",
+                        strength = gr.Slider(0.05, 1, edit.strength, step=0.01, label="strength")
+                        interpolation = gr.Slider(0, 1, edit.interpolation, step=0.05, label="interpolation")
+                    with gr.Row():
+                        steps = gr.Slider(1, max(150, edit.steps), edit.steps, step=1, label="sampling steps")
+                        num_images = gr.Slider(
+                            1, max(8, edit.num_images), edit.num_images, step=1, label="images per prompt"
                         )
-                        with gr.Row():
-                            guidance = gr.Slider(
-                                0, max(50, edit.guidance), edit.guidance, step=0.5, label="guidance"
-                            )
-                            strength = gr.Slider(0.05, 1, edit.strength, step=0.01, label="strength")
-                            interpolation = gr.Slider(
-                                0, 1, edit.interpolation, step=0.05, label="interpolation"
-                            )
-                        with gr.Row():
-                            steps = gr.Slider(
-                                1, max(150, edit.steps), edit.steps, step=1, label="sampling steps"
-                            )
-                            num_images = gr.Slider(
-                                1, max(8, edit.num_images), edit.num_images, step=1, label="images per prompt"
-                            )
-                            seed = gr.Number(
-                                edit.seed, label="seed", precision=0, minimum=0, maximum=MAX_SEED
-                            )
-                            randomize = gr.Checkbox(False, label="random seed")
-                            auto = gr.Checkbox(
-                                edit.auto,
-                                label="auto dial (picks the strength; ~4x the time)",
-                                elem_id="auto",
-                            )
-                        edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-btn")
-                        with gr.Row():
-                            if has_slider:
-                                compare = gr.ImageSlider(
-                                    label="Before / after",
-                                    type="filepath",
-                                    height=320,
-                                    elem_id="compare",
-                                    elem_classes="pixelated",
-                                )
-                            else:
-                                compare = gr.Gallery(
-                                    label="Before / after",
-                                    columns=2,
-                                    elem_id="compare",
-                                    elem_classes="pixelated",
-                                )
-                            results = gr.Gallery(
-                                label="Edits (select one to compare)",
-                                columns=4,
+                        seed = gr.Number(edit.seed, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
+                        randomize = gr.Checkbox(False, label="random seed")
+                        auto = gr.Checkbox(
+                            edit.auto, label="auto dial (picks the strength; ~4x the time)", elem_id="auto"
+                        )
+                    edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-btn")
+                    with gr.Row():
+                        if _has_slider():
+                            compare = gr.ImageSlider(
+                                label="Before / after",
+                                type="filepath",
                                 height=320,
-                                elem_id="results",
+                                elem_id="compare",
                                 elem_classes="pixelated",
                             )
-                        settings_view = gr.JSON(label="Settings of the selected edit", elem_id="settings")
-                        downloads = gr.File(
-                            label="Download (PNGs carry their settings)",
-                            file_count="multiple",
-                            interactive=False,
-                            elem_id="downloads",
-                        )
-                    with gr.Tab("Sweep", id="sweep"):
-                        gr.Markdown(
-                            "One edit per guidance x strength pair (other dials from the Edit tab; with "
-                            "auto dial on, its pick is framed in red)."
-                        )
-                        sweep_prompt = gr.Textbox(label="Edit prompt", elem_id="sweep-prompt")
-                        with gr.Row():
-                            guidances = gr.Textbox("5, 10, 20", label="guidances", elem_id="guidances")
-                            strengths = gr.Textbox("0.7, 0.85, 1.0", label="strengths", elem_id="strengths")
-                        sweep_btn = gr.Button("Sweep", variant="primary", elem_id="sweep-btn")
-                        sheet = gr.Image(
-                            label="Columns: guidance, rows: strength",
-                            type="filepath",
-                            height=440,
-                            interactive=False,
-                            elem_id="sheet",
+                        else:
+                            compare = gr.Gallery(
+                                label="Before / after", columns=2, elem_id="compare", elem_classes="pixelated"
+                            )
+                        results = gr.Gallery(
+                            label="Edits (select one to compare)",
+                            columns=4,
+                            height=320,
+                            elem_id="results",
                             elem_classes="pixelated",
                         )
-                        sweep_files = gr.File(
-                            label="Download", file_count="multiple", interactive=False, elem_id="sweep-files"
-                        )
-                    with gr.Tab("History", id="history"):
-                        history_table = gr.Dataframe(
-                            headers=HISTORY_COLUMNS, interactive=False, elem_id="history"
-                        )
-                        history_gallery = gr.Gallery(
-                            label="This session's edits, newest first",
-                            columns=6,
-                            elem_id="history-gallery",
-                            elem_classes="pixelated",
-                        )
-                        history_settings = gr.JSON(label="Settings")
+                    settings_view = gr.JSON(label="Settings of the selected edit", elem_id="settings")
+                    downloads = gr.File(
+                        label="Download (PNGs carry their settings)",
+                        file_count="multiple",
+                        interactive=False,
+                        elem_id="downloads",
+                    )
+                with gr.Tab("Sweep", id="sweep"):
+                    gr.Markdown(
+                        "One edit per guidance x strength pair (other dials from the Edit tab; with "
+                        "auto dial on, its pick is framed in red)."
+                    )
+                    sweep_prompt = gr.Textbox(label="Edit prompt", elem_id="sweep-prompt")
+                    with gr.Row():
+                        guidances = gr.Textbox("5, 10, 20", label="guidances", elem_id="guidances")
+                        strengths = gr.Textbox("0.7, 0.85, 1.0", label="strengths", elem_id="strengths")
+                    sweep_btn = gr.Button("Sweep", variant="primary", elem_id="sweep-btn")
+                    sheet = gr.Image(
+                        label="Columns: guidance, rows: strength",
+                        type="filepath",
+                        height=440,
+                        interactive=False,
+                        elem_id="sheet",
+                        elem_classes="pixelated",
+                    )
+                    sweep_files = gr.File(
+                        label="Download", file_count="multiple", interactive=False, elem_id="sweep-files"
+                    )
+                with gr.Tab("History", id="history"):
+                    history_table = gr.Dataframe(
+                        headers=HISTORY_COLUMNS, interactive=False, elem_id="history"
+                    )
+                    history_gallery = gr.Gallery(
+                        label="This session's edits, newest first",
+                        columns=6,
+                        elem_id="history-gallery",
+                        elem_classes="pixelated",
+                    )
+                    history_settings = gr.JSON(label="Settings")
+    # every component above, by its variable's name (one left out of Controls fails here, loudly)
+    return Controls(**{name: value for name, value in locals().items() if name in _CONTROL_NAMES})
 
-        tune_inputs = [method, tune_steps, batch_size, tune_seed]
 
-        def tune_settings(method_, steps_, batch_, seed_) -> TuneSettings:
-            return replace(tune, method=method_, steps=int(steps_), batch_size=int(batch_), seed=int(seed_))
+_CONTROL_NAMES = {field.name for field in fields(Controls)}
 
-        # --- the base image: uploaded or picked ---------------------------------------------------
 
-        @friendly
-        def load(state_, path, m, ts, tb, tsd, request: gr.Request):
-            if path:
-                state_ = studio.load(state_, path, request.session_hash)
-            status_ = studio.tune_status(state_, tune_settings(m, ts, tb, tsd))
-            return state_, state_.base, status_, None, [], None, None  # the old image's edits go
+def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, edit: EditSettings) -> None:
+    """The handlers: what each button, upload and selection does to the session and the page. Tune,
+    edit and sweep share the model, so they run one at a time; everything else at once."""
+    has_slider = _has_slider()
 
-        def pick(state_, m, ts, tb, tsd, evt: gr.SelectData, request: gr.Request):
-            return load(state_, examples[evt.index], m, ts, tb, tsd, request)
+    def tune_from(method: str, tune_steps: float, batch_size: float, tune_seed: float) -> TuneSettings:
+        """The tune settings the tune controls show (over the starting values)."""
+        return replace(
+            tune, method=method, steps=int(tune_steps), batch_size=int(batch_size), seed=int(tune_seed)
+        )
 
-        load_outputs = [state, base, tune_status, compare, results, settings_view, downloads]
-        upload.upload(load, [state, upload, *tune_inputs], load_outputs, concurrency_limit=None)
-        picker.select(pick, [state, *tune_inputs], load_outputs, concurrency_limit=None)
+    # --- the base image: uploaded or picked -------------------------------------------------------
 
-        @friendly
-        def status(state_, m, ts, tb, tsd):
-            return studio.tune_status(state_, tune_settings(m, ts, tb, tsd))
+    @friendly
+    def load(state, path, method, tune_steps, batch_size, tune_seed, request: gr.Request):
+        if path:
+            state = studio.load(state, path, request.session_hash)
+        status = studio.tune_status(state, tune_from(method, tune_steps, batch_size, tune_seed))
+        return state, state.base, status, None, [], None, None  # the old image's edits go
 
-        for control in tune_inputs:
-            control.change(status, [state, *tune_inputs], tune_status, concurrency_limit=None)
+    def pick(state, method, tune_steps, batch_size, tune_seed, evt: gr.SelectData, request: gr.Request):
+        return load(state, examples[evt.index], method, tune_steps, batch_size, tune_seed, request)
 
-        # --- tune, edit, sweep: one at a time on the shared model ----------------------------------
+    load_outputs = [c.state, c.base, c.tune_status, c.compare, c.results, c.settings_view, c.downloads]
+    c.upload.upload(load, [c.state, c.upload, *c.tune_inputs], load_outputs, concurrency_limit=None)
+    c.picker.select(pick, [c.state, *c.tune_inputs], load_outputs, concurrency_limit=None)
 
-        @friendly
-        def run_tune(state_, m, ts, tb, tsd, request: gr.Request, progress=gr.Progress()):
-            return studio.tune(state_, tune_settings(m, ts, tb, tsd), request.session_hash, progress)
+    @friendly
+    def status(state, method, tune_steps, batch_size, tune_seed):
+        return studio.tune_status(state, tune_from(method, tune_steps, batch_size, tune_seed))
 
-        busy = {"concurrency_id": "model", "concurrency_limit": 1}
-        tune_btn.click(run_tune, [state, *tune_inputs], [state, tune_status], **busy)
+    for control in c.tune_inputs:
+        control.change(status, [c.state, *c.tune_inputs], c.tune_status, concurrency_limit=None)
 
-        @friendly
-        def run_edit(
-            state_, prompts_, negative_, g, s, i, n, k, seed_, random_, auto_, m, ts, tb, tsd,
-            request: gr.Request, progress=gr.Progress(),
-        ):  # fmt: skip
-            used_seed = pick_seed(seed_, random_)
-            dials = dict(
-                guidance=g, strength=s, interpolation=i, steps=int(n), num_images=int(k), seed=used_seed,
-                negative_prompt=(negative_ or "").strip(), auto=bool(auto_),
-            )  # fmt: skip
-            tuning, session = tune_settings(m, ts, tb, tsd), request.session_hash
-            state_, paths, message = studio.edit(
-                state_, prompts_, replace(edit, **dials), tuning, session, progress
-            )
-            gallery = [(str(p), _caption(e["settings"])) for p, e in zip(paths, state_.last, strict=True)]
-            files = [str(p) for p in paths] + [str(Path(paths[0]).parent / "manifest.json")]
-            before_after = _pair(state_.base, paths[0], has_slider)
-            first = state_.last[0]["settings"]
-            return state_, before_after, gallery, first, files, message, *_history(state_), used_seed
+    # --- tune, edit, sweep: one at a time on the shared model ----------------------------------------
 
-        edit_inputs = [
-            state, prompts, negative, guidance, strength, interpolation, steps, num_images, seed, randomize,
-            auto,
-        ]  # fmt: skip
-        history_outputs = [history_table, history_gallery]
-        edit_outputs = [
-            state,
-            compare,
-            results,
-            settings_view,
-            downloads,
-            tune_status,
-            *history_outputs,
-            seed,
-        ]
-        edit_btn.click(run_edit, [*edit_inputs, *tune_inputs], edit_outputs, **busy)
+    busy = {"concurrency_id": "model", "concurrency_limit": 1}
 
-        def select_result(state_, evt: gr.SelectData):
-            if evt.index >= len(state_.last):
-                return gr.skip(), gr.skip()
-            entry = state_.last[evt.index]
-            return _pair(state_.base, entry["file"], has_slider), entry["settings"]
+    @friendly
+    def run_tune(
+        state, method, tune_steps, batch_size, tune_seed, request: gr.Request, progress=gr.Progress()
+    ):
+        tuning = tune_from(method, tune_steps, batch_size, tune_seed)
+        return studio.tune(state, tuning, request.session_hash, progress)
 
-        results.select(select_result, state, [compare, settings_view], concurrency_limit=None)
+    c.tune_btn.click(run_tune, [c.state, *c.tune_inputs], [c.state, c.tune_status], **busy)
 
-        @friendly
-        def run_sweep(
-            state_, prompt_, guidances_, strengths_, i, n, seed_, random_, auto_, m, ts, tb, tsd,
-            request: gr.Request, progress=gr.Progress(),
-        ):  # fmt: skip
-            seed_ = pick_seed(seed_, random_)
-            dials = replace(edit, interpolation=i, steps=int(n), seed=seed_, auto=bool(auto_))
-            tuning, session = tune_settings(m, ts, tb, tsd), request.session_hash
-            state_, sheet_, files = studio.sweep(
-                state_, prompt_, guidances_, strengths_, dials, tuning, session, progress
-            )
-            return state_, str(sheet_), [str(f) for f in files], studio.tune_status(state_, tuning)
+    @friendly
+    def run_edit(
+        state,
+        # the edit
+        prompts, negative_prompt,
+        # the dials
+        guidance, strength, interpolation, steps, num_images, seed, random_seed, auto,
+        # the tune
+        method, tune_steps, batch_size, tune_seed,
+        request: gr.Request,
+        progress=gr.Progress(),
+    ):  # fmt: skip
+        used_seed = pick_seed(seed, random_seed)
+        dials = replace(
+            edit,
+            guidance=guidance,
+            strength=strength,
+            interpolation=interpolation,
+            steps=int(steps),
+            num_images=int(num_images),
+            seed=used_seed,
+            negative_prompt=(negative_prompt or "").strip(),
+            auto=bool(auto),
+        )
+        tuning = tune_from(method, tune_steps, batch_size, tune_seed)
+        state, paths, message = studio.edit(state, prompts, dials, tuning, request.session_hash, progress)
+        gallery = [(str(p), _caption(e["settings"])) for p, e in zip(paths, state.last, strict=True)]
+        files = [str(p) for p in paths] + [str(Path(paths[0]).parent / "manifest.json")]
+        before_after = _pair(state.base, paths[0], has_slider)
+        first = state.last[0]["settings"]
+        return state, before_after, gallery, first, files, message, *_history(state), used_seed
 
-        sweep_inputs = [
-            state, sweep_prompt, guidances, strengths, interpolation, steps, seed, randomize, auto
-        ]  # fmt: skip
-        sweep_outputs = [state, sheet, sweep_files, tune_status]
-        sweep_btn.click(run_sweep, [*sweep_inputs, *tune_inputs], sweep_outputs, **busy)
+    edit_inputs = [c.state, c.prompts, c.negative, c.guidance, c.strength, c.interpolation, c.steps]
+    edit_inputs += [c.num_images, c.seed, c.randomize, c.auto, *c.tune_inputs]
+    edit_outputs = [c.state, c.compare, c.results, c.settings_view, c.downloads, c.tune_status]
+    edit_outputs += [c.history_table, c.history_gallery, c.seed]
+    c.edit_btn.click(run_edit, edit_inputs, edit_outputs, **busy)
 
-        def select_history(state_, evt: gr.SelectData):
-            return list(reversed(state_.history))[evt.index]["settings"]
+    def select_result(state, evt: gr.SelectData):
+        if evt.index >= len(state.last):
+            return gr.skip(), gr.skip()
+        entry = state.last[evt.index]
+        return _pair(state.base, entry["file"], has_slider), entry["settings"]
 
-        history_gallery.select(select_history, state, history_settings, concurrency_limit=None)
+    c.results.select(select_result, c.state, [c.compare, c.settings_view], concurrency_limit=None)
 
-        # --- interrupt: the running call stops after its current step -----------------------------
+    @friendly
+    def run_sweep(
+        state,
+        # the sweep
+        prompt, guidances, strengths,
+        # the other dials (from the Edit tab)
+        interpolation, steps, seed, random_seed, auto,
+        # the tune
+        method, tune_steps, batch_size, tune_seed,
+        request: gr.Request,
+        progress=gr.Progress(),
+    ):  # fmt: skip
+        seed = pick_seed(seed, random_seed)
+        dials = replace(edit, interpolation=interpolation, steps=int(steps), seed=seed, auto=bool(auto))
+        tuning = tune_from(method, tune_steps, batch_size, tune_seed)
+        state, sheet, files = studio.sweep(
+            state, prompt, guidances, strengths, dials, tuning, request.session_hash, progress
+        )
+        return state, str(sheet), [str(f) for f in files], studio.tune_status(state, tuning)
 
-        def stop(request: gr.Request):
-            studio.stop(request.session_hash)
-            gr.Info("Stopping after the current step…")
+    sweep_inputs = [c.state, c.sweep_prompt, c.guidances, c.strengths, c.interpolation, c.steps, c.seed]
+    sweep_inputs += [c.randomize, c.auto, *c.tune_inputs]
+    sweep_outputs = [c.state, c.sheet, c.sweep_files, c.tune_status]
+    c.sweep_btn.click(run_sweep, sweep_inputs, sweep_outputs, **busy)
 
-        stop_btn.click(stop, None, None, concurrency_limit=None, queue=False)
+    def select_history(state, evt: gr.SelectData):
+        return list(reversed(state.history))[evt.index]["settings"]
 
-    return demo
+    c.history_gallery.select(select_history, c.state, c.history_settings, concurrency_limit=None)
+
+    # --- interrupt: the running call stops after its current step -------------------------------------
+
+    def stop(request: gr.Request):
+        studio.stop(request.session_hash)
+        gr.Info("Stopping after the current step…")
+
+    c.stop_btn.click(stop, None, None, concurrency_limit=None, queue=False)
+
+
+def _has_slider() -> bool:
+    return hasattr(gr, "ImageSlider")
 
 
 def _caption(s: dict) -> str:
@@ -365,14 +437,15 @@ def launch(
     host: str = "127.0.0.1",
     port: int | None = None,
     max_file_size: str | int = DEFAULT_MAX_FILE_SIZE,
-    tune: TuneSettings | None = None,
-    edit: EditSettings | None = None,
+    tune_settings: TuneSettings | None = None,
+    edit_settings: EditSettings | None = None,
     work_dir: str | Path | None = None,
     block: bool = True,
 ):
-    """Serve the UI on host:port (loopback unless told otherwise); uploads over max_file_size are refused."""
+    """Serve the UI on host:port (loopback unless told otherwise); uploads over max_file_size are refused.
+    `tune_settings` and `edit_settings` are the controls' starting values."""
     studio = Studio(editor, work_dir)
-    demo = build_app(studio, tune, edit)
+    demo = build_app(studio, tune_settings, edit_settings)
     demo.queue(default_concurrency_limit=1)
     style = {"css": CSS} if _css_in_launch() else {}
     if port is not None and not _port_free(host, port):

@@ -22,6 +22,7 @@ from ..images import image_hash
 from ..outputs import save_png, save_results, slug
 from ..progress import Progress
 from ..settings import EditSettings, TuneSettings
+from ..sweep import parse_floats
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "examples"
 HISTORY_COLUMNS = ["#", "prompt", "guidance", "strength", "interpolation", "steps", "seed", "tune"]
@@ -54,16 +55,6 @@ def parse_prompts(text: str) -> list[str]:
     if not prompts:
         raise UnituneError("write at least one edit prompt (one per line)")
     return prompts
-
-
-def parse_floats(text: str, what: str) -> list[float]:
-    try:
-        values = [float(v) for v in (text or "").replace(";", ",").split(",") if v.strip()]
-    except ValueError:
-        raise UnituneError(f"{what}: expected comma-separated numbers, got {text!r}") from None
-    if not values:
-        raise UnituneError(f"{what}: give at least one value")
-    return values
 
 
 class ProgressBar:
@@ -145,7 +136,7 @@ class Studio:
     ) -> tuple[SessionState, str]:
         base = self._base(state)
         started = time.monotonic()
-        result = self.editor.tune(base, tune, ProgressBar(bar), self._start(session))
+        result = self.editor.tune(base, tune, progress=ProgressBar(bar), should_stop=self._start(session))
         state.tune_key = result.key
         return state, self._tune_message(result, time.monotonic() - started)
 
@@ -176,9 +167,9 @@ class Studio:
         samples = len(prompts) * edit.num_images * (len(AUTO_STRENGTHS) if edit.auto else 1)
         stop, progress = self._start(session), ProgressBar(bar, samples)
         started = time.monotonic()
-        tuned = self.editor.tune(base, tune, progress, stop)
+        tuned = self.editor.tune(base, tune, progress=progress, should_stop=stop)
         message = self._tune_message(tuned, time.monotonic() - started)
-        results = self.editor.edit(base, prompts, edit, tune, progress, stop)
+        results = self.editor.edit(base, prompts, edit, tune, progress=progress, should_stop=stop)
         state.runs += 1
         folder = self._folder(session, f"edit-{state.runs:03d}")
         paths = save_results(results, folder, "edit", {"image": state.name})
@@ -210,7 +201,14 @@ class Studio:
                 EditSettings(**{**edit.to_dict(), "guidance": g, "strength": s})
         progress = ProgressBar(bar, len(guidances) * len(strengths))
         result = self.editor.sweep(
-            base, prompt, guidances, strengths, edit, tune, progress, self._start(session)
+            base,
+            prompt,
+            guidances,
+            strengths,
+            edit,
+            tune,
+            progress=progress,
+            should_stop=self._start(session),
         )
         state.runs += 1
         folder = self._folder(session, f"sweep-{state.runs:03d}")
