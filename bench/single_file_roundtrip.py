@@ -36,7 +36,9 @@ def roundtrip(family: str) -> bool:
     config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
     scheduler = getattr(diffusers, config["_class_name"]).from_config(config)
     tokenizer = clip_tokenizer("!" if family == "sd2" else None)
-    pipe = StableDiffusionPipeline(vae, text_encoder, tokenizer, unet, scheduler, None, None, False)
+    pipe = StableDiffusionPipeline(
+        vae, text_encoder, tokenizer, unet, scheduler, None, None, requires_safety_checker=False
+    )
     with tempfile.TemporaryDirectory() as work:
         file = Path(work) / f"{family}.safetensors"
         save_file(to_ldm(pipe), str(file))
