@@ -29,8 +29,10 @@ def session_editor(tiny_model, tmp_path_factory):
 
 @pytest.fixture
 def editor(session_editor):
-    """The session's editor, with its original scheduler put back after the test."""
+    """The session's editor with its UNet's base weights (an edit leaves its tune applied), and its
+    original scheduler put back after the test."""
     scheduler = session_editor.pipe.scheduler
+    session_editor.restore_base()
     yield session_editor
     session_editor.pipe.scheduler = scheduler
 

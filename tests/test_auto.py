@@ -7,6 +7,7 @@ import torch
 
 from unitune import EditSettings, TuneSettings
 from unitune.auto import AUTO_STRENGTHS, Signals, denoising_errors, pick, score_candidates
+from unitune.pipelines import Conditioning
 from unitune.tuning import encode_latent, encode_text
 
 TUNE = TuneSettings(steps=4)
@@ -22,7 +23,7 @@ def test_pick_keeps_the_candidate_with_the_largest_gain():
 def test_denoising_errors_are_reproducible_and_follow_the_prompt(editor, base_image):
     pipe, runtime = editor.pipe, editor.runtime
     latents = encode_latent(pipe, [editor.prepare_image(base_image)] * 2, runtime)
-    embeds = torch.cat([encode_text(pipe, "a red square", runtime), encode_text(pipe, "", runtime)])
+    embeds = Conditioning.cat([encode_text(pipe, "a red square", runtime), encode_text(pipe, "", runtime)])
     errors = denoising_errors(pipe, latents, embeds, runtime, chunk=3)
     assert errors.shape == (2, 2) and torch.isfinite(errors).all()
     assert torch.equal(errors, denoising_errors(pipe, latents, embeds, runtime, chunk=3))

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from unitune import UnituneError, UnituneWarning
-from unitune.images import fit_to_size, image_hash, load_image
+from unitune.images import aspect_size, fit, image_hash, load_image
 from unitune.interpolation import interpolate_details, unchanged_mask
 
 
@@ -58,15 +58,10 @@ def test_animation_gives_first_frame(tmp_path):
 
 
 @pytest.mark.parametrize("size", [(7, 300), (300, 7), (1000, 600), (32, 32)])
-def test_any_size_is_center_cropped_to_native_size(size):
-    image = Image.new("RGB", size, "white")
-    assert fit_to_size(image, 32).size == (32, 32)
-
-
-def test_center_crop_keeps_the_middle():
-    image = Image.new("RGB", (96, 32), "black")
-    image.paste((255, 0, 0), (32, 0, 64, 32))
-    assert fit_to_size(image, 32).getpixel((16, 16)) == (255, 0, 0)
+def test_any_size_fits_the_native_pixel_count_at_its_aspect(size):
+    width, height = aspect_size(size, 32 * 32, 2)
+    assert width % 2 == height % 2 == 0 and abs(np.log(width / height * size[1] / size[0])) < 0.1
+    assert fit(Image.new("RGB", size, "white"), (width, height)).size == (width, height)
 
 
 def test_hash_is_about_pixels_not_file_format(tmp_path, base_image):

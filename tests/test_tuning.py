@@ -69,9 +69,12 @@ def test_second_edit_reuses_the_tune(editor, base_image, method):
 
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_unet_back_to_base_weights_after_edit(editor, base_image, method):
+    """An edit leaves its tune applied (for the next edit of the image); restore_base puts the base back."""
     before = {k: v.clone() for k, v in editor.pipe.unet.state_dict().items()}
     tune = TuneSettings(method=method, steps=2, learning_rate=1e-2, seed=21)
     editor.edit(base_image, ["x"], EditSettings(steps=2), tune)
+    assert any(not torch.equal(before[k], v) for k, v in editor.pipe.unet.state_dict().items())
+    editor.restore_base()
     after = editor.pipe.unet.state_dict()
     assert after.keys() == before.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)

@@ -22,7 +22,7 @@ from PIL import Image
 from .auto import AUTO_STRENGTHS, pick, score_candidates
 from .cache import TuneCache, tune_key
 from .errors import UnituneError
-from .images import fit_to_size, image_hash, load_image
+from .images import Sizing, fit, image_hash, load_image, restore_size
 from .interpolation import interpolate_details
 from .loading import (
     Runtime,
@@ -33,6 +33,7 @@ from .loading import (
     resolve_model,
 )
 from .outputs import EditResult
+from .pipelines import text_encoders
 from .progress import Progress, ProgressFn, RunControl, StopFn
 from .sampling import decode, encode_prompts, initial_latents, iter_denoise, schedule, to_pil, to_tensor
 from .settings import EditSettings, ModelDefaults, TuneSettings, settings_json
@@ -69,13 +70,23 @@ def library_versions() -> dict[str, str]:
 
 
 class Editor:
-    """A loaded pipeline plus the tune cache. Thread-safe: calls run one at a time."""
+    """A loaded pipeline plus the tune cache. Thread-safe: calls run one at a time.
+
+    The editor owns its pipeline's UNet weights: after an edit the UNet holds that edit's tune (see
+    `restore_base`). Two editors built on one pipeline must `restore_base()` before the other uses it."""
 
     def __init__(
-        self, pipe, model: str, runtime: Runtime, cache: TuneCache, defaults: ModelDefaults | None = None
+        self,
+        pipe,
+        model: str,
+        runtime: Runtime,
+        cache: TuneCache,
+        defaults: ModelDefaults | None = None,
+        sizing: Sizing | None = None,
     ):
         self.pipe, self.model, self.runtime, self.cache = pipe, model, runtime, cache
         self.defaults = defaults or ModelDefaults()
+        self.sizing = sizing or Sizing()  # how photos are fitted (images.Sizing); replace it at will
         self.weights = UNetWeights(pipe.unet)  # the only code that swaps the UNet's weights
         self._lock = threading.RLock()
 
@@ -88,6 +99,11 @@ class Editor:
         allow_pickle: bool = False,
         cache_dir: str | Path | None = None,
         cache_max_size: str | int | None = None,
+        size: int | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        prediction_type: str | None = None,
+        native_size: int | None = None,
     ) -> Editor:
         """Load `model` (hub id, diffusers folder or .safetensors file; None = embedded model) once.
 
@@ -95,15 +111,20 @@ class Editor:
         settings used when a call passes None; see `default_edit_settings` / `default_tune_settings`.
         `cache_max_size` ("20GB", a number of bytes or "none") bounds the tune cache: least recently used
         tunes are evicted beyond it [default: $UNITUNE_CACHE_MAX_SIZE, else 20 GB].
+        `size` (about size x size pixels at each photo's aspect) or `width` / `height` (exact; one alone:
+        the other follows the aspect) set the working size; default: the model's native pixel count.
+        `prediction_type` ("epsilon" or "v_prediction") and `native_size` (pixels per side it was trained
+        at) override the model's own: an SD 2.x checkpoint file is taken as 768 px v-prediction otherwise.
         """
+        sizing = Sizing(size, width, height)
         runtime = pick_runtime(device, dtype)
         cache = TuneCache(cache_dir, cache_max_size)
         resolved = resolve_model(model)
         defaults = load_model_defaults(resolved)
-        pipe = load_pipeline(resolved, allow_pickle=allow_pickle).to(runtime.device)
-        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        pipe = load_pipeline(resolved, allow_pickle, prediction_type, native_size).to(runtime.device)
+        for module in (pipe.unet, pipe.vae, *text_encoders(pipe)):
             module.requires_grad_(False).eval()
-        return cls(pipe, resolved, runtime, cache, defaults)
+        return cls(pipe, resolved, runtime, cache, defaults, sizing)
 
     def default_edit_settings(self) -> EditSettings:
         """The model's recommended edit settings (its unitune.json over the dataclass defaults)."""
@@ -122,12 +143,22 @@ class Editor:
 
     @property
     def native_size(self) -> int:
-        """Image side in pixels the model works at: unet sample_size x VAE scale factor."""
+        """Side in pixels of the square the model was trained at: unet sample_size x VAE scale factor."""
         return self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor
 
+    @property
+    def stride(self) -> int:
+        """Pixels per latent: every working side is a multiple of it."""
+        return self.pipe.vae_scale_factor
+
+    def work_size(self, photo_size: tuple[int, int]) -> tuple[int, int]:
+        """(width, height) a photo of `photo_size` is edited at (see `images.Sizing`)."""
+        return self.sizing.fit_size(photo_size, self.native_size, self.stride)
+
     def prepare_image(self, image: ImageInput) -> Image.Image:
-        """Load (any mode, EXIF-rotated, first frame) and center-crop-resize to the native square size."""
-        return fit_to_size(load_image(image), self.native_size)
+        """Load (any mode, EXIF-rotated, first frame, sRGB) and resize to the working size at its aspect."""
+        photo = load_image(image)
+        return fit(photo, self.work_size(photo.size))
 
     # --- 1. tune -------------------------------------------------------------------------------------
 
@@ -171,7 +202,8 @@ class Editor:
         """
         key = self.tune_key(base, settings)
         with self._lock, self.cache.locked(key):
-            cached = self.cache.read(key, tensors=load)
+            # the applied tune's weights are in the UNet already: checked, not read again
+            cached = self.cache.read(key, tensors=load and key != self.weights.applied_key)
             if cached is not None:
                 tensors, metadata = cached
                 result = TuneResult(key, self.cache.path(key), False, settings.to_dict(), _losses(metadata))
@@ -183,7 +215,7 @@ class Editor:
 
     def _train(self, base, settings: TuneSettings, *, run: RunControl):
         latent = encode_latent(self.pipe, base, self.runtime)
-        text = encode_text(self.pipe, settings.rare_prompt, self.runtime)
+        text = encode_text(self.pipe, settings.rare_prompt, self.runtime, base.size)
         with self.weights.training(settings):
             losses = train(self.pipe, latent, text, settings, self.runtime, run.progress, run.should_stop)
             return self.weights.tuned_tensors(settings.method), losses
@@ -201,6 +233,13 @@ class Editor:
             "losses": json.dumps(losses),
         }
 
+    def restore_base(self) -> None:
+        """Put the UNet's base weights back now. An edit leaves its tune applied, so the next edit with
+        the same tune neither reads its file nor copies weights; training a tune, `generate`, an edit with
+        another tune, `applied` and this call put the base weights back first."""
+        with self._lock:
+            self.weights.restore_base()
+
     @contextlib.contextmanager
     def applied(self, tune: TuneResult):
         """The UNet with the tune's weights inside the block, its base weights again after it.
@@ -209,8 +248,10 @@ class Editor:
         """
         with self.cache.locked(tune.key):
             tensors, metadata = self.cache.load(tune.key)
-        with self._lock, self.weights.applied(tensors, json.loads(metadata["settings"])):
-            yield
+        with self._lock:
+            self.weights.restore_base()
+            with self.weights.applied(tensors, json.loads(metadata["settings"])):
+                yield
 
     # --- 2. edit ---------------------------------------------------------------------------------------
 
@@ -227,14 +268,19 @@ class Editor:
         edit_settings = edit_settings or self.default_edit_settings()
         tune_settings, prompts = self.resolve_tune(tune_settings), _prompts(prompts)
         run = RunControl(progress, should_stop)
-        base = self.prepare_image(image)
-        tuned, tensors = self._tuned(base, tune_settings, run=run, load=True)
-        with self._lock, self.weights.applied(tensors, tuned.settings):
-            return [
-                self._edit_one(base, prompt, edit_settings, tuned, seed, run=run)
-                for prompt in prompts
-                for seed in range(edit_settings.seed, edit_settings.seed + edit_settings.num_images)
-            ]
+        photo = load_image(image)
+        base = fit(photo, self.work_size(photo.size))
+        with self._lock:  # no other call changes the UNet between reading the tune and sampling
+            tuned, tensors = self._tuned(base, tune_settings, run=run, load=True)
+            with self.weights.applied(tensors, tuned.settings, tuned.key, keep=True):
+                results = [
+                    self._edit_one(base, prompt, edit_settings, tuned, seed, run=run)
+                    for prompt in prompts
+                    for seed in range(edit_settings.seed, edit_settings.seed + edit_settings.num_images)
+                ]
+        if edit_settings.original_size:
+            return [restore_size(result, photo.size) for result in results]
+        return results
 
     def _edit_one(
         self, base, prompt: str, edit_settings: EditSettings, tuned: TuneResult, seed: int, *, run, raws=None
@@ -251,7 +297,7 @@ class Editor:
             image, raw = self._sample(full_prompt, edit_settings, seed, base, label, run=run)
             if raws is not None:
                 raws.append(raw)
-        settings = self._result_settings("edit", prompt, full_prompt, edit_settings, seed)
+        settings = self._result_settings("edit", prompt, full_prompt, edit_settings, seed, base.size)
         settings.update(tune_key=tuned.key, tune=tuned.settings, image_hash=image_hash(base))
         if dial is not None:
             settings["auto_dial"] = dial
@@ -296,7 +342,9 @@ class Editor:
                 for seed in seeds:
                     label = f"{prompt} (seed {seed})"
                     image, _ = self._sample(prompt, edit_settings, seed, None, label, run=run)
-                    settings = self._result_settings("generate", prompt, prompt, edit_settings, seed)
+                    settings = self._result_settings(
+                        "generate", prompt, prompt, edit_settings, seed, image.size
+                    )
                     results.append(EditResult(image, settings))
         return results
 
@@ -321,13 +369,17 @@ class Editor:
             raise UnituneError("a sweep needs at least one guidance and one strength")
         tune_settings, prompt = self.resolve_tune(tune_settings), _prompts(prompt)[0]
         run = RunControl(progress, should_stop)
-        base = self.prepare_image(image)
-        tuned, tensors = self._tuned(base, tune_settings, run=run, load=True)
+        photo = load_image(image)
+        base = fit(photo, self.work_size(photo.size))
         raws: list[Image.Image] = []
-        with self._lock, self.weights.applied(tensors, tuned.settings):
-            results = [self._edit_one(base, prompt, c, tuned, c.seed, run=run, raws=raws) for c in cells]
-            picked = self._mark_pick(prompt, tuned, results, raws) if auto else None
+        with self._lock:
+            tuned, tensors = self._tuned(base, tune_settings, run=run, load=True)
+            with self.weights.applied(tensors, tuned.settings, tuned.key, keep=True):
+                results = [self._edit_one(base, prompt, c, tuned, c.seed, run=run, raws=raws) for c in cells]
+                picked = self._mark_pick(prompt, tuned, results, raws) if auto else None
         sheet = contact_sheet([r.image for r in results], list(guidances), list(strengths), picked)
+        if edit_settings.original_size:
+            results = [restore_size(result, photo.size) for result in results]
         return SweepResult(results, list(guidances), list(strengths), sheet, picked)
 
     def _mark_pick(self, prompt: str, tuned: TuneResult, results: list[EditResult], raws) -> int:
@@ -348,15 +400,16 @@ class Editor:
         pipe, runtime, settings = self.pipe, self.runtime, edit_settings
         generator = torch.Generator("cpu").manual_seed(seed)  # all randomness, drawn on the CPU
 
-        # 1. encode the prompt (and, with guidance, the negative prompt)
+        # 1. encode the prompt (and, with guidance, the negative prompt) for the image's size (SDXL's)
+        size = base.size if base is not None else self.sizing.generate_size(self.native_size, self.stride)
         guided = settings.guidance > 1.0
-        embeds = encode_prompts(pipe, prompt, settings.negative_prompt, guided, runtime)
+        embeds = encode_prompts(pipe, prompt, settings.negative_prompt, guided, runtime, size)
 
         # 2. the timesteps: the last `strength` fraction of the schedule
         timesteps = schedule(pipe, settings.steps, settings.strength, runtime.device)
 
         # 3. the start latents: the base's latent noised to the first timestep, or pure noise
-        latents = initial_latents(pipe, base, timesteps, settings.strength, generator, runtime)
+        latents = initial_latents(pipe, base, timesteps, settings.strength, generator, runtime, size)
 
         # 4. denoise, reporting every step and stopping when asked
         steps = iter_denoise(
@@ -376,11 +429,12 @@ class Editor:
             images = interpolate_details(raw, to_tensor(base), settings.interpolation)
         return to_pil(images)[0], to_pil(raw)[0]
 
-    def _result_settings(self, command, prompt, full_prompt, edit_settings: EditSettings, seed) -> dict:
+    def _result_settings(self, command, prompt, full_prompt, edit_settings: EditSettings, seed, size) -> dict:
         settings = {"command": command, "model": self.model, "prompt": prompt, "full_prompt": full_prompt}
         settings.update(
             edit_settings.to_dict(), seed=seed, num_images=1, scheduler=type(self.pipe.scheduler).__name__
         )
+        settings.update(width=size[0], height=size[1])  # the working size the model sampled at
         settings.update(dtype=str(self.runtime.dtype).removeprefix("torch."), unitune_version=__version__)
         return settings
 

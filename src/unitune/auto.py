@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from .loading import Runtime
+from .pipelines import Conditioning
 from .tuning import encode_latent, encode_text, noised, training_scheduler
 
 SCORE_TIMESTEPS = (250, 450, 650, 850)  # of the 1000 training timesteps
@@ -47,9 +48,9 @@ class Signals:
 
 @torch.no_grad()
 def denoising_errors(
-    pipe, latents: torch.Tensor, embeds: torch.Tensor, runtime: Runtime, chunk: int = 64
+    pipe, latents: torch.Tensor, embeds: Conditioning, runtime: Runtime, chunk: int = 64
 ) -> torch.Tensor:
-    """(N, P): the mean denoising error of each of N latents under each of P prompt embeddings (P, L, D),
+    """(N, P): the mean denoising error of each of N latents under each of P prompts' conditionings,
     over SCORE_TIMESTEPS with fixed noises; the target follows the scheduler's prediction_type."""
     scheduler = training_scheduler(pipe)
     generator = torch.Generator("cpu").manual_seed(SCORE_SEED)
@@ -63,9 +64,9 @@ def denoising_errors(
     for p in range(prompts):
         for start in range(0, count * times, chunk):
             part = slice(start, start + chunk)
-            text = embeds[p : p + 1].expand(len(noisy[part]), -1, -1)
+            text = embeds[p : p + 1].expand(len(noisy[part]))
             with runtime.autocast():
-                pred = pipe.unet(noisy[part], timesteps[part], encoder_hidden_states=text).sample
+                pred = pipe.unet(noisy[part], timesteps[part], **text.unet_kwargs()).sample
             errors[p, part] = (pred.float() - target[part]).pow(2).flatten(1).mean(1).cpu()
     return errors.view(prompts, count, times).mean(2).T
 
@@ -75,7 +76,7 @@ def score_candidates(pipe, images, rare_prompt: str, edit_prompt: str, runtime: 
     hold the tune's weights."""
     latents = encode_latent(pipe, images, runtime)  # a list of images: (N, C, h, w)
     prompts = (f"{rare_prompt} {edit_prompt}".strip(), rare_prompt)
-    embeds = torch.cat([encode_text(pipe, prompt, runtime) for prompt in prompts])
+    embeds = Conditioning.cat([encode_text(pipe, prompt, runtime, images[0].size) for prompt in prompts])
     errors = denoising_errors(pipe, latents, embeds, runtime)
     return [Signals(float(edit), float(base)) for edit, base in errors.tolist()]
 

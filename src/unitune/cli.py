@@ -56,6 +56,26 @@ _MODEL_OPTIONS = [
     ("allow_pickle", bool, False, "allow loading pickle (.ckpt / .bin) weights, which can run code"),
     ("cache_dir", Path | None, None, _CACHE_DIR_HELP),
     ("cache_max_size", str | None, None, _CACHE_MAX_SIZE_HELP),
+    (
+        "size",
+        int | None,
+        None,
+        "work at about SIZE x SIZE pixels, the photo's aspect kept [default: the model's]",
+    ),
+    (
+        "width",
+        int | None,
+        None,
+        "work at this width (a multiple of 8 for Stable Diffusion); alone: height follows",
+    ),
+    ("height", int | None, None, "work at this height; alone: the width follows the photo's aspect"),
+    (
+        "prediction_type",
+        str | None,
+        None,
+        "epsilon or v_prediction: override the model's (an SD 2.x file is taken as v_prediction)",
+    ),
+    ("native_size", int | None, None, "pixels per side the model was trained at, e.g. 512 for SD 2.x base"),
 ]
 
 

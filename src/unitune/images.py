@@ -1,20 +1,25 @@
-"""Read the images users really have and fit them to the model's native size.
+"""Read the images users really have and fit them to the model's working size, keeping their aspect.
 
-Loading: first frame of animations, EXIF rotation applied, alpha composited on white, palette,
-grayscale, 16-bit and CMYK converted to 8-bit RGB. Fitting: scale so the image covers the square
-native size, then center-crop (nothing is padded; the edges of the longer side are cut).
+Loading: first frame of animations, EXIF rotation applied, colour converted from the file's ICC profile
+to sRGB, alpha composited on white, palette, grayscale, 16-bit and CMYK converted to 8-bit RGB.
+Fitting (`Sizing`): the photo is resized, not cropped, to the width x height that keeps its aspect ratio
+best at about the model's native pixel count (or `size` x `size` pixels), each side a multiple of the
+VAE's stride; or to an exact `width` x `height`. Edits come back at that size, or at the photo's own.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
+import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
-from .errors import UnituneError, first_line
+from .errors import UnituneError, UnituneWarning, first_line
 
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000 x 8000; larger files are refused as possible decompression bombs
 _HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -23,7 +28,8 @@ _HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 def load_image(source: str | Path | Image.Image) -> Image.Image:
     """An 8-bit RGB image from a path or a PIL image; raises UnituneError for anything unusable."""
     if isinstance(source, Image.Image):
-        return to_rgb(ImageOps.exif_transpose(_first_frame(source)))
+        image = _first_frame(source)
+        return to_srgb(ImageOps.exif_transpose(image), image.info.get("icc_profile"), "the image")
     if not isinstance(source, str | Path):
         raise UnituneError(f"expected an image path or a PIL image, got {type(source).__name__}")
     path = Path(source)
@@ -55,7 +61,7 @@ def _read(path: Path) -> Image.Image:
         with Image.open(path) as image:
             image = _first_frame(image)
             image.load()  # decode now so truncated files fail here
-            return to_rgb(ImageOps.exif_transpose(image))
+            return to_srgb(ImageOps.exif_transpose(image), image.info.get("icc_profile"), path.name)
     finally:
         Image.MAX_IMAGE_PIXELS = previous
 
@@ -88,9 +94,123 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
 
 
-def fit_to_size(image: Image.Image, size: int) -> Image.Image:
-    """Scale to cover a size x size square keeping the aspect ratio, then center-crop (no padding)."""
-    return ImageOps.fit(image, (size, size), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+_SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+_GRAY_MODES = ("1", "L", "LA", "La", *_HIGH_BIT_MODES)
+_PROFILE_MODES = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK"}  # ICC colour space -> the PIL mode it reads
+
+
+def to_srgb(image: Image.Image, icc_profile: bytes | None, name: str) -> Image.Image:
+    """8-bit sRGB: pixels converted from the embedded ICC profile (perceptual intent), then `to_rgb`.
+
+    A Display P3 or Adobe RGB photo read as if it were sRGB shifts colour (the model was trained on sRGB);
+    an unreadable profile is reported in one warning line and ignored."""
+    if not icc_profile:
+        return to_rgb(image)
+    try:
+        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc_profile))
+        mode = _PROFILE_MODES.get(profile.profile.xcolor_space.strip())
+        if mode is None:
+            raise ValueError(f"a {profile.profile.xcolor_space.strip()} profile")
+        if mode == "CMYK" and image.mode != "CMYK" or mode == "L" and image.mode not in _GRAY_MODES:
+            raise ValueError(f"a {mode} profile on a {image.mode} image")
+        pixels = image if mode == "CMYK" else to_rgb(image).convert(mode)  # alpha composited first
+        return ImageCms.profileToProfile(pixels, profile, _SRGB, outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError) as error:
+        warnings.warn(f"{name}: ignored its colour profile ({first_line(error)})", UnituneWarning, 4)
+        return to_rgb(image)
+
+
+# --- fitting ---------------------------------------------------------------------------------------------
+
+_AREA_WEIGHT = 0.1  # in the size choice, 1% of aspect error weighs as much as 10% of pixel count
+
+
+@dataclass(frozen=True)
+class Sizing:
+    """How photos are fitted to the model: an exact `width` x `height`; one of them, the other following
+    the photo's aspect; or about `size` x `size` pixels (default: the model's native pixel count) at the
+    photo's aspect. Every side is a multiple of the VAE's stride (8 pixels for Stable Diffusion)."""
+
+    size: int | None = None
+    width: int | None = None
+    height: int | None = None
+
+    def __post_init__(self):
+        for name in ("size", "width", "height"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UnituneError(f"{name} must be >= 1 pixel, got {value}")
+        if self.size is not None and (self.width or self.height):
+            raise UnituneError("give --size or --width/--height, not both")
+
+    def fit_size(self, photo: tuple[int, int], native: int, stride: int) -> tuple[int, int]:
+        """(width, height) the model works at for a photo of size `photo` (width, height)."""
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if value is not None and value % stride:
+                below, above = value // stride * stride, (value // stride + 1) * stride
+                raise UnituneError(
+                    f"{name} must be a multiple of {stride} pixels for this model, got {value} "
+                    f"(try {max(below, stride)} or {above})"
+                )
+        aspect = photo[0] / photo[1]
+        if self.width and self.height:
+            return self.width, self.height
+        if self.width:
+            return self.width, _round_to(self.width / aspect, stride)
+        if self.height:
+            return _round_to(self.height * aspect, stride), self.height
+        return aspect_size(photo, (self.size or native) ** 2, stride)
+
+    def generate_size(self, native: int, stride: int) -> tuple[int, int]:
+        """(width, height) of a text-to-image sample: as given, else a square of `size` or native side."""
+        side = _round_to(self.size or native, stride)
+        return self.width or self.height or side, self.height or self.width or side
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in ("size", "width", "height") if getattr(self, name)}
+
+
+def _round_to(value: float, stride: int) -> int:
+    return max(stride, round(value / stride) * stride)
+
+
+def aspect_size(photo: tuple[int, int], pixels: int, stride: int) -> tuple[int, int]:
+    """The (width, height), multiples of `stride`, closest to the photo's aspect at about `pixels` pixels.
+
+    Minimises |log aspect error| + 0.1 |log pixel-count ratio| over the candidate sizes; a photo that
+    already has a chosen size keeps it (fitting twice changes nothing: by the triangle inequality the
+    photo's own size costs no more than any other for its own aspect)."""
+    aspect = photo[0] / photo[1]
+
+    def cost(width: int, height: int) -> float:
+        return abs(math.log(width / height / aspect)) + _AREA_WEIGHT * abs(math.log(width * height / pixels))
+
+    best, best_cost = None, math.inf
+    tallest = math.ceil(math.sqrt(2 * pixels / aspect) / stride) + 1
+    for height in range(stride, tallest * stride + 1, stride):
+        ideal = height * aspect / stride
+        for width in {max(1, math.floor(ideal)) * stride, max(1, math.ceil(ideal)) * stride}:
+            candidate_cost = cost(width, height)
+            if candidate_cost < best_cost:
+                best, best_cost = (width, height), candidate_cost
+    if photo[0] % stride == 0 and photo[1] % stride == 0 and cost(*photo) <= best_cost + 1e-12:
+        return tuple(photo)
+    return best
+
+
+def fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The image resized (Lanczos) to `size` (width, height): nothing cropped or padded; the aspect
+    changes by at most the rounding to the stride, which resizing back to the photo's size undoes."""
+    return image.copy() if image.size == tuple(size) else image.resize(size, Image.Resampling.LANCZOS)
+
+
+def restore_size(result, size: tuple[int, int]):
+    """An EditResult with its image resized (Lanczos) to the photo's own `size`, recorded in its settings."""
+    from .outputs import EditResult
+
+    image = result.image if result.image.size == tuple(size) else result.image.resize(size, Image.LANCZOS)
+    return EditResult(image, {**result.settings, "photo_size": list(size)})
 
 
 def image_hash(image: Image.Image) -> str:

@@ -18,6 +18,7 @@ from PIL import Image
 
 from .errors import UnituneWarning
 from .loading import Runtime
+from .pipelines import Conditioning, encode, vae_precision
 
 
 def check_prompt_length(pipe, prompt: str) -> None:
@@ -32,14 +33,20 @@ def check_prompt_length(pipe, prompt: str) -> None:
         )
 
 
-@torch.no_grad()
-def encode_prompts(pipe, prompt: str, negative_prompt: str, guided: bool, runtime: Runtime) -> torch.Tensor:
-    """(2, 77, D) [negative, prompt] with guidance, else (1, 77, D), as the diffusers pipelines stack them."""
+def encode_prompts(
+    pipe,
+    prompt: str,
+    negative_prompt: str,
+    guided: bool,
+    runtime: Runtime,
+    size: tuple[int, int] | None = None,
+) -> Conditioning:
+    """Two rows [negative, prompt] with guidance, else one, as the diffusers pipelines stack them; `size`
+    (width, height; default the native square) is the image's, for SDXL's size conditioning."""
     for text in (prompt, negative_prompt):
         check_prompt_length(pipe, text)
-    with runtime.autocast():
-        embeds, negative = pipe.encode_prompt(prompt, runtime.device, 1, guided, negative_prompt or None)
-    return torch.cat([negative, embeds]) if guided else embeds
+    size = size or (pipe.unet.config.sample_size * pipe.vae_scale_factor,) * 2
+    return encode(pipe, prompt, negative_prompt, guided, runtime, size)
 
 
 def schedule(pipe, steps: int, strength: float, device) -> torch.Tensor:
@@ -52,20 +59,24 @@ def schedule(pipe, steps: int, strength: float, device) -> torch.Tensor:
 
 
 @torch.no_grad()
-def initial_latents(pipe, image, timesteps, strength: float, generator, runtime: Runtime) -> torch.Tensor:
+def initial_latents(
+    pipe, image, timesteps, strength: float, generator, runtime: Runtime, size: tuple[int, int] | None = None
+) -> torch.Tensor:
     """Pure noise (strength 1) or the base image's VAE sample noised to the first timestep, (1, 4, h, w).
 
-    The generator is consumed exactly as diffusers does: the VAE latent sample first, then the noise.
+    `size` (width, height) in pixels: the image's, else the native square. The generator is consumed
+    exactly as diffusers does: the VAE latent sample first, then the noise.
     """
     unet, scale = pipe.unet, pipe.vae_scale_factor
+    width, height = size or (image.size if image is not None else (unet.config.sample_size * scale,) * 2)
+    if width % scale or height % scale:
+        raise ValueError(f"image sides must be multiples of {scale} pixels, got {width} x {height}")
     if strength >= 1.0 or image is None:
-        size = unet.config.sample_size
-        shape = (1, unet.config.in_channels, size, size)
+        shape = (1, unet.config.in_channels, height // scale, width // scale)
         noise = randn_tensor(shape, generator=generator, device=runtime.device, dtype=torch.float32)
         return noise * pipe.scheduler.init_noise_sigma
     pixels = pipe.image_processor.preprocess(image)
-    assert pixels.shape[-1] == unet.config.sample_size * scale, "image must be fitted to the native size"
-    with runtime.autocast():
+    with vae_precision(pipe, runtime):
         latents = pipe.prepare_latents(pixels, timesteps[:1], 1, 1, torch.float32, runtime.device, generator)
     return latents.float()
 
@@ -74,7 +85,7 @@ def iter_denoise(
     pipe,
     latents,
     timesteps,
-    embeds,
+    conditioning: Conditioning,
     guidance: float,
     generator,
     runtime: Runtime,
@@ -87,13 +98,14 @@ def iter_denoise(
     from over-exposing a zero-terminal-SNR model."""
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
-    guided = embeds.shape[0] == 2
+    guided = len(conditioning) == 2
     extra = pipe.prepare_extra_step_kwargs(generator, 0.0)
+    unet_kwargs = conditioning.unet_kwargs()
     for index, t in enumerate(timesteps):
         model_input = torch.cat([latents] * 2) if guided else latents
         model_input = pipe.scheduler.scale_model_input(model_input, t)
         with torch.no_grad(), runtime.autocast():
-            pred = pipe.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0].float()
+            pred = pipe.unet(model_input, t, **unet_kwargs, return_dict=False)[0].float()
         if guided:
             uncond, cond = pred.chunk(2)
             pred = uncond + guidance * (cond - uncond)
@@ -106,7 +118,7 @@ def iter_denoise(
 @torch.no_grad()
 def decode(pipe, latents: torch.Tensor, runtime: Runtime) -> torch.Tensor:
     """Latents to images in [0, 1], (B, 3, H, W), float32 on the CPU."""
-    with runtime.autocast():
+    with vae_precision(pipe, runtime):
         images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
     return pipe.image_processor.postprocess(images.float(), output_type="pt").cpu()
 

@@ -29,6 +29,8 @@ LORA_TARGET_SETS = {  # module-name suffixes in a diffusers UNet
 LR_SCHEDULES = ("constant", "cosine")  # names of diffusers.optimization.get_scheduler
 DEFAULT_LR_SCHEDULE = {"full": "constant", "lora": "constant"}
 DEFAULT_LEARNING_RATE = {"full": 1e-4, "lora": 3e-3}  # lora: measured, docs/core.md
+OPTIMIZERS = ("adamw", "adamw8bit")
+CHECKPOINTING = ("auto", "on", "off")
 
 
 def _opt(default, flag: str, help: str):
@@ -60,6 +62,18 @@ class TuneSettings:
         "[default: the model's, else constant]",
     )
     seed: int = _opt(0, "--tune-seed", "seed for the tuning noise and timesteps")
+    optimizer: str = _opt(
+        "adamw",
+        "--optimizer",
+        "adamw (fused on CUDA) or adamw8bit (bitsandbytes' 8-bit AdamW: optimizer state in a quarter of the "
+        "memory; CUDA only)",
+    )
+    gradient_checkpointing: str = _opt(
+        "auto",
+        "--gradient-checkpointing",
+        "recompute activations in the backward pass (less memory, more time): auto (full tunes on CUDA), "
+        "on or off; the same weights either way",
+    )
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -82,6 +96,13 @@ class TuneSettings:
             )
         if not self.rare_prompt.strip():
             raise UnituneError("the rare prompt must not be empty")
+        if self.optimizer not in OPTIMIZERS:
+            raise UnituneError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.gradient_checkpointing not in CHECKPOINTING:
+            choices = ", ".join(CHECKPOINTING)
+            raise UnituneError(
+                f"gradient checkpointing must be one of {choices}, got {self.gradient_checkpointing!r}"
+            )
 
     def resolved(
         self, learning_rates: dict[str, float] | None = None, lr_schedules: dict[str, str] | None = None
@@ -95,7 +116,13 @@ class TuneSettings:
         return replace(self, learning_rate=lr, lr_schedule=schedule)
 
     def to_dict(self) -> dict:
+        """What the tune's weights depend on (the cache key's settings): checkpointing changes only the
+        memory a tune takes, and the default optimizer is left out so keys made before it was a
+        setting stay valid."""
         settings = asdict(self.resolved())
+        settings.pop("gradient_checkpointing")
+        if self.optimizer == "adamw":
+            settings.pop("optimizer")
         if self.method != "lora":
             settings.pop("lora_rank")
             settings.pop("lora_targets")
@@ -120,6 +147,11 @@ class EditSettings:
     seed: int = _opt(0, "--seed", "seed of image k of each prompt is seed + k")
     num_images: int = _opt(1, "--num-images", "images per prompt")
     negative_prompt: str = _opt("", "--negative-prompt", "prompt guided against (default: empty)")
+    original_size: bool = _opt(
+        False,
+        "--original-size",
+        "return each edit resized to the photo's own width x height (default: the working size, same aspect)",
+    )
     auto: bool = _opt(
         False,
         "--auto",

@@ -17,7 +17,9 @@ from peft import LoraConfig
 from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
+from .errors import UnituneError
 from .loading import Runtime
+from .pipelines import Conditioning, encode, vae_precision
 from .progress import Progress, ProgressFn, StopFn, check_stop, report
 from .settings import LORA_TARGET_SETS, TuneSettings
 
@@ -32,18 +34,17 @@ TUNE_RECIPE_VERSION = 1
 def encode_latent(pipe, image, runtime: Runtime) -> torch.Tensor:
     """The VAE latent of a PIL image, (1, 4, h, w): the mode for AutoencoderKL, the latents for TAESD."""
     pixels = pipe.image_processor.preprocess(image).to(runtime.device)
-    with runtime.autocast():
+    with vae_precision(pipe, runtime):
         encoded = pipe.vae.encode(pixels)
     latent = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
     return latent.float() * pipe.vae.config.scaling_factor
 
 
-@torch.no_grad()
-def encode_text(pipe, prompt: str, runtime: Runtime) -> torch.Tensor:
-    """CLIP hidden states of one prompt, (1, 77, D)."""
-    with runtime.autocast():
-        embeds, _ = pipe.encode_prompt(prompt, runtime.device, 1, False)
-    return embeds.float()
+def encode_text(pipe, prompt: str, runtime: Runtime, size: tuple[int, int] | None = None) -> Conditioning:
+    """One prompt's conditioning, one row: CLIP hidden states (1, 77, D), and for SDXL the pooled embedding
+    and the size ids of an image of `size` (width, height; default the native square)."""
+    size = size or (pipe.unet.config.sample_size * pipe.vae_scale_factor,) * 2
+    return encode(pipe, prompt, "", False, runtime, size)
 
 
 def training_scheduler(pipe) -> DDPMScheduler:
@@ -72,10 +73,10 @@ def noisy_batch(scheduler, latent: torch.Tensor, batch_size: int, generator: tor
     return noisy, steps, target
 
 
-def denoising_loss(unet, scheduler, latent, text, runtime: Runtime, batch_size: int, generator):
+def denoising_loss(unet, scheduler, latent, text: Conditioning, runtime: Runtime, batch_size: int, generator):
     noisy, steps, target = noisy_batch(scheduler, latent, batch_size, generator)
     with runtime.autocast():
-        pred = unet(noisy, steps, encoder_hidden_states=text.expand(batch_size, -1, -1)).sample
+        pred = unet(noisy, steps, **text.expand(batch_size).unet_kwargs()).sample
     return F.mse_loss(pred.float(), target.float())
 
 
@@ -138,7 +139,7 @@ def trainable_parameters(unet, method: str) -> list[torch.nn.Parameter]:
 def train(
     pipe,
     latent: torch.Tensor,
-    text: torch.Tensor,
+    text: Conditioning,
     settings: TuneSettings,
     runtime: Runtime,
     progress: ProgressFn | None = None,
@@ -148,13 +149,16 @@ def train(
     settings = settings.resolved()
     unet, scheduler = pipe.unet, training_scheduler(pipe)
     params = trainable_parameters(unet, settings.method)
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
+    optimizer = make_optimizer(params, settings, runtime)
     schedule = get_scheduler(
         settings.lr_schedule, optimizer, num_warmup_steps=0, num_training_steps=settings.steps
     )
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.dtype == torch.float16)
     generator = torch.Generator("cpu").manual_seed(settings.seed)
     losses = []
+    checkpointing = uses_checkpointing(settings, runtime)
+    if checkpointing:
+        unet.enable_gradient_checkpointing()
     unet.train()
     try:
         for step in range(1, settings.steps + 1):
@@ -171,16 +175,43 @@ def train(
         for param in params:
             param.grad = None  # a full SD 1.5 tune would otherwise hold ~3.4 GB of gradients
         optimizer.state.clear()
+        if checkpointing:
+            unet.disable_gradient_checkpointing()
         unet.eval()
         unet.requires_grad_(False)
     return losses
 
 
+def uses_checkpointing(settings: TuneSettings, runtime: Runtime) -> bool:
+    """Gradient checkpointing (Chen et al. 2016): on, off, or by default for full tunes on CUDA, where
+    the activations of a 512 px batch of 4 are gigabytes and the card's memory is what runs out."""
+    if settings.gradient_checkpointing != "auto":
+        return settings.gradient_checkpointing == "on"
+    return settings.method == "full" and runtime.device.type == "cuda"
+
+
+def make_optimizer(params, settings: TuneSettings, runtime: Runtime) -> torch.optim.Optimizer:
+    """AdamW without weight decay: fused into one kernel on CUDA (the same update, fewer launches), or
+    bitsandbytes' 8-bit AdamW (Dettmers et al. 2022) when asked: 2 bytes of state per weight, not 8."""
+    if settings.optimizer == "adamw8bit":
+        try:
+            import bitsandbytes
+        except ImportError:
+            raise UnituneError("--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes") from None
+        if runtime.device.type != "cuda":
+            raise UnituneError("--optimizer adamw8bit needs a CUDA device; use adamw here")
+        return bitsandbytes.optim.AdamW8bit(params, lr=settings.learning_rate, weight_decay=0.0)
+    fused = runtime.device.type == "cuda"
+    return torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0, fused=fused or None)
+
+
 class UNetWeights:
     """The one owner of which weights the UNet holds: its base weights, or a tune's, swapped in and out.
 
-    Invariant: outside an `applied` or `training` block the UNet holds its base weights, bit for bit
-    (tests/test_tuning.py checks it tensor by tensor after tunes, edits, sweeps and cancelled calls).
+    Invariant: outside an `applied` or `training` block the UNet holds its base weights, bit for bit, or,
+    after an `applied(..., keep=True)` block, the tune `applied_key` names (so the next edit with that
+    tune swaps nothing); `restore_base` puts the base back (tests/test_tuning.py and tests/test_memory.py
+    check it tensor by tensor after tunes, edits, sweeps and cancelled calls).
     A full tune swaps whole state dicts: the base is copied once, to the CPU (a second UNet in accelerator
     memory would cost as much as the model), and loaded back after. A LoRA is merged into the weights
     while sampling (peft's `merge`, then the adapter layers are dropped, so a step costs a plain UNet's),
@@ -193,6 +224,7 @@ class UNetWeights:
         self._base_state: dict[str, torch.Tensor] | None = None  # the CPU copy, taken at the first full tune
         self._full_applied = False  # a full tune's weights (or a full tune in training) are in the UNet
         self._lora_originals: dict[str, torch.Tensor] | None = None  # the weights a merged LoRA changed
+        self.applied_key: str | None = None  # the tune kept applied after its block (None: none is)
 
     def snapshot_base(self) -> None:
         """Keep a CPU copy of the base weights (once), so a full tune can be swapped out again."""
@@ -203,6 +235,7 @@ class UNetWeights:
     def restore_base(self) -> None:
         """Put the base weights back (a no-op when they are in place): drop any adapter, reload the weights
         a merged LoRA changed, or the base state dict after a full tune."""
+        self.applied_key = None
         remove_lora(self.unet)
         if self._lora_originals is not None:
             self.unet.load_state_dict(self._lora_originals, strict=False)
@@ -212,23 +245,39 @@ class UNetWeights:
             self._full_applied = False
 
     @contextlib.contextmanager
-    def applied(self, tensors: dict[str, torch.Tensor], settings: dict):
-        """The tune's weights in the UNet inside the block (a LoRA merged), the base weights after it.
+    def applied(
+        self, tensors: dict[str, torch.Tensor] | None, settings: dict, key: str | None = None, keep=False
+    ):
+        """The tune's weights in the UNet inside the block (a LoRA merged); after it the base weights, or
+        with `keep` still the tune's, so that a next block with the same `key` swaps nothing (`tensors`
+        may then be None). An error or a stop inside the block puts the base weights back.
 
         `tensors` and `settings` are a cached tune's: its weights and its resolved settings as a dict
         (`method`, and for a LoRA `lora_rank` and `lora_targets`)."""
-        self.restore_base()
-        try:
-            if settings["method"] == "lora":
-                load_lora(self.unet, tensors, settings["lora_rank"], settings["lora_targets"])
-                self._lora_originals = merge_lora(self.unet)
-            else:
-                self.snapshot_base()
-                self._full_applied = True
-                self.unet.load_state_dict(tensors)
-            yield
-        finally:
+        if key is None or key != self.applied_key:
             self.restore_base()
+            try:
+                self._apply(tensors, settings)
+            except BaseException:
+                self.restore_base()
+                raise
+            self.applied_key = key
+        try:
+            yield
+        except BaseException:
+            self.restore_base()
+            raise
+        if not keep:
+            self.restore_base()
+
+    def _apply(self, tensors: dict[str, torch.Tensor], settings: dict) -> None:
+        if settings["method"] == "lora":
+            load_lora(self.unet, tensors, settings["lora_rank"], settings["lora_targets"])
+            self._lora_originals = merge_lora(self.unet)
+        else:
+            self.snapshot_base()
+            self._full_applied = True
+            self.unet.load_state_dict(tensors)
 
     @contextlib.contextmanager
     def training(self, settings: TuneSettings):

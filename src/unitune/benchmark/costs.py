@@ -39,7 +39,7 @@ def bare_step_times(editor, latent, text, settings, steps: int) -> list[float]:
         for _ in range(steps):
             start = time.perf_counter()
             noisy, t, target = noisy_batch(scheduler, latent, batch, generator)
-            loss = F.mse_loss(unet(noisy, t, encoder_hidden_states=text.expand(batch, -1, -1)).sample, target)
+            loss = F.mse_loss(unet(noisy, t, **text.expand(batch).unet_kwargs()).sample, target)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

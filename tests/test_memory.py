@@ -1,0 +1,91 @@
+"""Fitting a 24 GB card: a tune stays applied across edits; gradient checkpointing; the optimizer."""
+
+import numpy as np
+import pytest
+import torch
+
+from unitune import EditSettings, TuneSettings, UnituneError
+from unitune.loading import Runtime
+from unitune.tuning import make_optimizer, uses_checkpointing
+
+EDIT = EditSettings(steps=2, strength=0.6, guidance=3.0)
+CUDA = Runtime(torch.device("cuda"), torch.float16)
+CPU = Runtime(torch.device("cpu"), torch.float32)
+
+
+def count_calls(monkeypatch, owner, name: str) -> list:
+    calls, original = [], getattr(owner, name)
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_the_applied_tune_stays_applied_across_edits_of_the_same_key(editor, base_image, monkeypatch, method):
+    import safetensors.torch
+
+    tune = TuneSettings(method=method, steps=2, learning_rate=1e-2, seed=91)
+    first = editor.edit(base_image, ["a"], EDIT, tune)[0]
+    reads = count_calls(monkeypatch, safetensors.torch, "load_file")
+    loads = count_calls(monkeypatch, editor.pipe.unet, "load_state_dict")
+    again = editor.edit(base_image, ["a"], EDIT, tune)[0]
+    sweep = editor.sweep(base_image, "a", [3.0], [0.6], EDIT, tune)
+    assert reads == [] and loads == []  # no tune file read, no weights copied
+    assert np.array_equal(np.asarray(first.image), np.asarray(again.image))
+    assert np.array_equal(np.asarray(first.image), np.asarray(sweep.results[0].image))
+    editor.restore_base()  # from the base again: the file is read and applied, the same pixels come out
+    fresh = editor.edit(base_image, ["a"], EDIT, tune)[0]
+    assert len(reads) == 1 and np.array_equal(np.asarray(first.image), np.asarray(fresh.image))
+
+
+def test_generate_and_another_tune_put_the_base_back_first(editor, base_image):
+    base = {k: v.clone() for k, v in editor.pipe.unet.state_dict().items()}
+    editor.edit(base_image, ["a"], EDIT, TuneSettings(steps=2, learning_rate=1e-2, seed=92))
+    plain = editor.generate("a", EDIT)[0]
+    assert all(torch.equal(base[k], v) for k, v in editor.pipe.unet.state_dict().items())
+    editor.restore_base()
+    assert np.array_equal(np.asarray(plain.image), np.asarray(editor.generate("a", EDIT)[0].image))
+    lora = TuneSettings(method="lora", steps=2, learning_rate=1e-2, seed=93)
+    editor.edit(base_image, ["a"], EDIT, TuneSettings(steps=2, learning_rate=1e-2, seed=92))
+    editor.edit(base_image, ["a"], EDIT, lora)  # full tune out, LoRA in
+    editor.restore_base()
+    assert all(torch.equal(base[k], v) for k, v in editor.pipe.unet.state_dict().items())
+
+
+def test_gradient_checkpointing_gives_the_same_weights(editor, base_image, monkeypatch):
+    import torch.utils.checkpoint
+
+    image = editor.prepare_image(base_image)
+    plain = TuneSettings(steps=2, seed=94, gradient_checkpointing="off").resolved()
+    weights, losses = editor.train(image, plain)
+    calls = count_calls(monkeypatch, torch.utils.checkpoint, "checkpoint")
+    checkpointed = TuneSettings(steps=2, seed=94, gradient_checkpointing="on").resolved()
+    weights_again, losses_again = editor.train(image, checkpointed)
+    assert calls and losses == losses_again
+    assert all(torch.equal(weights[name], weights_again[name]) for name in weights)
+    assert not editor.pipe.unet.is_gradient_checkpointing  # off again after the tune
+    assert editor.tune_key(image, plain) == editor.tune_key(image, checkpointed)
+
+
+def test_checkpointing_by_default_for_full_tunes_on_cuda():
+    assert uses_checkpointing(TuneSettings(), CUDA) and not uses_checkpointing(TuneSettings(), CPU)
+    assert not uses_checkpointing(TuneSettings(method="lora"), CUDA)
+    assert uses_checkpointing(TuneSettings(method="lora", gradient_checkpointing="on"), CPU)
+    with pytest.raises(UnituneError, match="gradient checkpointing must be one of auto, on, off"):
+        TuneSettings(gradient_checkpointing="sometimes")
+
+
+def test_the_optimizer_is_fused_on_cuda_and_8_bit_on_request(editor, base_image):
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    assert make_optimizer(params, TuneSettings().resolved(), CUDA).defaults["fused"] is True
+    assert not make_optimizer(params, TuneSettings().resolved(), CPU).defaults["fused"]
+    eight_bit = TuneSettings(optimizer="adamw8bit")
+    with pytest.raises(UnituneError, match="adamw8bit needs") as error:
+        make_optimizer(params, eight_bit.resolved(), CPU)
+    assert "\n" not in str(error.value)
+    assert editor.tune_key(base_image, eight_bit) != editor.tune_key(base_image, TuneSettings())
+    assert "optimizer" not in TuneSettings().to_dict()  # keys made before it was a setting stay valid
