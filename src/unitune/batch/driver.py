@@ -84,6 +84,7 @@ def run_batch(
     allow_pickle: bool = False,
     cache_dir: str | Path | None = None,
     cache_max_size: str | int | None = None,
+    **load_options,
 ) -> BatchSummary:
     """Run every job of `jobs` (a JSON Lines file, or a list of job dicts) into the folder `out`.
 
@@ -93,7 +94,8 @@ def run_batch(
     (a process already connected by `ray.init` keeps its connection; without Ray installed, a warning
     and in-process). `workers`: at most this many Ray actors [default:
     one per GPU, else one per 1-2 CPUs]. `progress`: two bars (tunes, edits) and a line per failure on
-    stderr. The model options are those of `Editor.load`. Edits done by an earlier run into `out` are
+    stderr. The model options are those of `Editor.load`
+    (`load_options`: its size and checkpoint ones). Edits done by an earlier run into `out` are
     skipped; the summary counts them.
     """
     # 1. check everything cheap before any work
@@ -115,6 +117,7 @@ def run_batch(
         "allow_pickle": allow_pickle,
         "cache_dir": str(resolve_cache_dir(cache_dir).resolve()),  # workers may start elsewhere
         "cache_max_size": "none" if limit is None else limit,
+        **load_options,
     }
     ledger = Ledger(out)
     summary = BatchSummary(ledger=ledger.path)
