@@ -150,8 +150,8 @@ class ModelDefaults:
                     f"{source}: unknown key {key!r}; expected 'edit', 'tune', 'learning_rates'"
                 )
         return cls(
-            edit=settings_from_dict(EditSettings, data.get("edit", {}), f"{source}: edit"),
-            tune=settings_from_dict(TuneSettings, data.get("tune", {}), f"{source}: tune"),
+            edit=_settings_from_dict(EditSettings, data.get("edit", {}), f"{source}: edit"),
+            tune=_settings_from_dict(TuneSettings, data.get("tune", {}), f"{source}: tune"),
             learning_rates=_learning_rates(data.get("learning_rates", {}), f"{source}: learning_rates"),
         )
 
@@ -167,10 +167,7 @@ def _learning_rates(values, source: str) -> dict[str, float]:
     return {method: float(rate) for method, rate in values.items()}
 
 
-def settings_from_dict(cls, values, source: str, base=None):
-    """`cls` (EditSettings or TuneSettings) from a JSON object of some of its fields, over `base` (an
-    instance; None: the dataclass defaults); an unknown key, a wrong type or a bad value raises naming
-    `source` and the key."""
+def _settings_from_dict(cls, values, source: str):
     if not isinstance(values, dict):
         raise UnituneError(f"{source}: expected a JSON object of {cls.__name__} fields")
     hints = typing.get_type_hints(cls)
@@ -186,7 +183,7 @@ def settings_from_dict(cls, values, source: str, base=None):
             raise UnituneError(f"{source}: {key} must be {_type_name(hints[key])}, got {value!r}")
         checked[key] = value
     try:
-        return cls(**checked) if base is None else replace(base, **checked)
+        return cls(**checked)
     except UnituneError as error:
         raise UnituneError(f"{source}: {error}") from None
 
@@ -198,3 +195,12 @@ def _type_name(hint) -> str:
 def settings_json(settings: dict) -> str:
     """Canonical JSON: the same settings always give the same string (and cache key)."""
     return json.dumps(settings, sort_keys=True, separators=(",", ":"))
+
+
+def settings_from_dict(cls, values, source: str, base=None):
+    """`cls` (EditSettings or TuneSettings) from a JSON object of some of its fields, over `base` (an
+    instance of `cls`; None: the dataclass defaults); an unknown key, a wrong type or a bad value raises
+    UnituneError naming `source` and the key."""
+    if base is None or not isinstance(values, dict):
+        return _settings_from_dict(cls, values, source)
+    return _settings_from_dict(cls, {**asdict(base), **values}, source)  # base's own values pass the checks
