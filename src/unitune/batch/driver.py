@@ -21,7 +21,7 @@ import sys
 import time
 import warnings
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .. import locks
@@ -109,7 +109,7 @@ def run_batch(
     if out.exists() and not out.is_dir():
         raise UnituneError(f"{out}: not a folder")
     edit, tune = edit_settings or defaults.edit, tune_settings or defaults.tune
-    edits = unique_edits(read_jobs(jobs, edit, tune, defaults.learning_rates, model or "embedded"))
+    edits = unique_edits(read_jobs(jobs, edit, tune, model or "embedded"))
     editor_options = {
         "model": resolved,
         "device": device,
@@ -167,7 +167,9 @@ def _groups(edits: list[Edit], ledger: Ledger, summary: BatchSummary, bars: _Bar
         if isinstance(pixels, Failure):
             _fail(job_edits, pixels.reason, label, ledger, summary, bars)
             continue
-        key = (pixels, settings_json(job.tune.to_dict()))
+        # as given: the worker's Editor fills in what is None (learning rate, ...) from its model, so equal
+        # settings here mean one tune; settings that differ here but resolve alike share the cache entry
+        key = (pixels, settings_json(asdict(job.tune)))
         groups.setdefault(key, Group(job.image, label, job.tune)).edits.extend(job_edits)
     bars.start(len(groups), len(edits))
     bars.edits.update(summary.failed)

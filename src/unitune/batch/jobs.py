@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..errors import UnituneError, UnituneWarning
@@ -27,15 +27,15 @@ JOB_KEYS = ("image", "prompts", "edit", "tune")
 
 @dataclass(frozen=True)
 class Job:
-    """One line of the jobs file, with its settings resolved over the run's defaults."""
+    """One line of the jobs file, its settings over the run's defaults."""
 
     line: int  # 1-based line number in the jobs file
     image: Path  # resolved against the jobs file's folder
     image_text: str  # as written in the line
     prompts: tuple[str, ...]
     edit: EditSettings
-    tune: TuneSettings  # resolved: the learning rate filled in, as the tune cache keys it
-    key: str  # hash of the line's JSON, the resolved settings and the model
+    tune: TuneSettings  # None fields (learning rate...) are left for the worker's model to fill in
+    key: str  # hash of the line's JSON, its settings over the defaults and the model
 
     def edits(self) -> list[Edit]:
         return [Edit(self, p, k) for p in range(len(self.prompts)) for k in range(self.edit.num_images)]
@@ -76,12 +76,11 @@ def read_jobs(
     jobs: str | Path | list[dict],
     edit: EditSettings,
     tune: TuneSettings,
-    learning_rates: dict[str, float] | None = None,
     model: str = "",
 ) -> list[Job]:
     """Parse and check every job (a JSON Lines file, or a list of dicts with paths relative to the
-    working folder); the first bad line raises UnituneError naming it. `learning_rates`: the model's
-    per-method defaults; `model` goes into every job's key."""
+    working folder) over the run's `edit` / `tune` settings; the first bad line raises UnituneError
+    naming it. `model` goes into every job's key."""
     if isinstance(jobs, list):
         source, folder = "jobs", Path.cwd()
         lines = [(number, job) for number, job in enumerate(jobs, 1)]
@@ -92,8 +91,7 @@ def read_jobs(
     if not lines:
         raise UnituneError(f"{source}: no jobs (one JSON object per line)")
     parsed = [
-        _job(data, number, folder, edit, tune, learning_rates, model, f"{source} line {number}")
-        for number, data in lines
+        _job(data, number, folder, edit, tune, model, f"{source} line {number}") for number, data in lines
     ]
     _warn_repeats(parsed, source)
     return parsed
@@ -127,7 +125,7 @@ def _json(text: str, where: str):
         raise UnituneError(f"{where}: not valid JSON ({error.msg}, column {error.colno})") from None
 
 
-def _job(data, number, folder, edit, tune, learning_rates, model, where) -> Job:
+def _job(data, number, folder, edit, tune, model, where) -> Job:
     if not isinstance(data, dict):
         raise UnituneError(f"{where}: expected a JSON object with {', '.join(JOB_KEYS)}")
     unknown = [key for key in data if key not in JOB_KEYS]
@@ -141,8 +139,7 @@ def _job(data, number, folder, edit, tune, learning_rates, model, where) -> Job:
         raise UnituneError(f"{where}: 'prompts' must be a non-empty list of strings, got {prompts!r}")
     edit = settings_from_dict(EditSettings, data.get("edit", {}), f"{where}: edit", base=edit)
     tune = settings_from_dict(TuneSettings, data.get("tune", {}), f"{where}: tune", base=tune)
-    tune = tune.resolved(learning_rates)
-    identity = {"job": data, "edit": edit.to_dict(), "tune": tune.to_dict(), "model": model}
+    identity = {"job": data, "edit": asdict(edit), "tune": asdict(tune), "model": model}
     key = hashlib.sha256(settings_json(identity).encode()).hexdigest()[:16]
     path = Path(image).expanduser()
     return Job(number, path if path.is_absolute() else folder / path, image, tuple(prompts), edit, tune, key)
