@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UnituneError
+from ..errors import UnituneError, first_line
 from ..settings import EditSettings, TuneSettings
 
 
@@ -49,9 +49,8 @@ def perform(editor, image, tune: TuneSettings, prompt: str | None, edit: EditSet
 
 
 def one_line(error: BaseException) -> str:
-    """The error's first line, with its type unless it is one of our own messages."""
-    lines = str(error).strip().splitlines()
-    text = (lines[0] if lines else "")[:300]
-    if isinstance(error, UnituneError):
-        return text or type(error).__name__
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    """`errors.first_line`, led by the error's type unless it is one of our own messages."""
+    text = first_line(error)
+    if isinstance(error, UnituneError) or text == type(error).__name__:
+        return text
+    return f"{type(error).__name__}: {text}"
