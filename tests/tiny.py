@@ -17,21 +17,20 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 TOKENIZER = Path(__file__).resolve().parents[1] / "src/unitune/assets/clip-tokenizer"
 
 
-def tiny_components(prediction_type: str = "epsilon") -> dict:
+UNET_LAYOUT = dict(  # the tiny UNets' shared layout (SD and SDXL differ in their conditioning only)
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+)
+
+
+def tiny_vae() -> AutoencoderKL:
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-    )
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
+    return AutoencoderKL(
         block_out_channels=[32, 64],
         in_channels=3,
         out_channels=3,
@@ -40,6 +39,16 @@ def tiny_components(prediction_type: str = "epsilon") -> dict:
         latent_channels=4,
         scaling_factor=4.0,  # about unit-variance latents for this random VAE, as 0.18215 is for SD's
     )
+
+
+def tiny_components(prediction_type: str = "epsilon") -> dict:
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        **UNET_LAYOUT,
+        cross_attention_dim=32,
+        attention_head_dim=8,
+    )
+    vae = tiny_vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
@@ -103,13 +112,7 @@ def tiny_xl_components() -> dict:
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **UNET_LAYOUT,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -125,16 +128,7 @@ def tiny_xl_components() -> dict:
         beta_schedule="scaled_linear",
         timestep_spacing="leading",
     )
-    torch.manual_seed(0)
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-        scaling_factor=4.0,
-    )
+    vae = tiny_vae()
     config = CLIPTextConfig(
         bos_token_id=49406,
         eos_token_id=49407,

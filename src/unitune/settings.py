@@ -211,27 +211,31 @@ MODEL_DEFAULTS_KEYS = ("edit", "tune", "learning_rates", "lr_schedules")
 
 
 def _learning_rates(values, source: str) -> dict[str, float]:
-    if not isinstance(values, dict):
-        raise UnituneError(f"{source}: expected a JSON object of tune method -> learning rate")
-    for method, rate in values.items():
-        if method not in METHODS:
-            raise UnituneError(f"{source}: unknown tune method {method!r}; choose from {', '.join(METHODS)}")
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or rate <= 0:
-            raise UnituneError(f"{source}: {method} must be a positive number, got {rate!r}")
-    return {method: float(rate) for method, rate in values.items()}
+    def rate(method, value):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise UnituneError(f"{source}: {method} must be a positive number, got {value!r}")
+        return float(value)
+
+    return _per_method(values, source, "learning rate", rate)
 
 
 def _lr_schedules(values, source: str) -> dict[str, str]:
+    def schedule(method, value):
+        if value not in LR_SCHEDULES:
+            raise UnituneError(f"{source}: {method} must be one of {', '.join(LR_SCHEDULES)}, got {value!r}")
+        return value
+
+    return _per_method(values, source, "schedule", schedule)
+
+
+def _per_method(values, source: str, what: str, check) -> dict:
+    """A JSON object of tune method -> value, each value passed through `check(method, value)`."""
     if not isinstance(values, dict):
-        raise UnituneError(f"{source}: expected a JSON object of tune method -> schedule")
-    for method, schedule in values.items():
+        raise UnituneError(f"{source}: expected a JSON object of tune method -> {what}")
+    for method in values:
         if method not in METHODS:
             raise UnituneError(f"{source}: unknown tune method {method!r}; choose from {', '.join(METHODS)}")
-        if schedule not in LR_SCHEDULES:
-            raise UnituneError(
-                f"{source}: {method} must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}"
-            )
-    return dict(values)
+    return {method: check(method, value) for method, value in values.items()}
 
 
 def settings_from_dict(cls, values, source: str, base=None):
