@@ -5,6 +5,7 @@ Usage:
     python bench/gpu_check.py                          # on a GPU: SD 1.5 at 512 px, SDXL at 1024 px
     python bench/gpu_check.py --families sd15 --json out/gpu.json
     python bench/gpu_check.py --tiny --device cpu      # the same code on tiny pipelines (the test suite)
+    python bench/gpu_check.py --families sdxl --no-compare-checkpointing   # one full tune, not two
 
 Random weights are fine for cost: every operation does the same work as with trained weights. Timings
 follow a warm-up (one tune step and one edit), which also pays the CUDA start-up. A tune's time is from
@@ -12,7 +13,8 @@ the call to its last step, encoding the image and R included (the cache write, 3
 tune, is reported apart); steps/s is steps over that time. An edit
 is timed with its tune already applied (the second edit of an image). Peak memory is
 torch.cuda.max_memory_allocated over each measured call (on a CPU: the process's peak RSS so far).
-Prints a markdown table with the issue's targets; `--json` writes the rows.
+Prints a markdown table with the issue's targets; `--json` writes the rows. A tune that runs out of
+memory is a row that says so. The H100 table and what limits it: docs/core.md, "GPU check".
 """
 
 from __future__ import annotations
@@ -156,7 +158,7 @@ class Peak:
 
 
 def measure(family: str, args) -> list[dict]:
-    from unitune import EditSettings, TuneSettings
+    from unitune import EditSettings, TuneSettings, UnituneError
     from unitune.tuning import uses_checkpointing
 
     rows = []
@@ -172,7 +174,7 @@ def measure(family: str, args) -> list[dict]:
         editor.edit(image, ["warm-up"], EditSettings(steps=2), warm_up)  # CUDA start-up, kernels
         # the full tune again with checkpointing the other way round (on CUDA its default is on)
         other = "off" if uses_checkpointing(TuneSettings(), editor.runtime) else "on"
-        tunes = [("full", "auto"), ("full", other), ("lora", "auto")]
+        tunes = [("full", "auto")] + [("full", other)] * args.compare_checkpointing + [("lora", "auto")]
         for method, checkpointing in tunes:
             # another seed for the second full tune: checkpointing is not in the key, so it would be cached
             seed = 1 if checkpointing == "auto" else 2
@@ -181,16 +183,21 @@ def measure(family: str, args) -> list[dict]:
             stamps: list[float] = []
             editor.restore_base()
             _sync(device)
-            with Peak(device) as peak:
-                started = time.perf_counter()
-                result = editor.tune(
-                    image, tune, progress=lambda _, stamps=stamps: stamps.append(time.perf_counter())
-                )
-                _sync(device)
-                total = time.perf_counter() - started
+            what = f"tune {method}" + ("" if checkpointing == "auto" else f", checkpointing {checkpointing}")
+            try:
+                with Peak(device) as peak:
+                    started = time.perf_counter()
+                    result = editor.tune(
+                        image, tune, progress=lambda _, stamps=stamps: stamps.append(time.perf_counter())
+                    )
+                    _sync(device)
+                    total = time.perf_counter() - started
+            except UnituneError as error:  # out of memory: a row that says so, and on to the next
+                print(f"{family} {what}: {error}", file=sys.stderr)
+                rows.append(row(family, editor, what + " (out of memory)", float("nan"), 0.0, peak.gb))
+                continue
             assert result.trained
             tune_s = stamps[-1] - started if stamps else total
-            what = f"tune {method}" + ("" if checkpointing == "auto" else f", checkpointing {checkpointing}")
             rows.append(
                 row(family, editor, what, tune_s, len(stamps) / tune_s, peak.gb, total - tune_s, build_s)
             )
@@ -213,7 +220,7 @@ def measure(family: str, args) -> list[dict]:
 
 
 def row(family, editor, what, seconds, steps_per_s, peak_gb, save_s=None, build_s=None) -> dict:
-    return {
+    entry = {
         "family": family,
         "what": what,
         "seconds": round(seconds, 3),
@@ -223,6 +230,8 @@ def row(family, editor, what, seconds, steps_per_s, peak_gb, save_s=None, build_
         "build_s": None if build_s is None else round(build_s, 1),
         "dtype": str(editor.runtime.dtype).removeprefix("torch."),
     }
+    print(json.dumps(entry), file=sys.stderr, flush=True)  # as it comes, in case a later row fails
+    return entry
 
 
 def _sync(device: torch.device) -> None:
@@ -268,6 +277,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--dtype", default=None, help="autocast precision [default: float16 on CUDA]")
     parser.add_argument("--tune-steps", type=int, default=128)
     parser.add_argument("--edit-steps", type=int, default=50)
+    parser.add_argument(
+        "--compare-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time the full tune with gradient checkpointing the other way round",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     args = parser.parse_args(argv)
     from unitune.loading import quiet_libraries

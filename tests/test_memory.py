@@ -89,3 +89,20 @@ def test_the_optimizer_is_fused_on_cuda_and_8_bit_on_request(editor, base_image)
     assert "\n" not in str(error.value)
     assert editor.tune_key(base_image, eight_bit) != editor.tune_key(base_image, TuneSettings())
     assert "optimizer" not in TuneSettings().to_dict()  # keys made before it was a setting stay valid
+
+
+@pytest.mark.parametrize("where", ["train", "iter_denoise"])
+def test_running_out_of_memory_is_one_line_with_what_to_try(editor, base_image, monkeypatch, where):
+    from unitune import api
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
+
+    monkeypatch.setattr(api, where, out_of_memory)
+    with pytest.raises(UnituneError) as error:
+        editor.edit(base_image, ["a"], EDIT, TuneSettings(method="full", steps=1, seed=93))
+    message = str(error.value)
+    during = "a full tune" if where == "train" else "an edit"
+    assert message.startswith(f"out of cpu memory during {during}") and "\n" not in message
+    assert ("--method lora" in message) == (where == "train")
+    assert editor.weights.applied_key is None  # the base weights are back in place

@@ -21,7 +21,7 @@ from PIL import Image
 
 from .auto import AUTO_STRENGTHS, pick, score_candidates
 from .cache import TuneCache, tune_key
-from .errors import UnituneError
+from .errors import UnituneError, out_of_memory
 from .images import Sizing, fit, image_hash, load_image, restore_size
 from .interpolation import interpolate_details
 from .loading import (
@@ -214,11 +214,16 @@ class Editor:
         return TuneResult(key, path, True, settings.to_dict(), losses), tensors
 
     def _train(self, base, settings: TuneSettings, *, run: RunControl):
-        latent = encode_latent(self.pipe, base, self.runtime)
-        text = encode_text(self.pipe, settings.rare_prompt, self.runtime, base.size)
-        with self.weights.training(settings):
-            losses = train(self.pipe, latent, text, settings, self.runtime, run.progress, run.should_stop)
-            return self.weights.tuned_tensors(settings.method), losses
+        what = f"a {settings.method} tune at {base.width}x{base.height} px, batch {settings.batch_size}"
+        hint = "try --gradient-checkpointing on, a smaller --batch-size or --size" + (
+            ", --method lora or --optimizer adamw8bit" if settings.method == "full" else ""
+        )
+        with out_of_memory(self.runtime.device.type, what, hint):
+            latent = encode_latent(self.pipe, base, self.runtime)
+            text = encode_text(self.pipe, settings.rare_prompt, self.runtime, base.size)
+            with self.weights.training(settings):
+                losses = train(self.pipe, latent, text, settings, self.runtime, run.progress, run.should_stop)
+                return self.weights.tuned_tensors(settings.method), losses
 
     def _metadata(self, base, settings: TuneSettings, losses: list[float]) -> dict[str, str]:
         return {  # the cache adds "format" and "key"
@@ -397,6 +402,12 @@ class Editor:
         """One image of `prompt`, from `base` noised to the settings' strength (None: from pure noise), in
         the stages of diffusers' img2img `__call__`. Returns (the image, the raw sample before
         base-detail interpolation)."""
+        with out_of_memory(self.runtime.device.type, f"an edit ({label})", "try a smaller --size"):
+            return self._sample_stages(prompt, edit_settings, seed, base, label, run=run)
+
+    def _sample_stages(
+        self, prompt: str, edit_settings: EditSettings, seed: int, base, label: str, *, run: RunControl
+    ) -> tuple[Image.Image, Image.Image]:
         pipe, runtime, settings = self.pipe, self.runtime, edit_settings
         generator = torch.Generator("cpu").manual_seed(seed)  # all randomness, drawn on the CPU
 
