@@ -2,7 +2,7 @@
 from strength 0.8, read it back with the analyzer and measure PSNR to the base. A benchmark, not a test.
 
 Usage: HF_HUB_OFFLINE=1 python bench/binding.py [--scenes 10] [--split validation] \
-           [--guidances 5] [--strengths 1,0.8] \
+           [--guidances 5] [--strengths 1,0.8] [--steps 20,50] \
            [--tunes "full:128:1e-4:schedule=constant,lora:128:3e-3"]
 
 A tune is `method:steps:lr[:rank[:batch[:lora targets]]]` plus optional `key=value` items (rank, batch,
@@ -51,18 +51,18 @@ def main() -> None:
     parser.add_argument("--tunes", default="full:128:1e-4:schedule=constant,full:128:3e-4:schedule=cosine")
     parser.add_argument("--guidances", default="5")
     parser.add_argument("--strengths", default="1,0.8")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", default="20", help="sampler steps, comma-separated: one row each")
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
     torch.set_num_threads(2)
     scenes = base_scenes(args.split, args.scenes)
     strengths = tuple(parse_floats(args.strengths, "--strengths"))
     print(
-        "| tune | s/tune | guidance | "
+        "| tune | s/tune | guidance | steps | "
         + " | ".join(f"s{s:g}: same | PSNR median | same and >= 28 dB" for s in strengths)
         + " |"
     )
-    print("|---|---|---|" + "---|---|---|" * len(strengths))
+    print("|---|---|---|---|" + "---|---|---|" * len(strengths))
     for text in args.tunes.split(","):
         tune = parse_tune(text)
         with tempfile.TemporaryDirectory() as cache:
@@ -71,15 +71,16 @@ def main() -> None:
             editor.tune(render_pil(scenes[0]), tune)  # one tune timed alone
             seconds = time.perf_counter() - started
             for guidance in parse_floats(args.guidances, "--guidances"):
-                edit = EditSettings(guidance=guidance, steps=args.steps)
-                rows = [
-                    row
-                    for scene in scenes
-                    for row in measure_binding(editor, render_pil(scene), tune, edit, strengths)
-                ]
-                summary = summarise_binding(rows)
-                cells = " | ".join(cell(summary[strength]) for strength in strengths)
-                print(f"| `{text}` | {seconds:.1f} | {guidance:g} | {cells} |", flush=True)
+                for steps in (int(value) for value in parse_floats(args.steps, "--steps")):
+                    edit = EditSettings(guidance=guidance, steps=steps)
+                    rows = [
+                        row
+                        for scene in scenes
+                        for row in measure_binding(editor, render_pil(scene), tune, edit, strengths)
+                    ]
+                    summary = summarise_binding(rows)
+                    cells = " | ".join(cell(summary[strength]) for strength in strengths)
+                    print(f"| `{text}` | {seconds:.1f} | {guidance:g} | {steps} | {cells} |", flush=True)
 
 
 if __name__ == "__main__":

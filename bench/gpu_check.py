@@ -159,7 +159,7 @@ class Peak:
 
 def measure(family: str, args) -> list[dict]:
     from unitune import EditSettings, TuneSettings, UnituneError
-    from unitune.tuning import uses_checkpointing
+    from unitune.tuning import encode_latent, uses_checkpointing
 
     rows = []
     with tempfile.TemporaryDirectory() as cache_dir:
@@ -172,8 +172,11 @@ def measure(family: str, args) -> list[dict]:
         edit = EditSettings(steps=args.edit_steps, strength=1.0, guidance=7.5)
         warm_up = TuneSettings(method="lora", steps=1, seed=99)
         editor.edit(image, ["warm-up"], EditSettings(steps=2), warm_up)  # CUDA start-up, kernels
-        # the full tune again with checkpointing the other way round (on CUDA its default is on)
-        other = "off" if uses_checkpointing(TuneSettings(), editor.runtime) else "on"
+        # the full tune again with checkpointing the other way round (by default it is on where the tune
+        # would not fit the free memory without it)
+        latent = encode_latent(editor.pipe, editor.prepare_image(image), editor.runtime)
+        default_on = uses_checkpointing(TuneSettings(), editor.runtime, editor.pipe.unet, latent)
+        other = "off" if default_on else "on"
         tunes = [("full", "auto")] + [("full", other)] * args.compare_checkpointing + [("lora", "auto")]
         for method, checkpointing in tunes:
             # another seed for the second full tune: checkpointing is not in the key, so it would be cached
@@ -183,6 +186,7 @@ def measure(family: str, args) -> list[dict]:
             stamps: list[float] = []
             editor.restore_base()
             _sync(device)
+            checkpointed = uses_checkpointing(tune, editor.runtime, editor.pipe.unet, latent)
             what = f"tune {method}" + ("" if checkpointing == "auto" else f", checkpointing {checkpointing}")
             try:
                 with Peak(device) as peak:
@@ -201,7 +205,7 @@ def measure(family: str, args) -> list[dict]:
             rows.append(
                 row(family, editor, what, tune_s, len(stamps) / tune_s, peak.gb, total - tune_s, build_s)
             )
-            rows[-1]["checkpointing"] = uses_checkpointing(tune, editor.runtime)
+            rows[-1]["checkpointing"] = checkpointed
             if checkpointing != "auto":
                 continue
             editor.edit(image, ["warm"], EditSettings(steps=2), tune)  # applies the tune (read, merge)

@@ -71,10 +71,22 @@ def test_gradient_checkpointing_gives_the_same_weights(editor, base_image, monke
     assert editor.tune_key(image, plain) == editor.tune_key(image, checkpointed)
 
 
-def test_checkpointing_by_default_for_full_tunes_on_cuda():
-    assert uses_checkpointing(TuneSettings(), CUDA) and not uses_checkpointing(TuneSettings(), CPU)
-    assert not uses_checkpointing(TuneSettings(method="lora"), CUDA)
-    assert uses_checkpointing(TuneSettings(method="lora", gradient_checkpointing="on"), CPU)
+def test_checkpointing_by_default_when_the_tune_would_not_fit_the_free_cuda_memory(monkeypatch):
+    unet = torch.nn.Linear(1000, 1000)  # ~1M weights: a full tune adds 12 MB of gradients and moments
+    latent = torch.zeros(1, 4, 8, 8)  # 64 positions x batch 4: 164 MB of activations
+    free_gb = {"value": 80.0}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free_gb["value"] * 1e9, 80e9))
+
+    def uses(method="full", checkpointing="auto", runtime=CUDA):
+        settings = TuneSettings(method=method, gradient_checkpointing=checkpointing)
+        return uses_checkpointing(settings, runtime, unet, latent)
+
+    assert not uses() and not uses("lora")  # plenty of room: the faster way
+    free_gb["value"] = 0.19  # 90% of it holds a LoRA's activations, not a full tune's extra 12 MB too
+    assert uses() and not uses("lora")
+    free_gb["value"] = 0.1
+    assert uses("lora") and not uses(runtime=CPU)  # never by default on the CPU
+    assert uses("lora", "on", CPU) and not uses("full", "off")
     with pytest.raises(UnituneError, match="gradient checkpointing must be one of auto, on, off"):
         TuneSettings(gradient_checkpointing="sometimes")
 

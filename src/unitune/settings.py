@@ -71,8 +71,8 @@ class TuneSettings:
     gradient_checkpointing: str = _opt(
         "auto",
         "--gradient-checkpointing",
-        "recompute activations in the backward pass (less memory, more time): auto (full tunes on CUDA), "
-        "on or off; the same weights either way",
+        "recompute activations in the backward pass (less memory, about twice the time): auto (on CUDA "
+        "when the tune would not fit the free memory without it), on or off; the same weights either way",
     )
 
     def __post_init__(self):
