@@ -27,7 +27,7 @@ ADAPTER = "unitune"
 # Part of every tune cache key: bump it when a change here (loss, noise and timestep draws, optimizer,
 # LoRA initialisation) or in settings.LORA_TARGET_SETS trains other weights from the same settings, so
 # tunes made the old way are trained again instead of reused. tests/test_cache.py keeps a fingerprint.
-TUNE_RECIPE_VERSION = 1
+TUNE_RECIPE_VERSION = 2  # 2: stratified timesteps (noisy_batch)
 
 
 @torch.no_grad()
@@ -64,11 +64,18 @@ def noised(scheduler, latents: torch.Tensor, noise: torch.Tensor, steps: torch.T
 
 
 def noisy_batch(scheduler, latent: torch.Tensor, batch_size: int, generator: torch.Generator):
-    """The one latent noised `batch_size` times: (noisy, timesteps, target), all (B, ...)."""
+    """The one latent noised `batch_size` times: (noisy, timesteps, target), all (B, ...).
+
+    The timesteps are stratified (a low-discrepancy draw, as in Kingma et al. 2021, "Variational Diffusion
+    Models", appendix): sample i draws uniformly from the i-th of `batch_size` equal slices of the
+    schedule, so each timestep is still uniform but every batch covers the whole schedule. On the
+    embedded model this raised the PSNR of R redrawn from noise by 0.5-3 dB on 9 of 10 validation scenes
+    at the same cost (docs/core.md, "Stratified timesteps")."""
     latents = latent.expand(batch_size, -1, -1, -1)
     noise = torch.randn(latents.shape, generator=generator).to(latent.device)
-    steps = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
-    steps = steps.to(latent.device)
+    total = scheduler.config.num_train_timesteps
+    slices = (torch.arange(batch_size) + torch.rand(batch_size, generator=generator)) / batch_size
+    steps = (slices * total).long().clamp(0, total - 1).to(latent.device)
     noisy, target = noised(scheduler, latents, noise, steps)
     return noisy, steps, target
 
