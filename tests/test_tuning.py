@@ -39,13 +39,12 @@ def reconstruction_error(editor, image, tune: TuneSettings) -> tuple[float, floa
 def test_full_tuning_lowers_loss_and_reconstructs(editor, base_image, prediction_type):
     config = editor.pipe.scheduler.config
     editor.pipe.scheduler = DDIMScheduler.from_config(config, prediction_type=prediction_type)
-    before, after = TuneSettings(steps=0), TuneSettings(steps=48, learning_rate=1e-3)
+    # 96 steps: after 48 the random tiny VAE's pixels sit at 0.94-0.96 of the untuned error (by seed)
+    before, after = TuneSettings(steps=0), TuneSettings(steps=96, learning_rate=1e-3)
     assert tuned_loss(editor, base_image, after) < 0.5 * tuned_loss(editor, base_image, before)
     pixels_before, latent_before = reconstruction_error(editor, base_image, before)
     pixels_after, latent_after = reconstruction_error(editor, base_image, after)
-    # the tiny VAE is random: its decoder squashes differences (pixel ratio 0.94-0.96 over recipes),
-    # so the pixels must only improve; the latent is where the tune's effect shows
-    assert pixels_after < pixels_before
+    assert pixels_after < 0.95 * pixels_before
     assert latent_after < 0.5 * latent_before
 
 
