@@ -12,7 +12,10 @@ follow a warm-up (one tune step and one edit), which also pays the CUDA start-up
 the call to its last step, encoding the image and R included (the cache write, 3.4 GB for a full SD 1.5
 tune, is reported apart); steps/s is steps over that time. An edit
 is timed with its tune already applied (the second edit of an image). Peak memory is
-torch.cuda.max_memory_allocated over each measured call (on a CPU: the process's peak RSS so far).
+torch.cuda.max_memory_reserved over each measured call after emptying the allocator's cache, what the card
+must hold (a CUDA graph's private memory counts there, not in the allocated peak, also reported); on a CPU
+the process's peak RSS so far. `--cuda-graphs off` times the eager calls; `--check-graphs` first compares
+a short tune and edit replayed and eager.
 Prints a markdown table with the issue's targets; `--json` writes the rows. A tune that runs out of
 memory is a row that says so. The H100 table and what limits it: docs/core.md, "GPU check".
 """
@@ -20,6 +23,7 @@ memory is a row that says so. The H100 table and what limits it: docs/core.md, "
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import sys
@@ -113,12 +117,14 @@ def build_pipeline(family: str, tiny: bool, device: torch.device):
     return as_img2img(pipe, f"random:{family}")
 
 
-def make_editor(family: str, tiny: bool, device: str | None, dtype: str | None, cache_dir: Path):
+def make_editor(
+    family: str, tiny: bool, device: str | None, dtype: str | None, cache_dir: Path, cuda_graphs=None
+):
     from unitune import Editor
     from unitune.cache import TuneCache
     from unitune.loading import pick_runtime
 
-    runtime = pick_runtime(device, dtype)
+    runtime = pick_runtime(device, dtype, cuda_graphs)
     pipe = build_pipeline(family, tiny, runtime.device).to(runtime.device)
     for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
         if module is not None:
@@ -138,21 +144,26 @@ def photo(size: int):
 
 
 class Peak:
-    """Peak memory over a block, in GB: CUDA allocator's peak, or on the CPU the process's peak RSS."""
+    """Peak memory over a block, in GB: on CUDA the allocator's peak of memory reserved from the card
+    (`gb`; what the block needs, a CUDA graph's private memory included, which the peak of allocated
+    memory, `allocated_gb`, does not count once captured), or on the CPU the process's peak RSS."""
 
     def __init__(self, device: torch.device):
-        self.device, self.gb = device, 0.0
+        self.device, self.gb, self.allocated_gb = device, 0.0, None
 
     def __enter__(self):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+            gc.collect()
+            torch.cuda.empty_cache()  # so the reserved peak counts this block's needs, not earlier ones
             torch.cuda.reset_peak_memory_stats()
         return self
 
     def __exit__(self, *exc):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-            self.gb = torch.cuda.max_memory_allocated() / 1e9
+            self.gb = torch.cuda.max_memory_reserved() / 1e9
+            self.allocated_gb = torch.cuda.max_memory_allocated() / 1e9
         else:
             self.gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
 
@@ -164,7 +175,7 @@ def measure(family: str, args) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as cache_dir:
         started = time.perf_counter()
-        editor = make_editor(family, args.tiny, args.device, args.dtype, Path(cache_dir))
+        editor = make_editor(family, args.tiny, args.device, args.dtype, Path(cache_dir), args.cuda_graphs)
         build_s = time.perf_counter() - started
         image = photo(editor.native_size * 2)
         work = editor.work_size(image.size)
@@ -178,6 +189,8 @@ def measure(family: str, args) -> list[dict]:
         default_on = uses_checkpointing(TuneSettings(), editor.runtime, editor.pipe.unet, latent)
         other = "off" if default_on else "on"
         tunes = [("full", "auto")] + [("full", other)] * args.compare_checkpointing + [("lora", "auto")]
+        if args.check_graphs:
+            rows.append(graph_check(family, editor, image))
         for method, checkpointing in tunes:
             # another seed for the second full tune: checkpointing is not in the key, so it would be cached
             seed = 1 if checkpointing == "auto" else 2
@@ -205,7 +218,7 @@ def measure(family: str, args) -> list[dict]:
             rows.append(
                 row(family, editor, what, tune_s, len(stamps) / tune_s, peak.gb, total - tune_s, build_s)
             )
-            rows[-1]["checkpointing"] = checkpointed
+            rows[-1].update(checkpointing=checkpointed, peak_allocated_gb=_rounded(peak.allocated_gb))
             if checkpointing != "auto":
                 continue
             editor.edit(image, ["warm"], EditSettings(steps=2), tune)  # applies the tune (read, merge)
@@ -218,9 +231,47 @@ def measure(family: str, args) -> list[dict]:
             rows.append(
                 row(family, editor, f"edit ({method} tune)", edit_s, args.edit_steps / edit_s, peak.gb)
             )
+            rows[-1]["peak_allocated_gb"] = _rounded(peak.allocated_gb)
     for entry in rows:
         entry["size"] = f"{work[0]}x{work[1]}"
     return rows
+
+
+def graph_check(family: str, editor, image) -> dict:
+    """The same short LoRA tune and edit with the UNet calls replayed as CUDA graphs and eagerly: the
+    largest differences of the step losses and of the pixels (0-255), and both times."""
+    import numpy as np
+
+    from unitune import EditSettings, TuneSettings
+
+    tune = TuneSettings(method="lora", steps=16, batch_size=4, seed=5)
+    edit = EditSettings(steps=16, strength=1.0, guidance=7.5, seed=3)
+    results, graphs_setting = {}, editor.runtime.cuda_graphs
+    for captured in (True, False):
+        editor.runtime = replace(editor.runtime, cuda_graphs=captured)
+        editor.restore_base()
+        started = time.perf_counter()
+        tensors, losses = editor.train(image, tune)
+        editor.weights.restore_base()
+        with editor.weights.applied(tensors, tune.resolved().to_dict()):
+            pixels = np.asarray(editor.generate(["a photo"], edit)[0].image, dtype=np.float64)
+        _sync(editor.runtime.device)
+        results[captured] = (np.array(losses), pixels, time.perf_counter() - started)
+    editor.runtime = replace(editor.runtime, cuda_graphs=graphs_setting)
+    (graph_losses, graph_pixels, graph_s), (eager_losses, eager_pixels, eager_s) = (
+        results[True],
+        results[False],
+    )
+    entry = {
+        "family": family,
+        "what": "graph check (16-step LoRA tune + 16-step edit)",
+        "loss_max_abs_diff": float(np.abs(graph_losses - eager_losses).max()),
+        "pixel_max_abs_diff": float(np.abs(graph_pixels - eager_pixels).max()),
+        "captured_s": round(graph_s, 2),
+        "eager_s": round(eager_s, 2),
+    }
+    print(json.dumps(entry), file=sys.stderr, flush=True)
+    return entry
 
 
 def row(family, editor, what, seconds, steps_per_s, peak_gb, save_s=None, build_s=None) -> dict:
@@ -233,9 +284,14 @@ def row(family, editor, what, seconds, steps_per_s, peak_gb, save_s=None, build_
         "cache_write_s": None if save_s is None else round(save_s, 2),
         "build_s": None if build_s is None else round(build_s, 1),
         "dtype": str(editor.runtime.dtype).removeprefix("torch."),
+        "cuda_graphs": editor.runtime.cuda_graphs and editor.runtime.device.type == "cuda",
     }
     print(json.dumps(entry), file=sys.stderr, flush=True)  # as it comes, in case a later row fails
     return entry
+
+
+def _rounded(gb: float | None) -> float | None:
+    return None if gb is None else round(gb, 2)
 
 
 def _sync(device: torch.device) -> None:
@@ -259,16 +315,27 @@ def table(rows: list[dict], device_name: str, tiny: bool) -> str:
     lines = [
         f"device: {device_name}",
         "",
-        "| model | size | what | checkpointing | s | steps/s | peak GB | cache write s | target (H100) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| model | size | what | checkpointing | CUDA graphs | s | steps/s | peak GB (allocated) "
+        "| cache write s | target (H100) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for entry in rows:
+    checks = [entry for entry in rows if "pixel_max_abs_diff" in entry]
+    for entry in (entry for entry in rows if entry not in checks):
         write = "" if entry["cache_write_s"] is None else f"{entry['cache_write_s']:g}"
         checkpointing = {None: "", True: "on", False: "off"}[entry.get("checkpointing")]
+        allocated = "" if entry.get("peak_allocated_gb") is None else f" ({entry['peak_allocated_gb']:g})"
         lines.append(
             f"| {entry['family']} | {entry['size']} | {entry['what']} | {checkpointing} | "
-            f"{entry['seconds']:g} | {entry['steps_per_s']:g} | {entry['peak_gb']:g} | {write} | "
+            f"{'on' if entry.get('cuda_graphs') else 'off'} | "
+            f"{entry['seconds']:g} | {entry['steps_per_s']:g} | {entry['peak_gb']:g}{allocated} | {write} | "
             f"{target(entry, tiny)} |"
+        )
+    for entry in checks:
+        lines.append(
+            f"\n{entry['family']} {entry['what']}: "
+            f"losses differ by at most {entry['loss_max_abs_diff']:.3g}, "
+            f"pixels by {entry['pixel_max_abs_diff']:g} of 255; {entry['captured_s']} s captured, "
+            f"{entry['eager_s']} s eager"
         )
     return "\n".join(lines)
 
@@ -286,6 +353,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also time the full tune with gradient checkpointing the other way round",
+    )
+    parser.add_argument("--cuda-graphs", default=None, help="auto, on or off [default: auto, on with CUDA]")
+    parser.add_argument(
+        "--check-graphs",
+        action="store_true",
+        help="first compare a short tune and edit replayed as CUDA graphs with the eager ones",
     )
     parser.add_argument("--json", type=Path, default=None, help="write the rows here")
     args = parser.parse_args(argv)

@@ -274,3 +274,47 @@ def test_a_batch_of_timesteps_covers_the_schedule_in_equal_slices(editor):
     for index in range(4):
         assert ((steps[:, index] >= 250 * index) & (steps[:, index] < 250 * (index + 1))).all()
     assert len(set(steps[:, 0].tolist())) > 25  # still random within a slice
+
+
+@pytest.mark.parametrize("targets", ["attention", "all"])
+def test_a_lora_tune_with_half_precision_frozen_layers_trains_the_same_weights(
+    tiny_model, base_image, tmp_path, targets
+):
+    """Under bfloat16 autocast, holding the frozen layers in bfloat16 (what a GPU LoRA tune does to save
+    memory) computes the same losses and adapter weights, bit for bit, and leaves the float32 base."""
+    from unitune import Editor
+    from unitune.tuning import train
+
+    editor = Editor.load(tiny_model, device="cpu", dtype="bf16", cache_dir=tmp_path)
+    unet = editor.pipe.unet
+    base = {k: v.clone() for k, v in unet.state_dict().items()}
+    image = editor.prepare_image(base_image)
+    latent = encode_latent(editor.pipe, image, editor.runtime)
+    text = encode_text(editor.pipe, "olis httr", editor.runtime, image.size)
+    tune = TuneSettings(method="lora", steps=3, seed=5, learning_rate=1e-2, lora_targets=targets)
+    results = []
+    for frozen in (None, torch.bfloat16):
+        with editor.weights.training(tune, frozen):
+            dtypes = {p.dtype for name, p in unet.named_parameters() if "lora_" not in name}
+            losses = train(editor.pipe, latent, text, tune, editor.runtime)
+            results.append((dtypes, losses, editor.weights.tuned_tensors("lora")))
+        after = unet.state_dict()
+        assert after.keys() == base.keys()
+        assert all(after[k].dtype == torch.float32 and torch.equal(after[k], base[k]) for k in base)
+    (plain_dtypes, plain_losses, plain), (cast_dtypes, cast_losses, cast) = results
+    assert plain_dtypes == {torch.float32} and cast_dtypes == {torch.float32, torch.bfloat16}  # norms
+    assert cast_losses == plain_losses
+    assert plain.keys() == cast.keys() and all(torch.equal(plain[k], cast[k]) for k in plain)
+    assert all(tensor.dtype == torch.float32 for tensor in cast.values())
+
+
+def test_cuda_graphs_are_off_on_the_cpu_and_a_bad_switch_is_a_clear_error():
+    from unitune import UnituneError
+    from unitune.graphs import wanted
+    from unitune.loading import pick_runtime
+
+    assert not pick_runtime("cpu").cuda_graphs
+    assert pick_runtime("cpu", cuda_graphs="on").cuda_graphs  # asked for, still never used off CUDA
+    assert not wanted(pick_runtime("cpu", cuda_graphs="on"), calls=100)
+    with pytest.raises(UnituneError, match="cuda-graphs"):
+        pick_runtime("cpu", cuda_graphs="maybe")

@@ -38,7 +38,7 @@ from .progress import Progress, ProgressFn, RunControl, StopFn
 from .sampling import decode, encode_prompts, initial_latents, iter_denoise, schedule, to_pil, to_tensor
 from .settings import EditSettings, ModelDefaults, TuneSettings, settings_json
 from .sweep import SweepResult, contact_sheet, grid
-from .tuning import TUNE_RECIPE_VERSION, UNetWeights, encode_latent, encode_text, train
+from .tuning import TUNE_RECIPE_VERSION, UNetWeights, encode_latent, encode_text, frozen_dtype, train
 from .version import __version__
 
 ImageInput = str | Path | Image.Image
@@ -104,6 +104,7 @@ class Editor:
         height: int | None = None,
         prediction_type: str | None = None,
         native_size: int | None = None,
+        cuda_graphs: str | None = None,
     ) -> Editor:
         """Load `model` (hub id, diffusers folder or .safetensors file; None = embedded model) once.
 
@@ -115,9 +116,10 @@ class Editor:
         the other follows the aspect) set the working size; default: the model's native pixel count.
         `prediction_type` ("epsilon" or "v_prediction") and `native_size` (pixels per side it was trained
         at) override the model's own: an SD 2.x checkpoint file is taken as 768 px v-prediction otherwise.
+        `cuda_graphs` ("auto", "on", "off"): replay the UNet's calls as CUDA graphs (auto: on with CUDA).
         """
         sizing = Sizing(size, width, height)
-        runtime = pick_runtime(device, dtype)
+        runtime = pick_runtime(device, dtype, cuda_graphs)
         cache = TuneCache(cache_dir, cache_max_size)
         resolved = resolve_model(model)
         defaults = load_model_defaults(resolved)
@@ -221,7 +223,7 @@ class Editor:
         with out_of_memory(self.runtime.device.type, what, hint):
             latent = encode_latent(self.pipe, base, self.runtime)
             text = encode_text(self.pipe, settings.rare_prompt, self.runtime, base.size)
-            with self.weights.training(settings):
+            with self.weights.training(settings, frozen_dtype(settings, self.runtime)):
                 losses = train(self.pipe, latent, text, settings, self.runtime, run.progress, run.should_stop)
                 return self.weights.tuned_tensors(settings.method), losses
 

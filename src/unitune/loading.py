@@ -70,17 +70,26 @@ class Runtime:
 
     device: torch.device
     dtype: torch.dtype  # compute dtype; weights stay float32 and autocast runs in this dtype
+    cuda_graphs: bool = False  # replay UNet calls as CUDA graphs (unitune.graphs); CUDA only
 
-    def autocast(self):
+    def autocast(self, cache: bool = True):
+        """Autocast to the compute dtype (nothing for float32); `cache=False` for code captured in a CUDA
+        graph (autocast's cast cache would outlive the capture)."""
         import torch
 
         if self.dtype == torch.float32:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=cache)
 
 
-def pick_runtime(device: str | None = None, dtype: str | None = None) -> Runtime:
-    """cuda > mps > cpu unless `device` is given; float16 autocast on CUDA, float32 elsewhere by default."""
+_SWITCHES = {"auto": None, "on": True, "off": False}
+
+
+def pick_runtime(
+    device: str | None = None, dtype: str | None = None, cuda_graphs: str | None = None
+) -> Runtime:
+    """cuda > mps > cpu unless `device` is given; float16 autocast on CUDA, float32 elsewhere by default;
+    CUDA graphs ("auto", "on" or "off") on by default on CUDA."""
     import torch
 
     if device is None:
@@ -91,11 +100,16 @@ def pick_runtime(device: str | None = None, dtype: str | None = None) -> Runtime
         torch_device = torch.device(device)
     except RuntimeError:
         raise UnituneError(f"unknown device {device!r}") from None
+    if (cuda_graphs or "auto") not in _SWITCHES:
+        raise UnituneError(f"unknown --cuda-graphs {cuda_graphs!r}; choose auto, on or off")
+    graphs = _SWITCHES[cuda_graphs or "auto"]
+    graphs = torch_device.type == "cuda" if graphs is None else graphs
     if dtype is None or dtype == "auto":
-        return Runtime(torch_device, torch.float16 if torch_device.type == "cuda" else torch.float32)
+        compute = torch.float16 if torch_device.type == "cuda" else torch.float32
+        return Runtime(torch_device, compute, graphs)
     if dtype not in _DTYPES:
         raise UnituneError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(_DTYPES)}")
-    return Runtime(torch_device, getattr(torch, _DTYPES[dtype]))
+    return Runtime(torch_device, getattr(torch, _DTYPES[dtype]), graphs)
 
 
 def embedded_model_dir() -> Path:

@@ -16,6 +16,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
+from . import graphs
 from .errors import UnituneWarning
 from .loading import Runtime
 from .pipelines import Conditioning, encode, vae_precision
@@ -100,12 +101,11 @@ def iter_denoise(
 
     guided = len(conditioning) == 2
     extra = pipe.prepare_extra_step_kwargs(generator, 0.0)
-    unet_kwargs = conditioning.unet_kwargs()
+    predict = noise_predictor(pipe.unet, conditioning, runtime, len(timesteps))
     for index, t in enumerate(timesteps):
         model_input = torch.cat([latents] * 2) if guided else latents
         model_input = pipe.scheduler.scale_model_input(model_input, t)
-        with torch.no_grad(), runtime.autocast():
-            pred = pipe.unet(model_input, t, **unet_kwargs, return_dict=False)[0].float()
+        pred = predict(model_input, t)
         if guided:
             uncond, cond = pred.chunk(2)
             pred = uncond + guidance * (cond - uncond)
@@ -113,6 +113,25 @@ def iter_denoise(
                 pred = rescale_noise_cfg(pred, cond, guidance_rescale=guidance_rescale)
         latents = pipe.scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
         yield index, latents
+
+
+def noise_predictor(unet, conditioning: Conditioning, runtime: Runtime, calls: int):
+    """(model input, timestep) -> the UNet's prediction in float32, a new tensor: replayed as a CUDA graph
+    for a loop of `calls` steps where `unitune.graphs.wanted`, else an eager call."""
+    unet_kwargs = conditioning.unet_kwargs()
+    captured = graphs.wanted(runtime, calls)
+
+    def forward(model_input, t):
+        with torch.no_grad(), runtime.autocast(cache=not captured):
+            return unet(model_input, t, **unet_kwargs, return_dict=False)[0]
+
+    replayed = graphs.Replayed(forward, captured)
+
+    def predict(model_input, t):
+        prediction = replayed(model_input, t).float()
+        return prediction.clone() if replayed.replaying else prediction  # a replay's output is reused
+
+    return predict
 
 
 @torch.no_grad()

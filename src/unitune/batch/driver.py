@@ -101,7 +101,7 @@ def run_batch(
     # 1. check everything cheap before any work
     resolved = resolve_model(model)
     defaults = load_model_defaults(resolved)
-    pick_runtime(device, dtype)  # checks the device and dtype names
+    pick_runtime(device, dtype, load_options.get("cuda_graphs"))  # checks the names
     limit = cache_max_bytes(cache_max_size)
     if workers is not None and workers < 1:
         raise UnituneError(f"--workers must be >= 1, got {workers}")
