@@ -146,3 +146,21 @@ def test_ui_on_a_busy_port_is_one_line_and_exit_2(tiny_model, tmp_path):
         )
     assert result.exit_code == 2
     assert f"unitune: error: cannot listen on 127.0.0.1:{port}: the port is in use" in result.output
+
+
+def test_each_session_works_at_its_own_size(studio, tmp_path):
+    """One loaded model, two sessions: one at the model's size, one at about 48 x 48 pixels; the image's
+    aspect is kept, edits come back at the session's size, and a new size fits the same upload again."""
+    from PIL import Image
+
+    photo = tmp_path / "wide.png"
+    Image.new("RGB", (80, 60), (200, 30, 30)).save(photo)
+    native = studio.load(SessionState(), photo, "s1")
+    larger = studio.load(SessionState(), photo, "s2", size=48)
+    native_size, larger_size = Image.open(native.base).size, Image.open(larger.base).size
+    assert larger_size[0] * larger_size[1] > native_size[0] * native_size[1]
+    assert abs(larger_size[0] / larger_size[1] - 4 / 3) < 0.15 and studio.editor.sizing.size is None
+    _, paths, _ = studio.edit(larger, "a hat", EDIT, TUNE, "s2")
+    assert Image.open(paths[0]).size == larger_size
+    back = studio.resize(larger, 0, "s2")
+    assert back.size is None and Image.open(back.base).size == native_size and back.name == "wide.png"

@@ -11,6 +11,7 @@ The CLI and any UI call only this module.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import threading
 from dataclasses import dataclass, field, replace
@@ -152,6 +153,14 @@ class Editor:
     def stride(self) -> int:
         """Pixels per latent: every working side is a multiple of it."""
         return self.pipe.vae_scale_factor
+
+    def resized(self, size: int | None = None, width: int | None = None, height: int | None = None) -> Editor:
+        """This editor at another working size (`images.Sizing`; all None: the model's): a shallow copy
+        sharing the model, the tune cache, the weights' owner and the lock, so that one loaded model can
+        serve callers that each work at their own size (the web UI's sessions)."""
+        view = copy.copy(self)
+        view.sizing = Sizing(size, width, height)
+        return view
 
     def work_size(self, photo_size: tuple[int, int]) -> tuple[int, int]:
         """(width, height) a photo of `photo_size` is edited at (see `images.Sizing`)."""

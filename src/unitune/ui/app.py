@@ -69,6 +69,7 @@ class Controls:
     upload: gr.File
     picker: gr.Gallery
     base: gr.Image
+    work_size: gr.Number
     method: gr.Radio
     tune_steps: gr.Number
     batch_size: gr.Number
@@ -152,6 +153,13 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                 height=180,
                 elem_id="base",
                 elem_classes="pixelated",
+            )
+            work_size = gr.Number(
+                0,
+                label="working size: about N x N pixels at the image's aspect (0: the model's)",
+                precision=0,
+                minimum=0,
+                elem_id="work-size",
             )
             with gr.Accordion("Tune settings", open=False):
                 method = gr.Radio(list(METHODS), value=tune.method, label="method")
@@ -277,18 +285,31 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
     # --- the base image: uploaded or picked -------------------------------------------------------
 
     @friendly
-    def load(state, path, method, tune_steps, batch_size, tune_seed, request: gr.Request):
+    def load(state, path, size, method, tune_steps, batch_size, tune_seed, request: gr.Request):
         if path:
-            state = studio.load(state, path, request.session_hash)
+            state = studio.load(state, path, request.session_hash, size)
         status = studio.tune_status(state, tune_from(method, tune_steps, batch_size, tune_seed))
         return state, state.base, status, None, [], None, None  # the old image's edits go
 
-    def pick(state, method, tune_steps, batch_size, tune_seed, evt: gr.SelectData, request: gr.Request):
-        return load(state, examples[evt.index], method, tune_steps, batch_size, tune_seed, request)
+    def pick(state, size, method, tune_steps, batch_size, tune_seed, evt: gr.SelectData, request: gr.Request):
+        return load(state, examples[evt.index], size, method, tune_steps, batch_size, tune_seed, request)
+
+    @friendly
+    def resize(state, size, method, tune_steps, batch_size, tune_seed, request: gr.Request):
+        if (int(size) if size else None) == state.size:  # Enter, then leaving the box: once is enough
+            return (gr.skip(),) * len(load_outputs)
+        state = studio.resize(state, size, request.session_hash)
+        status = studio.tune_status(state, tune_from(method, tune_steps, batch_size, tune_seed))
+        return state, state.base, status, None, [], None, None
 
     load_outputs = [c.state, c.base, c.tune_status, c.compare, c.results, c.settings_view, c.downloads]
-    c.upload.upload(load, [c.state, c.upload, *c.tune_inputs], load_outputs, concurrency_limit=None)
-    c.picker.select(pick, [c.state, *c.tune_inputs], load_outputs, concurrency_limit=None)
+    sized = [c.state, c.work_size, *c.tune_inputs]
+    c.upload.upload(
+        load, [c.state, c.upload, c.work_size, *c.tune_inputs], load_outputs, concurrency_limit=None
+    )
+    c.picker.select(pick, sized, load_outputs, concurrency_limit=None)
+    c.work_size.submit(resize, sized, load_outputs, concurrency_limit=None)
+    c.work_size.blur(resize, sized, load_outputs, concurrency_limit=None)
 
     @friendly
     def status(state, method, tune_steps, batch_size, tune_seed):

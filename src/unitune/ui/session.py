@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..api import Editor, TuneResult
@@ -41,8 +41,10 @@ def example_images() -> list[Path]:
 class SessionState:
     """One browser session: the prepared base image, its tune and the edits made so far."""
 
-    base: str | None = None  # the base image at the model's size, as a PNG in the session folder
+    base: str | None = None  # the base image at the working size, as a PNG in the session folder
     name: str = ""  # what the user uploaded or picked, for labels and manifests
+    source: str | None = None  # that file, to fit again when the working size changes
+    size: int | None = None  # this session's working size (about size x size pixels); None: the model's
     tune_key: str | None = None
     last: list[dict] = field(default_factory=list)  # the latest edit's results: {"file", "settings"}
     history: list[dict] = field(default_factory=list)  # every edit of this session, oldest first
@@ -104,22 +106,39 @@ class Studio:
 
     # --- 1. the base image -----------------------------------------------------------------------
 
-    def load(self, state: SessionState, path: str | Path, session: str) -> SessionState:
-        """Read an uploaded or example image, fit it to the model and keep it as this session's base."""
-        path = Path(path)
+    def load(
+        self, state: SessionState, path: str | Path, session: str, size: int | None = None
+    ) -> SessionState:
+        """Read an uploaded or example image, fit it to the working size (`size`: about size x size pixels
+        at its aspect; None or 0: the model's native size, or what `unitune ui --size` said) and keep it as
+        this session's base."""
+        path, size = Path(path), int(size) if size else None
         try:
-            base = self.editor.prepare_image(path)
+            base = self._editor(size).prepare_image(path)
         except UnituneError as error:  # name the file as the user knows it, not gradio's temp path
             raise UnituneError(str(error).replace(str(path), path.name)) from None
         file = self._folder(session) / f"base-{image_hash(base)[:12]}.png"
         base.save(file)
-        return SessionState(base=str(file), name=path.name, history=state.history, runs=state.runs)
+        return SessionState(
+            base=str(file),
+            name=path.name,
+            source=str(path),
+            size=size,
+            history=state.history,
+            runs=state.runs,
+        )
+
+    def resize(self, state: SessionState, size: int | None, session: str) -> SessionState:
+        """Fit this session's image again at another working size (its tune is then another one)."""
+        if state.source is None:
+            return replace(state, size=int(size) if size else None)
+        return self.load(state, state.source, session, size)
 
     def tune_status(self, state: SessionState, tune: TuneSettings) -> str:
         """Whether the current image already has a tune with these settings."""
         if state.base is None:
             return "Upload an image or pick an example."
-        key = self.editor.tune_key(state.base, tune)
+        key = self._editor(state.size).tune_key(state.base, tune)
         if self.editor.cache.has(key):
             return (
                 f"**Tuned** (cached tune `{key[:12]}` for this image and settings): edits start right away."
@@ -136,7 +155,8 @@ class Studio:
     ) -> tuple[SessionState, str]:
         base = self._base(state)
         started = time.monotonic()
-        result = self.editor.tune(base, tune, progress=ProgressBar(bar), should_stop=self._start(session))
+        editor = self._editor(state.size)
+        result = editor.tune(base, tune, progress=ProgressBar(bar), should_stop=self._start(session))
         state.tune_key = result.key
         return state, self._tune_message(result, time.monotonic() - started)
 
@@ -167,9 +187,10 @@ class Studio:
         samples = len(prompts) * edit.num_images * (len(AUTO_STRENGTHS) if edit.auto else 1)
         stop, progress = self._start(session), ProgressBar(bar, samples)
         started = time.monotonic()
-        tuned = self.editor.tune(base, tune, progress=progress, should_stop=stop)
+        editor = self._editor(state.size)
+        tuned = editor.tune(base, tune, progress=progress, should_stop=stop)
         message = self._tune_message(tuned, time.monotonic() - started)
-        results = self.editor.edit(base, prompts, edit, tune, progress=progress, should_stop=stop)
+        results = editor.edit(base, prompts, edit, tune, progress=progress, should_stop=stop)
         state.runs += 1
         folder = self._folder(session, f"edit-{state.runs:03d}")
         paths = save_results(results, folder, "edit", {"image": state.name})
@@ -200,7 +221,7 @@ class Studio:
             for s in strengths:
                 EditSettings(**{**edit.to_dict(), "guidance": g, "strength": s})
         progress = ProgressBar(bar, len(guidances) * len(strengths))
-        result = self.editor.sweep(
+        result = self._editor(state.size).sweep(
             base,
             prompt,
             guidances,
@@ -220,6 +241,10 @@ class Studio:
         return state, sheet, [sheet, *paths, folder / "manifest.json"]
 
     # --- helpers ---------------------------------------------------------------------------------
+
+    def _editor(self, size: int | None) -> Editor:
+        """The shared editor, at this session's working size when it chose one."""
+        return self.editor if size is None else self.editor.resized(size=size)
 
     def _base(self, state: SessionState) -> str:
         if state.base is None:
