@@ -71,6 +71,15 @@ def test_explicit_width_and_height():
         Sizing(size=512, width=512)
 
 
+def test_an_absurd_working_size_is_refused_before_any_work():
+    """Sides over 4096 pixels would run a machine out of memory: given, or following a long photo."""
+    with pytest.raises(UnituneError, match="size must be <= 4096 pixels, got 100000"):
+        Sizing(size=100000)
+    with pytest.raises(UnituneError, match="working size would be 768 x 230400 pixels"):
+        Sizing(width=768).fit_size((20, 6000), 512, 8)
+    assert Sizing(size=4096).fit_size((4000, 3000), 512, 8) == aspect_size((4000, 3000), 4096**2, 8)
+
+
 def test_fitting_resizes_without_cropping():
     image = Image.new("RGB", (400, 300), "black")
     image.paste((255, 0, 0), (0, 0, 10, 300))  # a stripe at the left edge survives (nothing cut)

@@ -125,6 +125,21 @@ def to_srgb(image: Image.Image, icc_profile: bytes | None, name: str) -> Image.I
 _AREA_WEIGHT = 0.1  # in the size choice, 1% of aspect error weighs as much as 10% of pixel count
 
 
+MAX_WORK_SIDE = 4096  # the working size is at most about this many pixels squared (SD: 512-1024)
+
+
+def _checked(size: tuple[int, int]) -> tuple[int, int]:
+    """`size` (width, height), unless it holds more than MAX_WORK_SIDE squared pixels (given so, or a long
+    photo with only --width or --height given), which would run the machine out of memory."""
+    if size[0] * size[1] > 1.05 * MAX_WORK_SIDE**2:  # --size 4096 rounds to a little over at some aspects
+        raise UnituneError(
+            f"the working size would be {size[0]} x {size[1]} pixels, over about {MAX_WORK_SIDE} x "
+            f"{MAX_WORK_SIDE}: "
+            "give a smaller --size, or both --width and --height"
+        )
+    return size
+
+
 @dataclass(frozen=True)
 class Sizing:
     """How photos are fitted to the model: an exact `width` x `height`; one of them, the other following
@@ -140,6 +155,9 @@ class Sizing:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UnituneError(f"{name} must be >= 1 pixel, got {value}")
+        if self.size is not None and self.size > MAX_WORK_SIDE:
+            raise UnituneError(f"size must be <= {MAX_WORK_SIDE} pixels, got {self.size}")
+        _checked((self.width or 1, self.height or 1))
         if self.size is not None and (self.width or self.height):
             raise UnituneError("give --size or --width/--height, not both")
 
@@ -153,6 +171,9 @@ class Sizing:
                     f"{name} must be a multiple of {stride} pixels for this model, got {value} "
                     f"(try {max(below, stride)} or {above})"
                 )
+        return _checked(self._fit_size(photo, native, stride))
+
+    def _fit_size(self, photo: tuple[int, int], native: int, stride: int) -> tuple[int, int]:
         aspect = photo[0] / photo[1]
         if self.width and self.height:
             return self.width, self.height
@@ -165,7 +186,7 @@ class Sizing:
     def generate_size(self, native: int, stride: int) -> tuple[int, int]:
         """(width, height) of a text-to-image sample: as given, else a square of `size` or native side."""
         side = _round_to(self.size or native, stride)
-        return self.width or self.height or side, self.height or self.width or side
+        return _checked((self.width or self.height or side, self.height or self.width or side))
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in ("size", "width", "height") if getattr(self, name)}
