@@ -69,6 +69,8 @@ def test_bad_image_fails_cleanly(bad_files, tiny_model, tmp_path, name):
         ["--interpolation", "2"],
         ["--cache-max-size", "lots"],
         ["--size", "100000"],
+        ["--batch-size", "100000"],
+        ["--lora-rank", "100000"],
         ["--cuda-graphs", "maybe"],
     ],
     ids=lambda f: " ".join(f),

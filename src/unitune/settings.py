@@ -37,6 +37,10 @@ def _opt(default, flag: str, help: str):
     return field(default=default, metadata={"flag": flag, "help": help})
 
 
+MAX_BATCH_SIZE = 64  # noised copies of the one latent per tune step (UniTune: 4); beyond, only memory
+MAX_LORA_RANK = 256  # a rank past the layers' own width is a full tune in disguise
+
+
 @dataclass(frozen=True)
 class TuneSettings:
     """How to fine-tune the UNet on (image, rare prompt). `learning_rate=None` means the method's default."""
@@ -80,12 +84,12 @@ class TuneSettings:
             raise UnituneError(f"unknown tune method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.steps < 0:
             raise UnituneError(f"tune steps must be >= 0, got {self.steps}")
-        if self.batch_size < 1:
-            raise UnituneError(f"batch size must be >= 1, got {self.batch_size}")
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:  # a batch is copies of one latent: more is memory
+            raise UnituneError(f"batch size must be in [1, {MAX_BATCH_SIZE}], got {self.batch_size}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise UnituneError(f"learning rate must be > 0, got {self.learning_rate}")
-        if self.lora_rank < 1:
-            raise UnituneError(f"LoRA rank must be >= 1, got {self.lora_rank}")
+        if not 1 <= self.lora_rank <= MAX_LORA_RANK:
+            raise UnituneError(f"LoRA rank must be in [1, {MAX_LORA_RANK}], got {self.lora_rank}")
         if self.lora_targets not in LORA_TARGET_SETS:
             choices = ", ".join(LORA_TARGET_SETS)
             raise UnituneError(f"unknown LoRA targets {self.lora_targets!r}; choose one of {choices}")
