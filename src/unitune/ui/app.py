@@ -16,7 +16,7 @@ import gradio as gr  # noqa: E402
 
 from ..api import Editor  # noqa: E402
 from ..errors import Cancelled, UnituneError  # noqa: E402
-from ..settings import METHODS, EditSettings, TuneSettings  # noqa: E402
+from ..settings import MAX_BATCH_SIZE, METHODS, EditSettings, TuneSettings  # noqa: E402
 from .session import (  # noqa: E402
     EXAMPLES_DIR,
     HISTORY_COLUMNS,
@@ -166,7 +166,9 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                 tune_steps = gr.Number(
                     tune.steps, label="tune steps", precision=0, minimum=0, elem_id="tune-steps"
                 )
-                batch_size = gr.Number(tune.batch_size, label="batch size", precision=0, minimum=1)
+                batch_size = gr.Number(
+                    tune.batch_size, label="batch size", precision=0, minimum=1, maximum=MAX_BATCH_SIZE
+                )
                 tune_seed = gr.Number(tune.seed, label="tune seed", precision=0)
             tune_status = gr.Markdown("Upload an image or pick an example.", elem_id="tune-status")
             with gr.Row():
