@@ -232,7 +232,8 @@ def test_soak_random_tunes_edits_kills_and_corruptions(start, tiny_model, editor
     killed = [last_mark(job) for job in jobs if job.process.exitcode == -9]
     results = [job.finish() for job in jobs if job.process.exitcode == 0]
     warned = [warning for result in results for warning in result["warnings"]]
-    assert all(warning.startswith("tune cache entry ") and "\n" not in warning for warning in warned)
+    odd = [w for w in warned if not w.startswith("tune cache entry ") or "\n" in w]
+    assert odd == []  # only one-line reports of damaged entries
     check_edits_agree(results)
 
     survivor = cache_editor(editor, cache)

@@ -252,3 +252,20 @@ def test_stop_button_interrupts_a_long_tune(server, browser):
     browser.find_element("id", "stop-btn").click()
     wait_for(browser, lambda d: "Stopped on request" in toasts(d), "the stop message")
     assert "Not tuned yet" in browser.find_element("id", "tune-status").text
+
+
+def test_the_working_size_box_fits_the_image_again(server, browser):
+    """The session's size box refits the uploaded image (a larger base), and an absurd size is a message."""
+
+    def base_size():
+        return Image.open(io.BytesIO(fetch(find(browser, "#base img").get_attribute("src")))).size
+
+    open_app(browser, server)
+    upload(browser, EXAMPLE)
+    native = base_size()
+    set_text(browser, "#work-size", "96\n")
+    wait_for(browser, lambda d: base_size()[0] > native[0], "the refitted base image")
+    assert abs(base_size()[0] / base_size()[1] - native[0] / native[1]) < 0.1
+    set_text(browser, "#work-size", "100000\n")
+    wait_for(browser, lambda d: "size must be <= 4096 pixels, got 100000" in toasts(d), "the size error")
+    assert "Traceback" not in page_text(browser)

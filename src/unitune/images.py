@@ -133,9 +133,8 @@ def _checked(size: tuple[int, int]) -> tuple[int, int]:
     photo with only --width or --height given), which would run the machine out of memory."""
     if size[0] * size[1] > 1.05 * MAX_WORK_SIDE**2:  # --size 4096 rounds to a little over at some aspects
         raise UnituneError(
-            f"the working size would be {size[0]} x {size[1]} pixels, over about {MAX_WORK_SIDE} x "
-            f"{MAX_WORK_SIDE}: "
-            "give a smaller --size, or both --width and --height"
+            f"the working size would be {size[0]} x {size[1]} pixels, over about "
+            f"{MAX_WORK_SIDE} x {MAX_WORK_SIDE}: give a smaller --size, or both --width and --height"
         )
     return size
 

@@ -26,6 +26,7 @@ from .session import (  # noqa: E402
     example_images,
     history_rows,
     pick_seed,
+    working_size,
 )
 
 # the shapes model works at 64x64: show its pixels, not a blur
@@ -298,7 +299,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
 
     @friendly
     def resize(state, size, method, tune_steps, batch_size, tune_seed, request: gr.Request):
-        if (int(size) if size else None) == state.size:  # Enter, then leaving the box: once is enough
+        if working_size(size) == state.size:  # Enter, then leaving the box: once is enough
             return (gr.skip(),) * len(load_outputs)
         state = studio.resize(state, size, request.session_hash)
         status = studio.tune_status(state, tune_from(method, tune_steps, batch_size, tune_seed))

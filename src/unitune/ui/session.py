@@ -51,6 +51,11 @@ class SessionState:
     runs: int = 0
 
 
+def working_size(value: float | int | None) -> int | None:
+    """The UI's working-size box as `Sizing.size`: 0 or empty means the model's (None)."""
+    return int(value) if value else None
+
+
 def parse_prompts(text: str) -> list[str]:
     """One prompt per non-empty line."""
     prompts = [line.strip() for line in (text or "").splitlines() if line.strip()]
@@ -112,7 +117,7 @@ class Studio:
         """Read an uploaded or example image, fit it to the working size (`size`: about size x size pixels
         at its aspect; None or 0: the model's native size, or what `unitune ui --size` said) and keep it as
         this session's base."""
-        path, size = Path(path), int(size) if size else None
+        path, size = Path(path), working_size(size)
         try:
             base = self._editor(size).prepare_image(path)
         except UnituneError as error:  # name the file as the user knows it, not gradio's temp path
@@ -131,7 +136,7 @@ class Studio:
     def resize(self, state: SessionState, size: int | None, session: str) -> SessionState:
         """Fit this session's image again at another working size (its tune is then another one)."""
         if state.source is None:
-            return replace(state, size=int(size) if size else None)
+            return replace(state, size=working_size(size))
         return self.load(state, state.source, session, size)
 
     def tune_status(self, state: SessionState, tune: TuneSettings) -> str:
