@@ -106,8 +106,9 @@ def test_recipe_changes_come_with_a_version_bump():
     # the lr schedule (constant = the old weights). 2: stratified timesteps (other weights); recorded
     # together with train() choosing checkpointing from the free memory (the same weights); re-recorded
     # when train() went through a CUDA-graph-ready forward and backward (3-step full and LoRA tunes:
-    # identical losses and weights before and after)
-    fingerprints = {1: "b90828e4bc77932c", 2: "356090743366e4a0"}
+    # identical losses and weights before and after). 3: AdamW fused on the CPU and MPS too (other
+    # weights there; make_optimizer joined the fingerprint)
+    fingerprints = {1: "b90828e4bc77932c", 2: "356090743366e4a0", 3: "23bbb2c5cc299c47"}
     assert recipe_fingerprint() == fingerprints[tuning.TUNE_RECIPE_VERSION]
 
 
@@ -115,7 +116,7 @@ def recipe_fingerprint() -> str:
     """The tuning functions' code (docstrings, comments and formatting aside) and the LoRA target sets."""
     functions = [tuning.training_scheduler, tuning.noisy_batch, tuning.denoising_loss, tuning.add_lora]
     functions += [tuning.trainable_parameters, tuning.train, tuning.encode_latent, tuning.encode_text]
-    functions += [tuning.loss_of, tuning._backward_pass]
+    functions += [tuning.loss_of, tuning._backward_pass, tuning.make_optimizer]
     parts = [json.dumps(LORA_TARGET_SETS, sort_keys=True)]
     for function in functions:
         tree = ast.parse(textwrap.dedent(inspect.getsource(function)))

@@ -69,8 +69,8 @@ class TuneSettings:
     optimizer: str = _opt(
         "adamw",
         "--optimizer",
-        "adamw (fused on CUDA) or adamw8bit (bitsandbytes' 8-bit AdamW: optimizer state in a quarter of the "
-        "memory; CUDA only)",
+        "adamw (PyTorch's fused kernel) or adamw8bit (bitsandbytes' 8-bit AdamW: optimizer state in a "
+        "quarter of the memory; CUDA only)",
     )
     gradient_checkpointing: str = _opt(
         "auto",

@@ -79,8 +79,9 @@ def measure_in_process(method: str, model: str, cache: str, tune_steps: int, edi
     editor = Editor.load(model, device="cpu", cache_dir=cache)
     image = Image.effect_mandelbrot((32, 32), (-2, -1.5, 1, 1.5), 50).convert("RGB")
     settings = replace(editor.default_tune_settings(), method=method, steps=tune_steps)  # the model's own
-    latent = encode_latent(editor.pipe, image, editor.runtime)
-    text = encode_text(editor.pipe, settings.rare_prompt, editor.runtime)
+    base = editor.prepare_image(image)  # the working size the tune trains at, so both steps do the same work
+    latent = encode_latent(editor.pipe, base, editor.runtime)
+    text = encode_text(editor.pipe, settings.rare_prompt, editor.runtime, base.size)
     rss_loaded = rss_mib()
     start = time.perf_counter()
     editor.tune(image, settings)
