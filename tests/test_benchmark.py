@@ -267,3 +267,20 @@ def test_binding_summary_counts_a_scene_bound_only_when_read_identical_and_close
         1 / 3
     )
     assert summary[1.0]["psnr_median"] == 30.0 and summary[0.8]["bound"] == 1.0
+
+
+def test_the_tune_time_target_reads_the_two_core_tune_of_the_benchmarks_length():
+    from unitune.benchmark.methods import TuneCost
+    from unitune.benchmark.report import tune_seconds
+    from unitune.benchmark.run import Config, Results
+
+    config = dataclasses.replace(smoke_config(), tune_steps=128, cost_tune_steps=128)
+    results = Results(
+        config, "model", tune_costs=[TuneCost("full", "s0", 24.0, 0.1), TuneCost("full", "s1", 26.0, 0.1)]
+    )
+    assert tune_seconds(results, "full")[0] == 25.0  # no core_costs run: the benchmark's own tunes
+    results.costs = [{"method": "full", "tune_s": 17.5}]
+    seconds, text = tune_seconds(results, "full")
+    assert seconds == 17.5 and "core_costs" in text and "25.0 s" in text
+    results.config = dataclasses.replace(config, cost_tune_steps=32)  # a shorter tune is not the target's
+    assert tune_seconds(results, "full")[0] == 25.0

@@ -291,8 +291,7 @@ def targets(chosen: dict, results) -> list[str]:
     success = best["test"]["success"]
     sdedit = chosen.get("sdedit", {}).get("test", {}).get("success", float("nan"))
     family = best["method"].family
-    tune = [c.seconds for c in results.tune_costs if c.family == family]
-    tune_s = float(np.mean(tune)) if tune else float("nan")
+    tune_s, tune_text = tune_seconds(results, family)
     edit_s = best["test"]["seconds"]
 
     margin = success - sdedit
@@ -305,9 +304,24 @@ def targets(chosen: dict, results) -> list[str]:
         f"{verdict(success >= TARGET_SUCCESS)} |",
         f"| beats best SDEdit by >= {100 * TARGET_MARGIN:.0f} points | {100 * margin:+.0f} points "
         f"(SDEdit {pct(sdedit)}) | {verdict(margin >= TARGET_MARGIN)} |",
-        f"| tune <= {TARGET_TUNE_S:.0f} s ({family}) | {tune_s:.1f} s | {verdict(tune_s <= TARGET_TUNE_S)} |",
+        f"| tune <= {TARGET_TUNE_S:.0f} s on two cores ({family}) | {tune_text} | "
+        f"{verdict(tune_s <= TARGET_TUNE_S)} |",
         f"| edit <= {TARGET_EDIT_S:.0f} s per image | {edit_s:.2f} s | {verdict(edit_s <= TARGET_EDIT_S)} |",
     ]
+
+
+def tune_seconds(results, family: str) -> tuple[float, str]:
+    """(seconds, how they were measured) of one tune of `family` for the time target: core_costs' tune,
+    which has the two cores to itself, when it ran a tune of the benchmark's length; else the benchmark's
+    own tunes, one core each while the other worker runs (slower than what the target asks about, so
+    the verdict errs against us)."""
+    shared = [c.seconds for c in results.tune_costs if c.family == family]
+    shared_s = float(np.mean(shared)) if shared else float("nan")
+    alone = {row["method"]: row for row in results.costs}.get(family)
+    if alone is None or results.config.cost_tune_steps != results.config.tune_steps:
+        return shared_s, f"{shared_s:.1f} s (benchmark tunes, one core each)"
+    text = f"{alone['tune_s']:.1f} s (core_costs, alone; benchmark tunes, one core each: {shared_s:.1f} s)"
+    return alone["tune_s"], text
 
 
 # ---------------------------------------------------------------- plots
