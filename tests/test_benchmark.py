@@ -272,7 +272,7 @@ def test_binding_summary_counts_a_scene_bound_only_when_read_identical_and_close
 def test_the_tune_time_target_reads_the_two_core_tune_of_the_benchmarks_length():
     from unitune.benchmark.methods import TuneCost
     from unitune.benchmark.report import tune_seconds
-    from unitune.benchmark.run import Config, Results
+    from unitune.benchmark.run import Results
 
     config = dataclasses.replace(smoke_config(), tune_steps=128, cost_tune_steps=128)
     results = Results(
