@@ -280,9 +280,9 @@ def uses_checkpointing(settings: TuneSettings, runtime: Runtime, unet, latent: t
 
 
 def make_optimizer(params, settings: TuneSettings, runtime: Runtime) -> torch.optim.Optimizer:
-    """AdamW without weight decay, fused into one kernel per step on every device (the same update; on the
-    CPU a full tune step of the embedded model takes 109 ms instead of 131, docs/core.md), or bitsandbytes'
-    8-bit AdamW (Dettmers et al. 2022) when asked: 2 bytes of state per weight, not 8."""
+    """AdamW without weight decay, fused into one kernel per step on every device (the same update up to
+    rounding; on the CPU a full tune step of the embedded model takes 109 ms instead of 131, docs/core.md),
+    or bitsandbytes' 8-bit AdamW (Dettmers et al. 2022) when asked: 2 bytes of state per weight, not 8."""
     if settings.optimizer == "adamw8bit":
         try:
             import bitsandbytes
