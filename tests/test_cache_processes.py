@@ -352,5 +352,6 @@ def check_edits_agree(results: list[dict]) -> None:
     images = {}
     for result in results:
         if result["image"] is not None:
-            images.setdefault(result["key"], set()).add(result["image"])
-    assert all(len(hashes) == 1 for hashes in images.values())
+            images.setdefault(result["key"], []).append((result["trained"], result["image"][:12]))
+    differing = {key: edits for key, edits in images.items() if len({image for _, image in edits}) > 1}
+    assert differing == {}  # per tune key: (trained by this job, pixel hash) of each edit
