@@ -196,6 +196,19 @@ def test_an_edit_never_uses_a_corrupt_tune(cached, base_image):
     assert again.image.tobytes() == clean.image.tobytes()
 
 
+def test_weights_read_from_the_cache_do_not_change_when_the_file_is_rewritten_in_place(cached, base_image):
+    """A read hands out copies, not views of the file's memory map: damage done to the file afterwards
+    (in place, as the soak test's corruptions are) must not reach tensors already in use."""
+    key = cached.tune(base_image, LORA).key
+    tensors, _ = cached.cache.read(key)
+    before = {name: tensor.clone() for name, tensor in tensors.items()}
+    flip_a_byte(cached.cache, key, None)
+    data = bytearray(cached.cache.path(key).read_bytes())
+    data[-400:] = bytes(400)  # zero the end of the data: the last tensor's values
+    cached.cache.path(key).write_bytes(bytes(data))
+    assert all(torch.equal(tensors[name], before[name]) for name in before)
+
+
 def test_applied_refuses_a_tune_gone_from_the_cache(cached, base_image):
     result = cached.tune(base_image, LORA)
     cached.cache.remove(result.key)

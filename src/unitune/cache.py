@@ -187,7 +187,12 @@ class TuneCache:
         from safetensors.torch import load_file
 
         self._touch(key)
-        return (load_file(str(self.path(key))) if tensors else None), self._metadata(key)
+        if not tensors:
+            return None, self._metadata(key)
+        # copies, not views of the file's memory map: a file rewritten in place after the lock is released
+        # would otherwise change the tensors already handed out, or kill the process (SIGBUS) if truncated
+        loaded = {name: tensor.clone() for name, tensor in load_file(str(self.path(key))).items()}
+        return loaded, self._metadata(key)
 
     def _checked_record(self, key: str, checksum: bool) -> dict:
         record = self._record(key)
