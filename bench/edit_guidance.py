@@ -37,6 +37,7 @@ from unitune.interpolation import interpolate_details
 from unitune.pipelines import Conditioning
 from unitune.sampling import encode_prompts, noise_predictor, to_tensor
 from unitune.shapes.world import render_pil
+from unitune.sweep import parse_floats
 
 STATE = {"edit_guidance": None, "rare": None}
 
@@ -78,7 +79,7 @@ def main() -> None:
     parser.add_argument("--strengths", default="1,0.8")
     args = parser.parse_args()
     cells = [tuple(float(v) for v in cell.split(":")) for cell in args.cells.split(",")]
-    strengths = [float(s) for s in args.strengths.split(",")]
+    strengths = parse_floats(args.strengths, "--strengths")
     api.encode_prompts, api.iter_denoise = three_rows, denoise
     editor = Editor.load(None, device="cpu")
     STATE["rare"] = editor.default_tune_settings().rare_prompt
