@@ -100,9 +100,13 @@ def main() -> None:
                 bound = score(np.array(image), replace(edits[0], target=edits[0].base))
                 rows.append((mode, guidance, strength, "R-bound", bound["preserved"], bound["psnr_target"]))
                 for edit in edits:
-                    image, _ = editor._sample(f"{rare} {edit.prompt}", settings, 0, base, "e", run=RunControl())
+                    image, _ = editor._sample(
+                        f"{rare} {edit.prompt}", settings, 0, base, "e", run=RunControl()
+                    )
                     s = score(np.array(image), edit)
-                    rows.append((mode, guidance, strength, "edit", s["success"], s["expressive"], s["preserved"]))
+                    rows.append(
+                        (mode, guidance, strength, "edit", s["success"], s["expressive"], s["preserved"])
+                    )
             editor.weights.restore_base()
             with torch.no_grad():
                 table.copy_(original_table)

@@ -27,8 +27,14 @@ from unitune.benchmark.edits import base_scenes, edits_for_scene
 from unitune.benchmark.metrics import score
 from unitune.progress import RunControl
 from unitune.shapes.world import render_pil
-from unitune.tuning import encode_latent, encode_text, loss_of, noisy_batch, trainable_parameters
-from unitune.tuning import training_scheduler
+from unitune.tuning import (
+    encode_latent,
+    encode_text,
+    loss_of,
+    noisy_batch,
+    trainable_parameters,
+    training_scheduler,
+)
 
 CELLS = ((3, 1.0), (6, 1.0))
 
@@ -87,9 +93,13 @@ def main() -> None:
                 bound = score(np.array(image), replace(edits[0], target=edits[0].base))
                 rows.append((mode, guidance, strength, "R-bound", bound["preserved"], bound["psnr_target"]))
                 for edit in edits:
-                    image, _ = editor._sample(f"{rare} {edit.prompt}", settings, 0, base, "e", run=RunControl())
+                    image, _ = editor._sample(
+                        f"{rare} {edit.prompt}", settings, 0, base, "e", run=RunControl()
+                    )
                     s = score(np.array(image), edit)
-                    rows.append((mode, guidance, strength, "edit", s["success"], s["expressive"], s["preserved"]))
+                    rows.append(
+                        (mode, guidance, strength, "edit", s["success"], s["expressive"], s["preserved"])
+                    )
             editor.weights.restore_base()
         print(f"scene {number} {time.time() - started:.0f}s", flush=True)
     groups = collections.defaultdict(list)

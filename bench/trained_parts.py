@@ -89,9 +89,13 @@ def main() -> None:
                 bound = score(np.array(image), replace(edits[0], target=edits[0].base))
                 rows.append((part, guidance, strength, "R-bound", bound["preserved"], bound["psnr_target"]))
                 for edit in edits:
-                    image, _ = editor._sample(f"{rare} {edit.prompt}", settings, 0, base, "e", run=RunControl())
+                    image, _ = editor._sample(
+                        f"{rare} {edit.prompt}", settings, 0, base, "e", run=RunControl()
+                    )
                     s = score(np.array(image), edit)
-                    rows.append((part, guidance, strength, "edit", s["success"], s["expressive"], s["preserved"]))
+                    rows.append(
+                        (part, guidance, strength, "edit", s["success"], s["expressive"], s["preserved"])
+                    )
             editor.weights.restore_base()
         print(f"scene {number} {time.time() - started:.0f}s", flush=True)
     for part, values in seconds.items():
