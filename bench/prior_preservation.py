@@ -11,22 +11,15 @@ the base), and the edits (success, expressive, preserved %). The tune loop is wr
 plain mode reproduces unitune's own tune: same draws, same optimizer); edits sample through the Editor.
 """
 
-import collections
 import random
-import statistics
 import sys
-import time
-from dataclasses import replace
 
-import numpy as np
 import torch
+from variant_tunes import compare
 
-from unitune import Editor, EditSettings
-from unitune.benchmark.edits import base_scenes, edits_for_scene
-from unitune.benchmark.metrics import score
+from unitune import EditSettings
 from unitune.pipelines import Conditioning
-from unitune.progress import RunControl
-from unitune.shapes.world import caption, render_pil, sample_scene
+from unitune.shapes.world import caption, sample_scene
 from unitune.tuning import (
     encode_latent,
     encode_text,
@@ -36,86 +29,50 @@ from unitune.tuning import (
     training_scheduler,
 )
 
+CELLS = ((3, 1.0), (6, 1.0), (6, 0.8))
 
-def main() -> None:
-    torch.set_num_threads(2)
-    ed = Editor.load(None, device="cpu", cache_dir=None)
-    pipe, rt = ed.pipe, ed.runtime
-    R = ed.default_tune_settings().rare_prompt
-    nscenes = int(sys.argv[1])
-    modes = sys.argv[2].split(",")
+
+def make_tune(editor):
+    """The prior images (8 captions of random scenes, drawn by the untuned model) are made once."""
+    pipe, runtime = editor.pipe, editor.runtime
     rng = random.Random(777)
-    prior_caps = [caption(sample_scene(rng, num_objects=1 + i % 2)) for i in range(8)]
-    prior_imgs = [r.image for r in ed.generate(prior_caps, EditSettings(guidance=6, steps=20, seed=0))]
-    sch = training_scheduler(pipe)
+    prior_captions = [caption(sample_scene(rng, num_objects=1 + i % 2)) for i in range(8)]
+    prior_images = [
+        result.image for result in editor.generate(prior_captions, EditSettings(guidance=6, steps=20, seed=0))
+    ]
+    prior_latents = [encode_latent(pipe, image, runtime) for image in prior_images]
+    prior_texts = [encode_text(pipe, text, runtime) for text in prior_captions]
+    scheduler = training_scheduler(pipe)
 
-    def tune(base, mode, lr=1e-4, steps=128):
-        lat = encode_latent(pipe, base, rt)
-        txt = encode_text(pipe, R, rt, base.size)
-        plats = [encode_latent(pipe, im, rt) for im in prior_imgs]
-        ptxt = [encode_text(pipe, c, rt, base.size) for c in prior_caps]
-        unet = pipe.unet
-        params = trainable_parameters(unet, "full")
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, fused=True)
-        g = torch.Generator().manual_seed(0)
-        unet.train()
+    def batch(step, latent, text, mode, generator):
+        if mode == "plain":
+            noisy, t, target = noisy_batch(scheduler, latent, 4, generator)
+            return noisy, t, target, text.expand(4)
+        n1, t1, g1 = noisy_batch(scheduler, latent, 2, generator)
+        i, j = (2 * step) % 8, (2 * step + 1) % 8
+        n2a, t2a, g2a = noisy_batch(scheduler, prior_latents[i], 1, generator)
+        n2b, t2b, g2b = noisy_batch(scheduler, prior_latents[j], 1, generator)
+        texts = Conditioning.cat([text.expand(2), prior_texts[i], prior_texts[j]])
+        return torch.cat([n1, n2a, n2b]), torch.cat([t1, t2a, t2b]), torch.cat([g1, g2a, g2b]), texts
+
+    def tune(base, rare, mode, rate=1e-4, steps=128):
+        latent = encode_latent(pipe, base, runtime)
+        text = encode_text(pipe, rare, runtime, base.size)
+        params = trainable_parameters(pipe.unet, "full")
+        optimizer = torch.optim.AdamW(params, lr=rate, weight_decay=0.0, fused=True)
+        generator = torch.Generator().manual_seed(0)
+        pipe.unet.train()
         for step in range(steps):
-            if mode == "plain":
-                noisy, t, tgt = noisy_batch(sch, lat, 4, g)
-                cond = txt.expand(4)
-            else:
-                n1, t1, g1 = noisy_batch(sch, lat, 2, g)
-                i, j = (2 * step) % 8, (2 * step + 1) % 8
-                n2a, t2a, g2a = noisy_batch(sch, plats[i], 1, g)
-                n2b, t2b, g2b = noisy_batch(sch, plats[j], 1, g)
-                noisy = torch.cat([n1, n2a, n2b])
-                t = torch.cat([t1, t2a, t2b])
-                tgt = torch.cat([g1, g2a, g2b])
-                cond = Conditioning.cat([txt.expand(2), ptxt[i], ptxt[j]])
-            loss = loss_of(unet, noisy, t, tgt, cond, rt)
-            opt.zero_grad(set_to_none=True)
+            noisy, t, target, texts = batch(step, latent, text, mode, generator)
+            loss = loss_of(pipe.unet, noisy, t, target, texts, runtime)
+            optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-        unet.eval()
-        unet.requires_grad_(False)
+            optimizer.step()
+        pipe.unet.eval()
+        pipe.unet.requires_grad_(False)
 
-    rows = []
-    t0 = time.time()
-    for number, scene in enumerate(base_scenes("validation", nscenes)):
-        edits, base = edits_for_scene("validation", number, scene), render_pil(scene)
-        base = ed.prepare_image(base)
-        for mode in modes:
-            ed.weights.restore_base()
-            ed.weights.snapshot_base()
-            ed.weights._full_applied = True
-            tune(base, mode)
-            for gd, s in ((3, 1.0), (6, 1.0), (6, 0.8)):
-                st = EditSettings(guidance=gd, strength=s, steps=20, seed=0)
-                rimg, _ = ed._sample(R, st, 0, base, "R", run=RunControl())
-                rs = score(np.array(rimg), replace(edits[0], target=edits[0].base))
-                rows.append((mode, gd, s, "R-bound", rs["preserved"], rs["psnr_target"]))
-                for x in edits:
-                    img, _ = ed._sample(f"{R} {x.prompt}", st, 0, base, "e", run=RunControl())
-                    sc = score(np.array(img), x)
-                    rows.append((mode, gd, s, "edit", sc["success"], sc["expressive"], sc["preserved"]))
-            ed.weights.restore_base()
-        print(f"scene {number} {time.time() - t0:.0f}s", flush=True)
-    agg = collections.defaultdict(list)
-    for r in rows:
-        agg[r[:4]].append(r[4:])
-    for k, v in sorted(agg.items()):
-        cols = list(zip(*v, strict=True))
-        print(
-            *k,
-            len(v),
-            *[f"{summary(c, i < (1 if k[3] == 'R-bound' else 3)):.1f}" for i, c in enumerate(cols)],
-        )
-
-
-def summary(column, is_rate: bool) -> float:
-    """A rate's mean in percent, or a PSNR's median."""
-    return 100 * statistics.mean(column) if is_rate else statistics.median(column)
+    return tune
 
 
 if __name__ == "__main__":
-    main()
+    compare(make_tune, int(sys.argv[1]), sys.argv[2].split(","), cells=CELLS)

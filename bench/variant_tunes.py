@@ -1,0 +1,85 @@
+"""Shared by the tune experiments (prior_preservation, timestep_weights, rare_token_tuning,
+trained_parts): a variant of the full tune, trained in place on each validation scene of the edit
+benchmark, then R alone and every edit of the scene sampled and scored. Not a script.
+
+A variant is made by `make_tune(editor)`, which returns `tune(base, rare, mode)`: it trains the UNet
+in place for `mode` (an experiment's own string) and may return a callable that undoes whatever else it
+changed (the text encoder, say), called after the scene's samples. The UNet's base weights come back by
+themselves (`UNetWeights.training`).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from unitune import Editor, EditSettings, TuneSettings
+from unitune.benchmark.edits import base_scenes, edits_for_scene
+from unitune.benchmark.metrics import score
+from unitune.progress import RunControl
+from unitune.shapes.world import render_pil
+
+CELLS = ((3, 1.0), (6, 1.0))  # (guidance, strength): 20 DDIM steps, seed 0, no interpolation
+
+Tune = Callable[[object, str, str], Callable[[], None] | None]
+
+
+def compare(make_tune: Callable[[Editor], Tune], scenes: int, modes: list[str], cells=CELLS) -> None:
+    """Run every mode on the first `scenes` validation scenes and print the summary (threads: $THREADS,
+    default 2; two runs with THREADS=1 side by side use the two cores best)."""
+    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
+    editor = Editor.load(None, device="cpu", cache_dir=None)
+    tune, rare = make_tune(editor), editor.default_tune_settings().rare_prompt
+    rows, seconds, started = [], collections.defaultdict(list), time.time()
+    for number, scene in enumerate(base_scenes("validation", scenes)):
+        edits, base = edits_for_scene("validation", number, scene), editor.prepare_image(render_pil(scene))
+        for mode in modes:
+            with editor.weights.training(TuneSettings(method="full")):
+                tune_started = time.perf_counter()
+                undo = tune(base, rare, mode)
+                seconds[mode].append(time.perf_counter() - tune_started)
+                rows += scored_samples(editor, base, rare, edits, mode, cells)
+            if undo is not None:
+                undo()
+        print(f"scene {number} {time.time() - started:.0f}s", flush=True)
+    for mode, values in seconds.items():
+        print(mode, "s/tune", f"{statistics.mean(values):.1f}")
+    print_summary(rows)
+
+
+def scored_samples(editor, base, rare: str, edits, mode: str, cells) -> list[tuple]:
+    """R alone scored as a no-op edit (preserved, PSNR to the base), then every edit (S, E, P)."""
+    rows = []
+    for guidance, strength in cells:
+        settings = EditSettings(guidance=guidance, strength=strength, steps=20, seed=0)
+        image, _ = editor._sample(rare, settings, 0, base, "R", run=RunControl())
+        bound = score(np.array(image), replace(edits[0], target=edits[0].base))
+        rows.append((mode, guidance, strength, "R-bound", bound["preserved"], bound["psnr_target"]))
+        for edit in edits:
+            image, _ = editor._sample(f"{rare} {edit.prompt}", settings, 0, base, "e", run=RunControl())
+            s = score(np.array(image), edit)
+            rows.append((mode, guidance, strength, "edit", s["success"], s["expressive"], s["preserved"]))
+    return rows
+
+
+def print_summary(rows: list[tuple]) -> None:
+    """Per (mode, guidance, strength, kind): the count, then rates in percent and the median PSNR."""
+    groups = collections.defaultdict(list)
+    for row in rows:
+        groups[row[:4]].append(row[4:])
+    for key, values in sorted(groups.items()):
+        columns = list(zip(*values, strict=True))
+        rates = 1 if key[3] == "R-bound" else 3
+        print(*key, len(values), *[f"{summary(c, i < rates):.1f}" for i, c in enumerate(columns)])
+
+
+def summary(column, is_rate: bool) -> float:
+    """A rate's mean in percent, or a PSNR's median."""
+    return 100 * statistics.mean(column) if is_rate else statistics.median(column)
