@@ -15,7 +15,7 @@ import random
 import sys
 
 import torch
-from variant_tunes import compare
+from variant_tunes import compare, train_in_place
 
 from unitune import EditSettings
 from unitune.pipelines import Conditioning
@@ -23,7 +23,6 @@ from unitune.shapes.world import caption, sample_scene
 from unitune.tuning import (
     encode_latent,
     encode_text,
-    loss_of,
     noisy_batch,
     trainable_parameters,
     training_scheduler,
@@ -55,21 +54,11 @@ def make_tune(editor):
         texts = Conditioning.cat([text.expand(2), prior_texts[i], prior_texts[j]])
         return torch.cat([n1, n2a, n2b]), torch.cat([t1, t2a, t2b]), torch.cat([g1, g2a, g2b]), texts
 
-    def tune(base, rare, mode, rate=1e-4, steps=128):
+    def tune(base, rare, mode, rate=1e-4):
         latent = encode_latent(pipe, base, runtime)
         text = encode_text(pipe, rare, runtime, base.size)
-        params = trainable_parameters(pipe.unet, "full")
-        optimizer = torch.optim.AdamW(params, lr=rate, weight_decay=0.0, fused=True)
-        generator = torch.Generator().manual_seed(0)
-        pipe.unet.train()
-        for step in range(steps):
-            noisy, t, target, texts = batch(step, latent, text, mode, generator)
-            loss = loss_of(pipe.unet, noisy, t, target, texts, runtime)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        pipe.unet.eval()
-        pipe.unet.requires_grad_(False)
+        groups = [{"params": trainable_parameters(pipe.unet, "full"), "lr": rate}]
+        train_in_place(editor, groups, lambda step, generator: batch(step, latent, text, mode, generator))
 
     return tune
 

@@ -15,10 +15,10 @@ the base), and the edits (success, expressive, preserved %).
 import sys
 
 import torch
-from variant_tunes import compare
+from variant_tunes import compare, train_in_place
 
 from unitune.pipelines import Conditioning
-from unitune.tuning import encode_latent, loss_of, noisy_batch, trainable_parameters, training_scheduler
+from unitune.tuning import encode_latent, noisy_batch, trainable_parameters, training_scheduler
 
 BATCH = 4
 
@@ -33,15 +33,15 @@ def make_tune(editor):
     pipe, runtime = editor.pipe, editor.runtime
     table = pipe.text_encoder.get_input_embeddings().weight
     original_table = table.detach().clone()
+    scheduler = training_scheduler(pipe)
 
     def restore_table():
         with torch.no_grad():
             table.copy_(original_table)
 
-    def tune(base, rare, mode, steps=128):
+    def tune(base, rare, mode):
         unet_rate, text_rate = (float(x) for x in mode.split("/"))
         latent = encode_latent(pipe, base, runtime)
-        scheduler = training_scheduler(pipe)
         rows = torch.tensor(pipe.tokenizer(rare, add_special_tokens=False).input_ids)
         mask = torch.zeros(table.shape[0], 1)
         mask[rows] = 1
@@ -55,23 +55,17 @@ def make_tune(editor):
             table.requires_grad_(True)
             hook = table.register_hook(lambda grad: grad * mask)
             groups.append({"params": [table], "lr": text_rate})
-        optimizer = torch.optim.AdamW(groups, weight_decay=0.0, fused=True)
-        generator = torch.Generator().manual_seed(0)
         fixed = None if text_rate else rare_conditioning(pipe, rare, runtime).expand(BATCH)
-        pipe.unet.train()
-        for _ in range(steps):
-            noisy, t, target = noisy_batch(scheduler, latent, BATCH, generator)
+
+        def batch(step, generator):
             text = fixed if fixed is not None else rare_conditioning(pipe, rare, runtime).expand(BATCH)
-            loss = loss_of(pipe.unet, noisy, t, target, text, runtime)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            return *noisy_batch(scheduler, latent, BATCH, generator), text
+
+        train_in_place(editor, groups, batch)
         if hook is not None:
             hook.remove()
         table.requires_grad_(False)
         table.grad = None
-        pipe.unet.eval()
-        pipe.unet.requires_grad_(False)
         return restore_table
 
     return tune

@@ -16,7 +16,7 @@ import sys
 
 import torch
 import torch.nn.functional as F
-from variant_tunes import compare
+from variant_tunes import compare, train_in_place
 
 from unitune.tuning import (
     encode_latent,
@@ -45,24 +45,21 @@ def weighted_loss(unet, noisy, steps, target, text, runtime, weights):
 
 def make_tune(editor):
     pipe, runtime = editor.pipe, editor.runtime
+    scheduler = training_scheduler(pipe)
 
-    def tune(base, rare, mode, steps=128):
+    def tune(base, rare, mode):
         weights, rate = parse_mode(mode)
         latent = encode_latent(pipe, base, runtime)
         text = encode_text(pipe, rare, runtime, base.size).expand(len(weights))
-        scheduler = training_scheduler(pipe)
-        params = trainable_parameters(pipe.unet, "full")
-        optimizer = torch.optim.AdamW(params, lr=rate, weight_decay=0.0, fused=True)
-        generator = torch.Generator().manual_seed(0)
-        pipe.unet.train()
-        for _ in range(steps):
-            noisy, t, target = noisy_batch(scheduler, latent, len(weights), generator)
-            loss = weighted_loss(pipe.unet, noisy, t, target, text, runtime, weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        pipe.unet.eval()
-        pipe.unet.requires_grad_(False)
+
+        def batch(step, generator):
+            return *noisy_batch(scheduler, latent, len(weights), generator), text
+
+        def loss(unet, noisy, steps, target, text, runtime):
+            return weighted_loss(unet, noisy, steps, target, text, runtime, weights)
+
+        groups = [{"params": trainable_parameters(pipe.unet, "full"), "lr": rate}]
+        train_in_place(editor, groups, batch, loss)
 
     return tune
 

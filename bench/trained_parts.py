@@ -17,9 +17,9 @@ preserved %). THREADS=1 runs one thread.
 import sys
 
 import torch
-from variant_tunes import compare
+from variant_tunes import compare, train_in_place
 
-from unitune.tuning import encode_latent, encode_text, loss_of, noisy_batch, training_scheduler
+from unitune.tuning import encode_latent, encode_text, noisy_batch, training_scheduler
 
 BATCH = 4
 PARTS = {
@@ -41,22 +41,16 @@ def trained(unet, part: str) -> list[torch.nn.Parameter]:
 
 def make_tune(editor):
     pipe, runtime = editor.pipe, editor.runtime
+    scheduler = training_scheduler(pipe)
 
-    def tune(base, rare, part, rate=1e-4, steps=128):
+    def tune(base, rare, part, rate=1e-4):
         latent = encode_latent(pipe, base, runtime)
         text = encode_text(pipe, rare, runtime, base.size).expand(BATCH)
-        scheduler = training_scheduler(pipe)
-        optimizer = torch.optim.AdamW(trained(pipe.unet, part), lr=rate, weight_decay=0.0, fused=True)
-        generator = torch.Generator().manual_seed(0)
-        pipe.unet.train()
-        for _ in range(steps):
-            noisy, t, target = noisy_batch(scheduler, latent, BATCH, generator)
-            loss = loss_of(pipe.unet, noisy, t, target, text, runtime)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        pipe.unet.eval()
-        pipe.unet.requires_grad_(False)
+
+        def batch(step, generator):
+            return *noisy_batch(scheduler, latent, BATCH, generator), text
+
+        train_in_place(editor, [{"params": trained(pipe.unet, part), "lr": rate}], batch)
 
     return tune
 

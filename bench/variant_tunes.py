@@ -3,9 +3,9 @@ trained_parts): a variant of the full tune, trained in place on each validation 
 benchmark, then R alone and every edit of the scene sampled and scored. Not a script.
 
 A variant is made by `make_tune(editor)`, which returns `tune(base, rare, mode)`: it trains the UNet
-in place for `mode` (an experiment's own string) and may return a callable that undoes whatever else it
-changed (the text encoder, say), called after the scene's samples. The UNet's base weights come back by
-themselves (`UNetWeights.training`).
+in place for `mode` (an experiment's own string), usually with `train_in_place`, and may return a
+callable that undoes whatever else it changed (the text encoder, say), called after the scene's samples.
+The UNet's base weights come back by themselves (`UNetWeights.training`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from unitune.benchmark.edits import base_scenes, edits_for_scene
 from unitune.benchmark.metrics import score
 from unitune.progress import RunControl
 from unitune.shapes.world import render_pil
+from unitune.tuning import loss_of
 
 CELLS = ((3, 1.0), (6, 1.0))  # (guidance, strength): 20 DDIM steps, seed 0, no interpolation
 
@@ -52,6 +53,24 @@ def compare(make_tune: Callable[[Editor], Tune], scenes: int, modes: list[str], 
     for mode, values in seconds.items():
         print(mode, "s/tune", f"{statistics.mean(values):.1f}")
     print_summary(rows)
+
+
+def train_in_place(editor, groups: list[dict], batch, loss=loss_of, steps: int = 128) -> None:
+    """unitune's tune loop with the parts an experiment varies passed in: AdamW (fused, no weight decay)
+    on the parameter `groups` (each with its "lr"), `steps` steps of `loss` on `batch(step, generator)`
+    -> (noisy, timesteps, target, conditioning), the draws from a CPU generator seeded 0."""
+    unet = editor.pipe.unet
+    optimizer = torch.optim.AdamW(groups, weight_decay=0.0, fused=True)
+    generator = torch.Generator().manual_seed(0)
+    unet.train()
+    for step in range(steps):
+        noisy, timesteps, target, text = batch(step, generator)
+        value = loss(unet, noisy, timesteps, target, text, editor.runtime)
+        optimizer.zero_grad(set_to_none=True)
+        value.backward()
+        optimizer.step()
+    unet.eval()
+    unet.requires_grad_(False)
 
 
 def scored_samples(editor, base, rare: str, edits, mode: str, cells) -> list[tuple]:
