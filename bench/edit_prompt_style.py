@@ -15,17 +15,16 @@ The summary prints per style and (guidance, strength): edits, success [Wilson 95
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import time
 
 import numpy as np
 import torch
+from variant_tunes import summarise_edits
 
 from unitune import Editor, EditSettings
 from unitune.benchmark.edits import base_scenes, edits_for_scene
 from unitune.benchmark.metrics import score
-from unitune.benchmark.selection import wilson_interval
 from unitune.shapes.world import render_pil
 
 CELLS = ((3, 1.0), (6, 1.0), (6, 0.8), (6, 0.6), (3, 0.6), (6, 0.4))
@@ -59,22 +58,6 @@ def measure(split: str, first: int, last: int) -> list[dict]:
     return rows
 
 
-def summarise(rows: list[dict]) -> None:
-    groups = collections.defaultdict(list)
-    for row in rows:
-        groups[(row["style"], row["guidance"], row["strength"])].append(row)
-    print("| prompt | guidance | strength | edits | success [95%] | expressive | preserved |")
-    print("|---|---|---|---|---|---|---|")
-    for (style, guidance, strength), group in sorted(groups.items()):
-        hits = sum(row["success"] for row in group)
-        low, high = wilson_interval(hits, len(group))
-        rates = [100 * np.mean([row[key] for row in group]) for key in ("expressive", "preserved")]
-        print(
-            f"| {style} | {guidance:g} | {strength:g} | {len(group)} | {100 * hits / len(group):.0f}% "
-            f"[{100 * low:.0f}-{100 * high:.0f}] | {rates[0]:.0f}% | {rates[1]:.0f}% |"
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--split", default="validation")
@@ -84,7 +67,7 @@ def main() -> None:
     parser.add_argument("--summarise", nargs="+", metavar="JSON", help="print the table of these files")
     args = parser.parse_args()
     if args.summarise:
-        summarise([row for path in args.summarise for row in json.load(open(path))])
+        summarise_edits([row for path in args.summarise for row in json.load(open(path))], "style")
         return
     torch.set_num_threads(args.threads)
     first, last = (int(value) for value in args.scenes.split(":"))
@@ -92,7 +75,7 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as file:
             json.dump(rows, file)
-    summarise(rows)
+    summarise_edits(rows, "style")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ A tune is written as bench/binding.py reads it.
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import tempfile
 import time
@@ -22,11 +21,11 @@ import time
 import numpy as np
 import torch
 from binding import parse_tune
+from variant_tunes import summarise_edits
 
 from unitune import Editor, EditSettings
 from unitune.benchmark.edits import base_scenes, edits_for_scene
 from unitune.benchmark.metrics import score
-from unitune.benchmark.selection import wilson_interval
 from unitune.shapes.world import render_pil
 
 CELLS = ((3, 1.0), (6, 1.0), (3, 0.8), (6, 0.8))
@@ -52,22 +51,6 @@ def measure(tunes: list[str], split: str, first: int, last: int) -> list[dict]:
     return rows
 
 
-def summarise(rows: list[dict]) -> None:
-    groups = collections.defaultdict(list)
-    for row in rows:
-        groups[(row["tune"], row["guidance"], row["strength"])].append(row)
-    print("| tune | guidance | strength | edits | success [95%] | expressive | preserved |")
-    print("|---|---|---|---|---|---|---|")
-    for (tune, guidance, strength), group in sorted(groups.items()):
-        hits = sum(row["success"] for row in group)
-        low, high = wilson_interval(hits, len(group))
-        rates = [100 * np.mean([row[key] for row in group]) for key in ("expressive", "preserved")]
-        print(
-            f"| `{tune}` | {guidance:g} | {strength:g} | {len(group)} | {100 * hits / len(group):.0f}% "
-            f"[{100 * low:.0f}-{100 * high:.0f}] | {rates[0]:.0f}% | {rates[1]:.0f}% |"
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tunes", default="lora:128:3e-3:8:4:all,lora:96:4e-3:8:4:all")
@@ -78,7 +61,7 @@ def main() -> None:
     parser.add_argument("--summarise", nargs="+", metavar="JSON", help="print the table of these files")
     args = parser.parse_args()
     if args.summarise:
-        summarise([row for path in args.summarise for row in json.load(open(path))])
+        summarise_edits([row for path in args.summarise for row in json.load(open(path))], "tune")
         return
     torch.set_num_threads(args.threads)
     first, last = (int(value) for value in args.scenes.split(":"))
@@ -86,7 +69,7 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as file:
             json.dump(rows, file)
-    summarise(rows)
+    summarise_edits(rows, "tune")
 
 
 if __name__ == "__main__":

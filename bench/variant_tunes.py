@@ -23,6 +23,7 @@ import torch
 from unitune import Editor, EditSettings, TuneSettings
 from unitune.benchmark.edits import base_scenes, edits_for_scene
 from unitune.benchmark.metrics import score
+from unitune.benchmark.selection import wilson_interval
 from unitune.progress import RunControl
 from unitune.shapes.world import render_pil
 from unitune.tuning import loss_of
@@ -102,3 +103,21 @@ def print_summary(rows: list[tuple]) -> None:
 def summary(column, is_rate: bool) -> float:
     """A rate's mean in percent, or a PSNR's median."""
     return 100 * statistics.mean(column) if is_rate else statistics.median(column)
+
+
+def summarise_edits(rows: list[dict], key: str) -> None:
+    """A table of edit rows (dicts with `key`, guidance, strength, success, expressive, preserved): per
+    (row[key], guidance, strength) the edits, success with its Wilson 95% interval, expressive, preserved."""
+    groups = collections.defaultdict(list)
+    for row in rows:
+        groups[(row[key], row["guidance"], row["strength"])].append(row)
+    print(f"| {key} | guidance | strength | edits | success [95%] | expressive | preserved |")
+    print("|---|---|---|---|---|---|---|")
+    for (name, guidance, strength), group in sorted(groups.items()):
+        hits = sum(row["success"] for row in group)
+        low, high = wilson_interval(hits, len(group))
+        rates = [100 * np.mean([row[column] for row in group]) for column in ("expressive", "preserved")]
+        print(
+            f"| {name} | {guidance:g} | {strength:g} | {len(group)} | {100 * hits / len(group):.0f}% "
+            f"[{100 * low:.0f}-{100 * high:.0f}] | {rates[0]:.0f}% | {rates[1]:.0f}% |"
+        )
