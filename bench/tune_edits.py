@@ -14,14 +14,12 @@ A tune is written as bench/binding.py reads it.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 
 import numpy as np
-import torch
 from binding import parse_tune
-from variant_tunes import summarise_edits
+from variant_tunes import paired_edits_main
 
 from unitune import Editor, EditSettings
 from unitune.benchmark.edits import base_scenes, edits_for_scene
@@ -54,22 +52,7 @@ def measure(tunes: list[str], split: str, first: int, last: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tunes", default="lora:128:3e-3:8:4:all,lora:96:4e-3:8:4:all")
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--scenes", default="0:8", help="first:last scene numbers (last excluded)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", help="write the rows here as JSON")
-    parser.add_argument("--summarise", nargs="+", metavar="JSON", help="print the table of these files")
-    args = parser.parse_args()
-    if args.summarise:
-        summarise_edits([row for path in args.summarise for row in json.load(open(path))], "tune")
-        return
-    torch.set_num_threads(args.threads)
-    first, last = (int(value) for value in args.scenes.split(":"))
-    rows = measure(args.tunes.split(","), args.split, first, last)
-    if args.out:
-        with open(args.out, "w") as file:
-            json.dump(rows, file)
-    summarise_edits(rows, "tune")
+    paired_edits_main(parser, lambda args, *scenes: measure(args.tunes.split(","), *scenes), "tune")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ The UNet's base weights come back by themselves (`UNetWeights.training`).
 
 from __future__ import annotations
 
+import argparse
 import collections
+import json
 import os
 import statistics
 import time
@@ -121,3 +123,24 @@ def summarise_edits(rows: list[dict], key: str) -> None:
             f"| {name} | {guidance:g} | {strength:g} | {len(group)} | {100 * hits / len(group):.0f}% "
             f"[{100 * low:.0f}-{100 * high:.0f}] | {rates[0]:.0f}% | {rates[1]:.0f}% |"
         )
+
+
+def paired_edits_main(parser: argparse.ArgumentParser, measure, key: str) -> None:
+    """The command line of a paired edit table: `parser` (with the script's own options) gets --split,
+    --scenes, --threads, --out and --summarise; `measure(args, split, first, last)` returns the rows."""
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--scenes", default="0:8", help="first:last scene numbers (last excluded)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", help="write the rows here as JSON")
+    parser.add_argument("--summarise", nargs="+", metavar="JSON", help="print the table of these files")
+    args = parser.parse_args()
+    if args.summarise:
+        summarise_edits([row for path in args.summarise for row in json.load(open(path))], key)
+        return
+    torch.set_num_threads(args.threads)
+    first, last = (int(value) for value in args.scenes.split(":"))
+    rows = measure(args, args.split, first, last)
+    if args.out:
+        with open(args.out, "w") as file:
+            json.dump(rows, file)
+    summarise_edits(rows, key)
