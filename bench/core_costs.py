@@ -1,8 +1,10 @@
 """Tune and edit costs on the tiny test pipeline (or `--model`): wall time, peak RSS, tune step vs a bare
 UNet step (unitune.benchmark.costs, each tune method in its own subprocess).
 
-Usage: OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python bench/core_costs.py [--tune-steps 32] [--edit-steps 20]
+Usage: OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python bench/core_costs.py [--tune-steps N] [--edit-steps 20]
        [--model FOLDER]
+
+--tune-steps defaults to the model's step count for each method (128 on the tiny pipeline).
 
 Prints a markdown table. A benchmark, not a test: nothing is asserted.
 """
@@ -21,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tune-steps", type=int, default=32)
+    parser.add_argument("--tune-steps", type=int, help="[default: the model's for each method]")
     parser.add_argument("--edit-steps", type=int, default=20)
     parser.add_argument("--model", help="a diffusers folder [default: the tiny test pipeline]")
     args = parser.parse_args()
@@ -32,7 +34,8 @@ def main() -> None:
             for method in ("full", "lora")
         ]
     name = args.model or "tiny pipeline"
-    print(f"{name}, CPU, tune {args.tune_steps} steps (batch 4), edit {args.edit_steps} steps;")
+    lengths = ", ".join(f"{r['method']} {r['tune_steps']}" for r in rows)
+    print(f"{name}, CPU, tune steps {lengths} (batch 4), edit {args.edit_steps} steps;")
     print("step times:", end=" ")
     print(f"medians over {ROUNDS} interleaved rounds of {ROUND_STEPS} steps, warm-up steps dropped\n")
     print(

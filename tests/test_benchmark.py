@@ -245,6 +245,8 @@ def test_benchmark_writes_a_well_formed_report(tiny_model, tmp_path):
     binding = text.split("## Binding: R alone after the tune (test scenes)")[1].split("\n## ")[0]
     binding_rows = [line for line in binding.splitlines() if line.startswith(("| full |", "| lora |"))]
     assert binding_rows and all(line.count("|") == 9 for line in binding_rows)
+    [ceiling] = [line for line in binding.splitlines() if line.startswith("| (ceiling) autoencoder")]
+    assert ceiling.count("|") == 9
 
     from unitune.benchmark.run import main
 
@@ -269,18 +271,32 @@ def test_binding_summary_counts_a_scene_bound_only_when_read_identical_and_close
     assert summary[1.0]["psnr_median"] == 30.0 and summary[0.8]["bound"] == 1.0
 
 
+def test_the_binding_ceiling_is_the_autoencoders_round_trip_of_the_base(tmp_path):
+    from unitune import Editor
+    from unitune.benchmark.binding import autoencoder_roundtrip
+    from unitune.shapes.world import Scene, SceneObject, render_pil
+
+    circle = SceneObject("circle", "red", "large", 32.0, 32.0, 30.0, (0, 0, 0))
+    base = render_pil(Scene("blue", (circle,), texture_seed=3))
+    row = autoencoder_roundtrip(Editor.load(None, device="cpu", cache_dir=tmp_path), base)
+    assert row["family"] == "autoencoder" and row["same_scene"] and 28 <= row["psnr"] < 60
+
+
 def test_the_tune_time_target_reads_the_two_core_tune_of_the_benchmarks_length():
     from unitune.benchmark.methods import TuneCost
     from unitune.benchmark.report import tune_seconds
     from unitune.benchmark.run import Results
 
-    config = dataclasses.replace(smoke_config(), tune_steps=128, cost_tune_steps=128)
-    results = Results(
-        config, "model", tune_costs=[TuneCost("full", "s0", 24.0, 0.1), TuneCost("full", "s1", 26.0, 0.1)]
-    )
+    tunes = [
+        TuneCost("full", "s0", 24.0, 0.1, {"steps": 96}),
+        TuneCost("full", "s1", 26.0, 0.1, {"steps": 96}),
+    ]
+    results = Results(smoke_config(), "model", tune_costs=tunes)
     assert tune_seconds(results, "full")[0] == 25.0  # no core_costs run: the benchmark's own tunes
-    results.costs = [{"method": "full", "tune_s": 17.5}]
+    results.costs = [{"method": "full", "tune_s": 17.5, "tune_steps": 96}]
     seconds, text = tune_seconds(results, "full")
     assert seconds == 17.5 and "core_costs" in text and "25.0 s" in text
-    results.config = dataclasses.replace(config, cost_tune_steps=32)  # a shorter tune is not the target's
+    results.costs = [
+        {"method": "full", "tune_s": 6.0, "tune_steps": 32}
+    ]  # a shorter tune is not the target's
     assert tune_seconds(results, "full")[0] == 25.0

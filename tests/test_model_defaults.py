@@ -72,6 +72,9 @@ def test_an_explicit_flag_wins_over_the_model(recommended_model, tmp_path):
         ({"learning_rates": {"lora": -1}}, "lora"),
         ({"lr_schedules": {"dreambooth": "cosine"}}, "'dreambooth'"),
         ({"lr_schedules": {"full": "exponential"}}, "exponential"),
+        ({"tune_steps": {"dreambooth": 64}}, "'dreambooth'"),
+        ({"tune_steps": {"lora": 9.5}}, "lora"),
+        ({"tune_steps": {"lora": -1}}, "lora"),
     ],
     ids=[
         "edit key",
@@ -83,6 +86,9 @@ def test_an_explicit_flag_wins_over_the_model(recommended_model, tmp_path):
         "rate value",
         "schedule method",
         "schedule name",
+        "steps method",
+        "steps type",
+        "steps range",
     ],
 )
 def test_a_bad_unitune_json_fails_cleanly(tiny_model, good_image, tmp_path, defaults, named):
@@ -139,3 +145,26 @@ def test_a_model_sets_the_schedule_per_method_and_a_given_schedule_wins(tiny_mod
     assert (full.learning_rate, full.lr_schedule) == (3e-4, "cosine")
     assert editor.resolve_tune(TuneSettings(method="lora")).lr_schedule == "constant"  # not named: built-in
     assert editor.resolve_tune(TuneSettings(lr_schedule="constant")).lr_schedule == "constant"
+
+
+def test_a_model_sets_the_step_count_per_method_and_given_steps_win(tiny_model, good_image, tmp_path):
+    editor = Editor.load(
+        model_with(tiny_model, tmp_path / "model", {"tune_steps": {"lora": 3}}), device="cpu"
+    )
+    assert editor.resolve_tune(TuneSettings(method="lora")).steps == 3
+    assert editor.resolve_tune(TuneSettings(method="full")).steps == 128  # not named: built-in
+    assert editor.resolve_tune(TuneSettings(method="lora", steps=5)).steps == 5
+    assert (
+        editor.resolve_tune(TuneSettings(method="lora")).to_dict()
+        == TuneSettings(method="lora", steps=3).to_dict()
+    )  # the same tune, so the same cache key, whether the count was given or the model's
+
+
+def test_the_cli_tunes_at_the_models_step_count_unless_given(tiny_model, good_image, tmp_path):
+    model = model_with(tiny_model, tmp_path / "model", {"tune_steps": {"lora": 2, "full": 1}})
+    common = ["--model", model, "--cache-dir", tmp_path / "cache", "--steps", "2"]
+    for flags, steps in ((["--method", "lora"], 2), (["--method", "lora", "--tune-steps", "1"], 1), ([], 1)):
+        out = tmp_path / f"out{len(flags)}"
+        result = run("edit", good_image, "a", *common, *flags, "--out", out)
+        assert result.exit_code == 0, result.output
+        assert read_settings(next(out.glob("*.png")))["tune"]["steps"] == steps

@@ -138,11 +138,12 @@ class Editor:
         return self.defaults.tune
 
     def resolve_tune(self, tune_settings: TuneSettings | None) -> TuneSettings:
-        """`tune_settings` (None: the model's recommended ones) with every default filled in, the learning
-        rate from the model's per-method `learning_rates` when none was given."""
+        """`tune_settings` (None: the model's recommended ones) with every default filled in: the step
+        count, learning rate and schedule from the model's per-method `tune_steps`, `learning_rates` and
+        `lr_schedules` where none was given."""
         defaults = self.defaults
         settings = tune_settings or self.default_tune_settings()
-        return settings.resolved(defaults.learning_rates, defaults.lr_schedules)
+        return settings.resolved(defaults.learning_rates, defaults.lr_schedules, defaults.tune_steps)
 
     @property
     def native_size(self) -> int:

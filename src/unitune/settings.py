@@ -29,6 +29,7 @@ LORA_TARGET_SETS = {  # module-name suffixes in a diffusers UNet
 LR_SCHEDULES = ("constant", "cosine")  # names of diffusers.optimization.get_scheduler
 DEFAULT_LR_SCHEDULE = {"full": "constant", "lora": "constant"}
 DEFAULT_LEARNING_RATE = {"full": 1e-4, "lora": 3e-3}  # lora: measured, docs/core.md
+DEFAULT_TUNE_STEPS = {"full": 128, "lora": 128}  # UniTune's 128 x 4 noised copies
 OPTIMIZERS = ("adamw", "adamw8bit")
 CHECKPOINTING = ("auto", "on", "off")
 
@@ -43,10 +44,15 @@ MAX_LORA_RANK = 256  # a rank past the layers' own width is a full tune in disgu
 
 @dataclass(frozen=True)
 class TuneSettings:
-    """How to fine-tune the UNet on (image, rare prompt). `learning_rate=None` means the method's default."""
+    """How to fine-tune the UNet on (image, rare prompt). `steps`, `learning_rate` or `lr_schedule` None
+    means the method's default (the model's `unitune.json`, else the built-in one)."""
 
     method: str = _opt("full", "--method", "full: all UNet weights; lora: LoRA on attention projections")
-    steps: int = _opt(128, "--tune-steps", "optimizer steps (0 = no training)")
+    steps: int | None = _opt(
+        None,
+        "--tune-steps",
+        "optimizer steps (0 = no training) [default: the model's for the method, else 128]",
+    )
     batch_size: int = _opt(4, "--batch-size", "noise/timestep samples of the one latent per step")
     learning_rate: float | None = _opt(None, "--lr", "AdamW learning rate [default: 1e-4 full, 3e-3 lora]")
     lora_rank: int = _opt(8, "--lora-rank", "LoRA rank (lora only)")
@@ -82,7 +88,7 @@ class TuneSettings:
     def __post_init__(self):
         if self.method not in METHODS:
             raise UnituneError(f"unknown tune method {self.method!r}; choose one of {', '.join(METHODS)}")
-        if self.steps < 0:
+        if self.steps is not None and self.steps < 0:
             raise UnituneError(f"tune steps must be >= 0, got {self.steps}")
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:  # a batch is copies of one latent: more is memory
             raise UnituneError(f"batch size must be in [1, {MAX_BATCH_SIZE}], got {self.batch_size}")
@@ -109,15 +115,20 @@ class TuneSettings:
             )
 
     def resolved(
-        self, learning_rates: dict[str, float] | None = None, lr_schedules: dict[str, str] | None = None
+        self,
+        learning_rates: dict[str, float] | None = None,
+        lr_schedules: dict[str, str] | None = None,
+        tune_steps: dict[str, int] | None = None,
     ) -> TuneSettings:
-        """A copy with every default filled in (the learning rate and its schedule from the model's
-        per-method `learning_rates` and `lr_schedules`, else the built-in ones): what the cache key and
-        metadata record."""
+        """A copy with every default filled in (the step count, learning rate and schedule from the
+        model's per-method `tune_steps`, `learning_rates` and `lr_schedules`, else the built-in ones):
+        what the cache key and metadata record."""
+        counts = {**DEFAULT_TUNE_STEPS, **(tune_steps or {})}
+        steps = self.steps if self.steps is not None else counts[self.method]
         rates = {**DEFAULT_LEARNING_RATE, **(learning_rates or {})}
         lr = self.learning_rate if self.learning_rate is not None else rates[self.method]
         schedule = self.lr_schedule or {**DEFAULT_LR_SCHEDULE, **(lr_schedules or {})}[self.method]
-        return replace(self, learning_rate=lr, lr_schedule=schedule)
+        return replace(self, steps=steps, learning_rate=lr, lr_schedule=schedule)
 
     def to_dict(self) -> dict:
         """What the tune's weights depend on (the cache key's settings): checkpointing changes only the
@@ -191,12 +202,13 @@ class ModelDefaults:
     tune: TuneSettings = field(default_factory=TuneSettings)
     learning_rates: dict[str, float] = field(default_factory=dict)  # per tune method, when --lr is not given
     lr_schedules: dict[str, str] = field(default_factory=dict)  # per tune method, when --lr-schedule is not
+    tune_steps: dict[str, int] = field(default_factory=dict)  # per tune method, when --tune-steps is not
 
     @classmethod
     def from_dict(cls, data, source: str) -> ModelDefaults:
         """`{"edit": {...}, "tune": {...}, "learning_rates": {"full": ..., "lora": ...}, "lr_schedules":
-        {"full": ...}}`, each part optional, the first two any subset of the settings' fields; unknown keys
-        raise."""
+        {"full": ...}, "tune_steps": {"lora": ...}}`, each part optional, the first two any subset of the
+        settings' fields; unknown keys raise."""
         expected = ", ".join(f"'{key}'" for key in MODEL_DEFAULTS_KEYS)
         if not isinstance(data, dict):
             raise UnituneError(f"{source}: expected a JSON object with {expected}")
@@ -208,10 +220,11 @@ class ModelDefaults:
             tune=settings_from_dict(TuneSettings, data.get("tune", {}), f"{source}: tune"),
             learning_rates=_learning_rates(data.get("learning_rates", {}), f"{source}: learning_rates"),
             lr_schedules=_lr_schedules(data.get("lr_schedules", {}), f"{source}: lr_schedules"),
+            tune_steps=_tune_steps(data.get("tune_steps", {}), f"{source}: tune_steps"),
         )
 
 
-MODEL_DEFAULTS_KEYS = ("edit", "tune", "learning_rates", "lr_schedules")
+MODEL_DEFAULTS_KEYS = ("edit", "tune", "learning_rates", "lr_schedules", "tune_steps")
 
 
 def _learning_rates(values, source: str) -> dict[str, float]:
@@ -230,6 +243,15 @@ def _lr_schedules(values, source: str) -> dict[str, str]:
         return value
 
     return _per_method(values, source, "schedule", schedule)
+
+
+def _tune_steps(values, source: str) -> dict[str, int]:
+    def count(method, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UnituneError(f"{source}: {method} must be a whole number >= 0, got {value!r}")
+        return value
+
+    return _per_method(values, source, "step count", count)
 
 
 def _per_method(values, source: str, what: str, check) -> dict:

@@ -13,6 +13,7 @@ from ..shapes.analyzer import analyze, same_reading
 from .metrics import psnr
 
 BINDING_STRENGTHS = (1.0, 0.8)
+CEILING = "autoencoder"  # the binding rows' family for the round trip through the model's autoencoder
 
 
 def measure_binding(editor, base: Image.Image, tune, edit, strengths=BINDING_STRENGTHS) -> list[dict]:
@@ -26,6 +27,20 @@ def measure_binding(editor, base: Image.Image, tune, edit, strengths=BINDING_STR
         same = same_reading(analyze(pixels), truth)
         rows.append({"strength": strength, "same_scene": same, "psnr": psnr(pixels, base_pixels)})
     return rows
+
+
+def autoencoder_roundtrip(editor, base: Image.Image) -> dict:
+    """The base encoded and decoded by the model's autoencoder, read and scored as R's samples are: no
+    tune can redraw a scene better than its own latent decodes, so this is the binding's ceiling."""
+    from ..sampling import decode, to_pil
+    from ..tuning import encode_latent
+
+    latent = encode_latent(editor.pipe, editor.prepare_image(base), editor.runtime)
+    pixels = np.asarray(to_pil(decode(editor.pipe, latent, editor.runtime))[0])
+    base_pixels = np.asarray(base.convert("RGB"))
+    same = same_reading(analyze(pixels), analyze(base_pixels))
+    row = {"family": CEILING, "guidance": None, "strength": 1.0}
+    return {**row, "same_scene": same, "psnr": psnr(pixels, base_pixels)}
 
 
 def summarise_binding(records: list[dict]) -> dict[float, dict[str, float]]:

@@ -69,8 +69,9 @@ def auto_costs(editor, image, tune, edit_steps: int) -> tuple[float, float]:
     return seconds[0], seconds[1]
 
 
-def measure_in_process(method: str, model: str, cache: str, tune_steps: int, edit_steps: int) -> dict:
-    """The costs of one tune method on `model`, in this process (its peak RSS is this process's)."""
+def measure_in_process(method: str, model: str, cache: str, tune_steps: int | None, edit_steps: int) -> dict:
+    """The costs of one tune method on `model`, in this process (its peak RSS is this process's);
+    `tune_steps` None: the model's step count for the method."""
     from PIL import Image
 
     from .. import Editor, EditSettings
@@ -79,6 +80,7 @@ def measure_in_process(method: str, model: str, cache: str, tune_steps: int, edi
     editor = Editor.load(model, device="cpu", cache_dir=cache)
     image = Image.effect_mandelbrot((32, 32), (-2, -1.5, 1, 1.5), 50).convert("RGB")
     settings = replace(editor.default_tune_settings(), method=method, steps=tune_steps)  # the model's own
+    settings = editor.resolve_tune(settings)
     base = editor.prepare_image(image)  # the working size the tune trains at, so both steps do the same work
     latent = encode_latent(editor.pipe, base, editor.runtime)
     text = encode_text(editor.pipe, settings.rare_prompt, editor.runtime, base.size)
@@ -96,6 +98,7 @@ def measure_in_process(method: str, model: str, cache: str, tune_steps: int, edi
     default_s, auto_s = auto_costs(editor, image, settings, edit_steps)
     return {
         "method": method,
+        "tune_steps": settings.steps,
         "tune_s": tune_s,
         "tune_step_ms": 1000 * statistics.median(tuned),
         "bare_step_ms": 1000 * statistics.median(bare),
@@ -107,10 +110,12 @@ def measure_in_process(method: str, model: str, cache: str, tune_steps: int, edi
     }
 
 
-def measure(method: str, model: str, cache: str, tune_steps: int, edit_steps: int) -> dict:
+def measure(method: str, model: str, cache: str, tune_steps: int | None, edit_steps: int) -> dict:
     """`measure_in_process` in a fresh interpreter (`python -m unitune.benchmark.costs`)."""
     command = [sys.executable, "-m", "unitune.benchmark.costs", method, "--model", model, "--cache", cache]
-    command += ["--tune-steps", str(tune_steps), "--edit-steps", str(edit_steps)]
+    command += ["--edit-steps", str(edit_steps)]
+    if tune_steps is not None:
+        command += ["--tune-steps", str(tune_steps)]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -120,7 +125,7 @@ def main() -> None:
     parser.add_argument("method", choices=("full", "lora"))
     parser.add_argument("--model", required=True)
     parser.add_argument("--cache", required=True)
-    parser.add_argument("--tune-steps", type=int, default=32)
+    parser.add_argument("--tune-steps", type=int, help="[default: the model's for the method]")
     parser.add_argument("--edit-steps", type=int, default=20)
     args = parser.parse_args()
     costs = measure_in_process(args.method, args.model, args.cache, args.tune_steps, args.edit_steps)

@@ -141,7 +141,7 @@ def run_unitune(
     grid: Grid,
     seed: int,
     costs: list[TuneCost],
-    tune_steps: int = 128,
+    tune_steps: int | None = None,
     tune_batch: int = 4,
     on_binding: Callable[[dict], None] | None = None,
     on_signals: Callable[[dict], None] | None = None,
@@ -149,7 +149,8 @@ def run_unitune(
     """Tune once on the base image (timed; appended to `costs`), measure the binding (R alone, handed to
     `on_binding`), edit on the whole grid, then hand the automatic dial's signals of every raw sample
     (unitune.auto, before interpolation) to `on_signals`."""
-    # the model's recommended tune (its unitune.json: learning rates, LoRA targets) at the run's length
+    # the model's recommended tune (its unitune.json: steps, learning rates, LoRA targets); steps None:
+    # the model's step count for the method
     tune = replace(editor.default_tune_settings(), method=family, steps=tune_steps, batch_size=tune_batch)
     started = time.perf_counter()
     tuned = editor.tune(base, tune)
@@ -203,7 +204,7 @@ def run_scene(
     grid: Grid,
     seed: int,
     costs: list[TuneCost],
-    tune_steps: int = 128,
+    tune_steps: int | None = None,
     tune_batch: int = 4,
     families: tuple[str, ...] | None = None,
     on_output: Callable[[Output], None] | None = None,

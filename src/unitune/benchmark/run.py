@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..shapes.world import render, render_pil
 from . import costs, metrics
+from .binding import autoencoder_roundtrip
 from .edits import EDIT_KINDS, edit_set
 from .methods import Grid, Output, TuneCost, run_scene
 
@@ -34,9 +35,9 @@ class Config:
     kinds: tuple[str, ...] = EDIT_KINDS
     seed: int = 0
     workers: int = 1  # processes, one torch thread each (the full run: one per core)
-    tune_steps: int = 128  # TuneSettings' default; the CI smoke test uses a handful
+    tune_steps: int | None = None  # None: the model's for each method (what users get); CI: a handful
     tune_batch: int = 4  # TuneSettings' default
-    cost_tune_steps: int = 128  # the tune the cost measurement times (quick mode: fewer)
+    cost_tune_steps: int | None = None  # the tune core_costs times (None: the model's; quick: fewer)
     costs: bool = True  # tune / edit / memory costs (unitune.benchmark.costs, one subprocess per method)
 
     def to_dict(self) -> dict:
@@ -195,9 +196,12 @@ def _run_one_scene(editor, edits, config: Config, results: Results) -> None:
         ),
         on_signals=lambda row: results.signals.append({"split": edits[0].split, **row}),
     )
+    if any(family in ("full", "lora") for family in config.grid.families):
+        ceiling = autoencoder_roundtrip(editor, base_image)
+        results.binding.append({"split": edits[0].split, "scene": edits[0].scene, **ceiling})
 
 
-def measure_costs(model: str, tune_steps: int, edit_steps: int, folder: str, log) -> list[dict]:
+def measure_costs(model: str, tune_steps: int | None, edit_steps: int, folder: str, log) -> list[dict]:
     """unitune.benchmark.costs on `model` (tune, tune step vs bare UNet step, edit, peak RSS), one
     subprocess per tune method."""
     rows = []

@@ -118,8 +118,9 @@ def build_app(
     """The Blocks for one Studio; `tune_settings` and `edit_settings` are the controls' starting values."""
     tune_settings, edit_settings = tune_settings or TuneSettings(), edit_settings or EditSettings()
     examples = [str(p) for p in example_images()]
+    shown = replace(tune_settings, steps=studio.editor.resolve_tune(tune_settings).steps)
     with gr.Blocks(title="unitune", **_blocks_style()) as demo:
-        controls = build_controls(examples, tune_settings, edit_settings)
+        controls = build_controls(examples, shown, edit_settings)
         wire(controls, studio, examples, tune_settings, edit_settings)
     return demo
 
@@ -320,6 +321,12 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
 
     for control in c.tune_inputs:
         control.change(status, [c.state, *c.tune_inputs], c.tune_status, concurrency_limit=None)
+
+    def method_steps(method: str) -> int:
+        """The step count for `method`: the one given at launch, else the model's for that method."""
+        return studio.editor.resolve_tune(replace(tune, method=method)).steps
+
+    c.method.change(method_steps, c.method, c.tune_steps, concurrency_limit=None)
 
     # --- tune, edit, sweep: one at a time on the shared model ----------------------------------------
 
