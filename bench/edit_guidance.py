@@ -9,7 +9,7 @@ the edit, as InstructPix2Pix (Brooks et al. 2023, eq. 3) splits image and text g
 
 With e = g it is plain guidance again; e > g pushes the edit harder while g keeps the scene. The third
 prediction costs half an edit more. The sampler is patched here, not in unitune: this is an experiment
-(docs/core.md, "Edit guidance: tried, not adopted").
+(docs/binding.md, "Edit guidance").
 
 Usage: HF_HUB_OFFLINE=1 python bench/edit_guidance.py [--scenes 8] [--rates 1e-4,2e-4] \
            [--cells "3:3,3:6,3:10,6:6,6:12,1:6"] [--strengths 1,0.8]

@@ -3,7 +3,7 @@ fragment after R ("R a red circle", as the paper writes edits) and the baselines
 caption ("a small white triangle and a small red circle on a black background"): the baselines are told
 more. Here the same default full tune edits with "R fragment" and with "R caption". Embedded model,
 edit benchmark scenes, 20 DDIM steps, no interpolation, the edit seed = the scene's number. A
-benchmark, not a test; results in docs/core.md ("The edit prompt: fragment or whole caption").
+benchmark, not a test; results in docs/binding.md ("The edit prompt: fragment or whole caption").
 
 Usage: HF_HUB_OFFLINE=1 python bench/edit_prompt_style.py --scenes 0:20 --out part1.json
        HF_HUB_OFFLINE=1 python bench/edit_prompt_style.py --summarise part1.json part2.json

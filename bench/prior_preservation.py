@@ -2,7 +2,7 @@
 of the base (with R) and 2 images the untuned model drew for captions of other random scenes (with
 their captions; Ruiz et al. 2023, "DreamBooth", section 4.2), against the plain tune (4 copies of the
 base), at the same 128 steps and rate 1e-4. Embedded model, edit benchmark validation split, same seeds.
-A benchmark, not a test; results in docs/core.md ("Prior preservation: tried, not adopted").
+A benchmark, not a test; results in docs/binding.md ("Prior preservation: tried, not adopted").
 
 Usage: HF_HUB_OFFLINE=1 python bench/prior_preservation.py SCENES MODES     e.g. 8 plain,prior
 

@@ -3,7 +3,7 @@ new token by training only its embedding; "pivotal tuning" trains the token and 
 Here a full tune of the UNet at rate `unet` trains, alongside it, the text encoder's input embeddings of
 R's tokens at rate `text` (every other row frozen), against the plain tune (`text` = 0: unitune's own
 tune, same draws and optimizer). Embedded model, edit benchmark validation split, same seeds. A
-benchmark, not a test; results in docs/core.md ("Tuning R's token embeddings").
+benchmark, not a test; results in docs/binding.md ("Tuning R's token embeddings").
 
 Usage: HF_HUB_OFFLINE=1 python bench/rare_token_tuning.py SCENES MODE [MODE ...]
        a MODE is `unet_rate/text_rate`, e.g. `1e-4/0` (plain), `1e-4/1e-3` or `0/5e-3` (tokens only)

@@ -3,7 +3,7 @@ off, colour drift), which the low-noise timesteps draw; the edit words compete w
 ones. A full tune whose loss weights sample i of the stratified batch (i = 0: the lowest-noise quarter of
 the schedule) by w_i, at a given rate, against the plain tune (every w_i = 1, rate 1e-4: unitune's own
 tune, same draws and optimizer). Embedded model, edit benchmark validation split, same seeds. A
-benchmark, not a test; results in docs/core.md ("Timestep weights in the tune").
+benchmark, not a test; results in docs/binding.md ("Timestep weights in the tune").
 
 Usage: HF_HUB_OFFLINE=1 python bench/timestep_weights.py SCENES MODE [MODE ...]
        a MODE is `w0:w1:w2:w3@rate`, e.g. `1:1:1:1@1e-4` (plain) or `1:1:0.5:0.25@2e-4`

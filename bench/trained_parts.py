@@ -3,7 +3,7 @@ rest frozen; autograd then skips the weight gradients of frozen layers and the w
 the first trained one), against the plain tune of every weight: same 128 steps, rate 1e-4, draws and
 optimizer. Custom Diffusion (Kumari et al. 2023) trains only cross-attention; a decoder-only tune skips
 the encoder's backward pass. Embedded model, edit benchmark validation split, same seeds. A benchmark,
-not a test; results in docs/core.md ("Training part of the UNet").
+not a test; results in docs/binding.md ("Training part of the UNet").
 
 Usage: HF_HUB_OFFLINE=1 python bench/trained_parts.py SCENES PART [PART ...]
        PART: all, decoder (mid and up blocks, output layers), up (up blocks, output layers),

@@ -3,7 +3,7 @@ sampling with base + alpha * update (alpha < 1 weakens the tune, as a LoRA's sca
 A1111) moves along the binding / editing trade-off without training again, so it could be a dial like
 guidance and strength. Full tunes at each rate (128 steps, unitune's own tune otherwise), then R alone
 and every edit sampled at each alpha. Embedded model, edit benchmark validation split, same seeds. A
-benchmark, not a test; results in docs/core.md ("Scaling the tune at sampling time").
+benchmark, not a test; results in docs/binding.md ("Scaling the tune at sampling time").
 
 Usage: HF_HUB_OFFLINE=1 python bench/tune_scale.py SCENES RATES ALPHAS    e.g. 8 1e-4,2e-4 1,0.8,0.6
 

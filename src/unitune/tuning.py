@@ -72,7 +72,7 @@ def noisy_batch(scheduler, latent: torch.Tensor, batch_size: int, generator: tor
     Models", appendix): sample i draws uniformly from the i-th of `batch_size` equal slices of the
     schedule, so each timestep is still uniform but every batch covers the whole schedule. On the
     embedded model this raised the PSNR of R redrawn from noise by 0.5-3 dB on 9 of 10 validation scenes
-    at the same cost (docs/core.md, "Stratified timesteps in the tune")."""
+    at the same cost (docs/binding.md, "Where the remaining error is")."""
     latents = latent.expand(batch_size, -1, -1, -1)
     noise = torch.randn(latents.shape, generator=generator).to(latent.device)
     total = scheduler.config.num_train_timesteps
