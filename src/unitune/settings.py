@@ -54,7 +54,9 @@ class TuneSettings:
         "optimizer steps (0 = no training) [default: the model's for the method, else 128]",
     )
     batch_size: int = _opt(4, "--batch-size", "noise/timestep samples of the one latent per step")
-    learning_rate: float | None = _opt(None, "--lr", "AdamW learning rate [default: 1e-4 full, 3e-3 lora]")
+    learning_rate: float | None = _opt(
+        None, "--lr", "AdamW learning rate [default: the model's for the method, else 1e-4 full, 3e-3 lora]"
+    )
     lora_rank: int = _opt(8, "--lora-rank", "LoRA rank (lora only)")
     lora_targets: str = _opt(
         "attention",
