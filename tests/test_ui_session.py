@@ -164,3 +164,16 @@ def test_each_session_works_at_its_own_size(studio, tmp_path):
     assert Image.open(paths[0]).size == larger_size
     back = studio.resize(larger, 0, "s2")
     assert back.size is None and Image.open(back.base).size == native_size and back.name == "wide.png"
+
+
+def test_the_tune_steps_box_follows_the_method_unless_steps_were_given(editor, tmp_path):
+    import copy
+
+    from unitune.settings import ModelDefaults
+
+    model = copy.copy(editor)
+    model.defaults = ModelDefaults(tune_steps={"lora": 3})
+    studio = Studio(model, tmp_path / "work")
+    assert studio.tune_steps_for(TuneSettings(), "lora") == 3
+    assert studio.tune_steps_for(TuneSettings(), "full") == 128  # not named: the built-in count
+    assert studio.tune_steps_for(TuneSettings(steps=7), "lora") == 7  # given at launch: kept

@@ -118,7 +118,7 @@ def build_app(
     """The Blocks for one Studio; `tune_settings` and `edit_settings` are the controls' starting values."""
     tune_settings, edit_settings = tune_settings or TuneSettings(), edit_settings or EditSettings()
     examples = [str(p) for p in example_images()]
-    shown = replace(tune_settings, steps=studio.editor.resolve_tune(tune_settings).steps)
+    shown = replace(tune_settings, steps=studio.tune_steps_for(tune_settings, tune_settings.method))
     with gr.Blocks(title="unitune", **_blocks_style()) as demo:
         controls = build_controls(examples, shown, edit_settings)
         wire(controls, studio, examples, tune_settings, edit_settings)
@@ -323,8 +323,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         control.change(status, [c.state, *c.tune_inputs], c.tune_status, concurrency_limit=None)
 
     def method_steps(method: str) -> int:
-        """The step count for `method`: the one given at launch, else the model's for that method."""
-        return studio.editor.resolve_tune(replace(tune, method=method)).steps
+        return studio.tune_steps_for(tune, method)
 
     c.method.change(method_steps, c.method, c.tune_steps, concurrency_limit=None)
 

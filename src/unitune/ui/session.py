@@ -90,6 +90,11 @@ class Studio:
         self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="unitune-ui-"))
         self._stops: dict[str, threading.Event] = {}
 
+    def tune_steps_for(self, tune: TuneSettings, method: str) -> int:
+        """The "tune steps" box's value for `method`: the count given at launch, else the model's for
+        that method (its `unitune.json` `tune_steps`), else the built-in one."""
+        return self.editor.resolve_tune(replace(tune, method=method)).steps
+
     # --- interrupting ----------------------------------------------------------------------------
 
     def stop_event(self, session: str) -> threading.Event:
