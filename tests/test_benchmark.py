@@ -296,7 +296,6 @@ def test_the_tune_time_target_reads_the_two_core_tune_of_the_benchmarks_length()
     results.costs = [{"method": "full", "tune_s": 17.5, "tune_steps": 96}]
     seconds, text = tune_seconds(results, "full")
     assert seconds == 17.5 and "core_costs" in text and "25.0 s" in text
-    results.costs = [
-        {"method": "full", "tune_s": 6.0, "tune_steps": 32}
-    ]  # a shorter tune is not the target's
+    # a shorter tune than the benchmark's is not the target's
+    results.costs = [{"method": "full", "tune_s": 6.0, "tune_steps": 32}]
     assert tune_seconds(results, "full")[0] == 25.0

@@ -147,7 +147,7 @@ def test_a_model_sets_the_schedule_per_method_and_a_given_schedule_wins(tiny_mod
     assert editor.resolve_tune(TuneSettings(lr_schedule="constant")).lr_schedule == "constant"
 
 
-def test_a_model_sets_the_step_count_per_method_and_given_steps_win(tiny_model, good_image, tmp_path):
+def test_a_model_sets_the_step_count_per_method_and_given_steps_win(tiny_model, tmp_path):
     editor = Editor.load(
         model_with(tiny_model, tmp_path / "model", {"tune_steps": {"lora": 3}}), device="cpu"
     )

@@ -79,8 +79,8 @@ def measure_in_process(method: str, model: str, cache: str, tune_steps: int | No
 
     editor = Editor.load(model, device="cpu", cache_dir=cache)
     image = Image.effect_mandelbrot((32, 32), (-2, -1.5, 1, 1.5), 50).convert("RGB")
-    settings = replace(editor.default_tune_settings(), method=method, steps=tune_steps)  # the model's own
-    settings = editor.resolve_tune(settings)
+    # the model's own tune (steps None: its count for the method), every default filled in
+    settings = editor.resolve_tune(replace(editor.default_tune_settings(), method=method, steps=tune_steps))
     base = editor.prepare_image(image)  # the working size the tune trains at, so both steps do the same work
     latent = encode_latent(editor.pipe, base, editor.runtime)
     text = encode_text(editor.pipe, settings.rare_prompt, editor.runtime, base.size)
