@@ -6,6 +6,7 @@
 # Environment:
 #   INIT_FROM=folder  continue from an exported model (AE_MINUTES 0 keeps its autoencoder)
 #   LR=1e-3           UNet + text encoder peak learning rate
+#   BATCH=256         UNet batch
 #   PREFIX=0.3        share of captions with random filler tokens in front (--prefix-probability)
 #   REPORT_SECONDS=0  skip the report (else its time limit, default 600)
 #   SPLIT_MB=12       write the model as model.tar.part-* of at most 12 MB instead of model.tgz
@@ -19,7 +20,7 @@ if [ -n "${INIT_FROM:-}" ]; then init=(--init-from "$INIT_FROM"); fi
 mkdir -p "$out"
 "$python" -m unitune.training --work "$work/run" --export "$work/model" --pool "$pool" --workers "$workers" \
     --ae-minutes "$ae_minutes" --ae-batch 256 --ae-crop 64 "${init[@]}" \
-    --unet-minutes "$unet_minutes" --batch 256 --lr "${LR:-1e-3}" --prefix-probability "${PREFIX:-0.3}" \
+    --unet-minutes "$unet_minutes" --batch "${BATCH:-256}" --lr "${LR:-1e-3}" --prefix-probability "${PREFIX:-0.3}" \
     --eval-every 1 --eval-count 64
 cp "$work/run/log.jsonl" "$out/log.jsonl"
 if [ -n "${SPLIT_MB:-}" ]; then
