@@ -5,7 +5,7 @@ Embedded model, 20 DDIM steps, no interpolation, the edit seed = the scene's num
 test; results in docs/binding.md.
 
 Usage: HF_HUB_OFFLINE=1 python bench/tune_edits.py --tunes "lora:128:3e-3:8:4:all,lora:96:4e-3:8:4:all" \\
-           --scenes 0:20 --threads 1 --out part1.json
+           --scenes 0:20 --threads 1 --out part1.json [--model other/model/folder]
        python bench/tune_edits.py --summarise part1.json part2.json
 
 A tune is written as bench/binding.py reads it.
@@ -29,10 +29,10 @@ from unitune.shapes.world import render_pil
 CELLS = ((3, 1.0), (6, 1.0), (3, 0.8), (6, 0.8))
 
 
-def measure(tunes: list[str], split: str, first: int, last: int) -> list[dict]:
+def measure(tunes: list[str], split: str, first: int, last: int, model: str | None = None) -> list[dict]:
     rows, started = [], time.time()
     with tempfile.TemporaryDirectory() as cache:
-        editor = Editor.load(None, device="cpu", cache_dir=cache)
+        editor = Editor.load(model, device="cpu", cache_dir=cache)
         for number, scene in list(enumerate(base_scenes(split, last)))[first:]:
             edits, base = edits_for_scene(split, number, scene), render_pil(scene)
             for text in tunes:
@@ -52,7 +52,8 @@ def measure(tunes: list[str], split: str, first: int, last: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tunes", default="lora:128:3e-3:8:4:all,lora:96:4e-3:8:4:all")
-    paired_edits_main(parser, lambda args, *scenes: measure(args.tunes.split(","), *scenes), "tune")
+    parser.add_argument("--model", default=None, help="diffusers folder [default: the embedded model]")
+    paired_edits_main(parser, lambda args, *scenes: measure(args.tunes.split(","), *scenes, args.model), "tune")
 
 
 if __name__ == "__main__":
