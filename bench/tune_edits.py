@@ -53,7 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tunes", default="lora:128:3e-3:8:4:all,lora:96:4e-3:8:4:all")
     parser.add_argument("--model", default=None, help="diffusers folder [default: the embedded model]")
-    paired_edits_main(parser, lambda args, *scenes: measure(args.tunes.split(","), *scenes, args.model), "tune")
+    paired_edits_main(
+        parser, lambda args, *scenes: measure(args.tunes.split(","), *scenes, args.model), "tune"
+    )
 
 
 if __name__ == "__main__":
