@@ -6,6 +6,7 @@ Usage:
     python bench/gpu_check.py --families sd15 --json out/gpu.json
     python bench/gpu_check.py --tiny --device cpu      # the same code on tiny pipelines (the test suite)
     python bench/gpu_check.py --families sdxl --no-compare-checkpointing   # one full tune, not two
+    python bench/gpu_check.py --families sdxl --methods lora --lora-checkpointing on
 
 Random weights are fine for cost: every operation does the same work as with trained weights. Timings
 follow a warm-up (one tune step and one edit), which also pays the CUDA start-up. A tune's time is from
@@ -188,7 +189,11 @@ def measure(family: str, args) -> list[dict]:
         latent = encode_latent(editor.pipe, editor.prepare_image(image), editor.runtime)
         default_on = uses_checkpointing(TuneSettings(), editor.runtime, editor.pipe.unet, latent)
         other = "off" if default_on else "on"
-        tunes = [("full", "auto")] + [("full", other)] * args.compare_checkpointing + [("lora", "auto")]
+        methods = args.methods.split(",")
+        tunes = (
+            [("full", "auto")] + [("full", other)] * args.compare_checkpointing if "full" in methods else []
+        )
+        tunes += [("lora", args.lora_checkpointing)] if "lora" in methods else []
         if args.check_graphs:
             rows.append(graph_check(family, editor, image))
         for method, checkpointing in tunes:
@@ -354,6 +359,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default=True,
         help="also time the full tune with gradient checkpointing the other way round",
     )
+    parser.add_argument("--methods", default="full,lora", help="comma-separated tune methods: full, lora")
+    parser.add_argument(
+        "--lora-checkpointing",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="gradient checkpointing for the LoRA tune (not auto: no edit row after it)",
+    )
     parser.add_argument("--cuda-graphs", default=None, help="auto, on or off [default: auto, on with CUDA]")
     parser.add_argument(
         "--check-graphs",
@@ -366,6 +378,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     quiet_libraries()
     rows = []
+    if not set(args.methods.split(",")) <= {"full", "lora"}:
+        parser.error(f"unknown method in {args.methods!r}; choose full and/or lora")
     for family in args.families.split(","):
         if family not in ("sd15", "sdxl"):
             parser.error(f"unknown family {family!r}; choose sd15 or sdxl")

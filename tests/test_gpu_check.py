@@ -43,6 +43,15 @@ def test_the_gpu_check_runs_at_tiny_size_on_the_cpu(tmp_path, capsys):
     assert "| sdxl |" in capsys.readouterr().out
 
 
+def test_the_gpu_check_can_time_only_a_checkpointed_lora_tune():
+    rows = bench_module("gpu_check").main(
+        ["--tiny", "--device", "cpu", "--families", "sdxl", "--methods", "lora", "--lora-checkpointing", "on",
+         "--tune-steps", "2", "--edit-steps", "2"]
+    )  # fmt: skip
+    assert [row["what"] for row in rows] == ["tune lora, checkpointing on"]
+    assert rows[0]["checkpointing"] is True
+
+
 def test_a_tune_that_runs_out_of_memory_is_a_row_and_the_check_goes_on(monkeypatch, capsys):
     from unitune import api
 
