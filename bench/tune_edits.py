@@ -5,7 +5,7 @@ Embedded model, 20 DDIM steps, no interpolation, the edit seed = the scene's num
 test; results in docs/binding.md.
 
 Usage: HF_HUB_OFFLINE=1 python bench/tune_edits.py --tunes "lora:128:3e-3:8:4:all,lora:96:4e-3:8:4:all" \\
-           --scenes 0:20 --threads 1 --out part1.json [--model other/model/folder]
+           --scenes 0:20 --threads 1 --out part1.json [--model other/model/folder --label b] [--device cuda]
        python bench/tune_edits.py --summarise part1.json part2.json
 
 A tune is written as bench/binding.py reads it.
@@ -29,10 +29,18 @@ from unitune.shapes.world import render_pil
 CELLS = ((3, 1.0), (6, 1.0), (3, 0.8), (6, 0.8))
 
 
-def measure(tunes: list[str], split: str, first: int, last: int, model: str | None = None) -> list[dict]:
+def measure(
+    tunes: list[str],
+    split: str,
+    first: int,
+    last: int,
+    model: str | None = None,
+    device: str = "cpu",
+    label="",
+) -> list[dict]:
     rows, started = [], time.time()
     with tempfile.TemporaryDirectory() as cache:
-        editor = Editor.load(model, device="cpu", cache_dir=cache)
+        editor = Editor.load(model, device=device, cache_dir=cache)
         for number, scene in list(enumerate(base_scenes(split, last)))[first:]:
             edits, base = edits_for_scene(split, number, scene), render_pil(scene)
             for text in tunes:
@@ -43,7 +51,7 @@ def measure(tunes: list[str], split: str, first: int, last: int, model: str | No
                     for edit, result in zip(edits, results, strict=True):
                         metrics = score(np.array(result.image.convert("RGB")), edit)
                         keep = {key: metrics[key] for key in ("success", "expressive", "preserved")}
-                        cell = {"tune": text, "guidance": guidance, "strength": strength}
+                        cell = {"tune": f"{label} {text}".strip(), "guidance": guidance, "strength": strength}
                         rows.append({**cell, "edit": edit.name, "kind": edit.kind, **keep})
             print(f"scene {number} {time.time() - started:.0f}s", flush=True)
     return rows
@@ -53,8 +61,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tunes", default="lora:128:3e-3:8:4:all,lora:96:4e-3:8:4:all")
     parser.add_argument("--model", default=None, help="diffusers folder [default: the embedded model]")
+    parser.add_argument("--label", default="", help="put in front of each tune's name (to pair two models)")
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda: pair only rows of the same device")
     paired_edits_main(
-        parser, lambda args, *scenes: measure(args.tunes.split(","), *scenes, args.model), "tune"
+        parser,
+        lambda args, *scenes: measure(args.tunes.split(","), *scenes, args.model, args.device, args.label),
+        "tune",
     )
 
 

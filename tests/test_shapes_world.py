@@ -10,7 +10,9 @@ from unitune.shapes.world import (
     COLOURS,
     IMAGE_SIZE,
     PALETTE,
+    amended_caption,
     caption,
+    describe_object,
     objects_overlap,
     render,
     sample_scene,
@@ -67,6 +69,39 @@ def test_training_captions_include_fragments_and_empties():
     assert any(c.startswith("on a ") for c in captions)
     assert any(c and "background" not in c for c in captions)
     assert all(set(c.split()) <= vocabulary() for c in captions)
+
+
+def test_amended_caption_is_a_scene_one_attribute_away_then_the_fragment_that_sets_it():
+    rng = random.Random(5)
+    seen = set()
+    for scene in scenes(400, seed=9):
+        text = amended_caption(scene, rng)
+        assert set(text.split()) <= vocabulary() and text != caption(scene)
+        if text.endswith(f"background on a {scene.background} background"):
+            seen.add("background")
+            other = text.removesuffix(f" on a {scene.background} background")
+            assert other.split()[:-4] == caption(scene).split()[:-4]  # only the background differs
+            continue
+        fragment = next(
+            (
+                f
+                for o in scene.objects
+                for f in (describe_object(o), describe_object(o, with_size=False))
+                if text.endswith(" " + f)
+            ),
+            None,
+        )
+        assert fragment is not None, text  # the fragment describes one of this scene's objects
+        before = text.removesuffix(" " + fragment).removesuffix(" and")
+        described, actual = before.split(), caption(scene).split()
+        if text.endswith(" and " + fragment):  # the other caption lacks the added object
+            seen.add("add")
+            assert len(scene.objects) == 2 and len(described) == len(actual) - 5
+        else:
+            seen.add("object")
+            assert len(described) == len(actual)
+            assert sum(a != b for a, b in zip(described, actual, strict=True)) == 1
+    assert seen == {"background", "add", "object"}
 
 
 def test_analyzer_reads_1000_random_scenes():

@@ -64,7 +64,7 @@ def test_caption_bank_holds_training_captions_of_each_scene():
 
     from transformers import CLIPTokenizer
 
-    from unitune.shapes.world import sample_scene, vocabulary
+    from unitune.shapes.world import caption, sample_scene, vocabulary
     from unitune.training.__main__ import TOKENIZER_ASSET
     from unitune.training.data import CaptionBank
 
@@ -79,6 +79,13 @@ def test_caption_bank_holds_training_captions_of_each_scene():
             words = set(text.split())
             assert words <= vocabulary()
             assert words & {scene.background, *(o.colour for o in scene.objects)} or not words
+    amended = CaptionBank(scenes, tokenizer, variants=8, seed=3, amend_probability=0.5).ids
+    longer = [  # only an amended caption is longer than the scene's full caption
+        len(text.split()) > len(caption(scene).split())
+        for scene, rows in zip(scenes, amended, strict=True)
+        for text in tokenizer.batch_decode(rows.long(), skip_special_tokens=True)
+    ]
+    assert 0.3 < sum(longer) / len(longer) < 0.7
 
 
 def test_init_from_a_folder_that_is_not_a_model_is_one_line(tmp_path):

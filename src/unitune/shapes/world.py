@@ -196,6 +196,31 @@ def training_caption(scene: Scene, rng: random.Random) -> str:
     return phrase
 
 
+def amended_caption(scene: Scene, rng: random.Random) -> str:
+    """The caption of a scene one attribute away from `scene`, then a fragment that sets that attribute
+    to `scene`'s own: 'a red circle on a green background a blue circle' for a blue circle on green.
+    UniTune samples "R fragment", R standing for the tuned image; these teach that a fragment after a
+    description overrides what it changes and leaves the rest (the fragments are the edit benchmark's
+    five kinds: background, colour, shape, size, an added object)."""
+    kinds = ["background", "colour", "shape", "size"] + (["add"] if len(scene.objects) == 2 else [])
+    kind, index = rng.choice(kinds), rng.randrange(len(scene.objects))
+    obj = scene.objects[index]
+    used = {scene.background, *(o.colour for o in scene.objects)}
+    if kind == "background":
+        other = dataclasses.replace(scene, background=rng.choice([c for c in COLOURS if c not in used]))
+        return f"{caption(other)} on a {scene.background} background"
+    if kind == "add":
+        rest = tuple(o for i, o in enumerate(scene.objects) if i != index)
+        return f"{caption(dataclasses.replace(scene, objects=rest))} and {describe_object(obj)}"
+    if kind == "colour":
+        other = scene.replace_object(index, colour=rng.choice([c for c in COLOURS if c not in used]))
+    elif kind == "shape":
+        other = scene.replace_object(index, shape=rng.choice([s for s in SHAPES if s != obj.shape]))
+    else:
+        other = scene.replace_object(index, size=next(s for s in SIZES if s != obj.size))
+    return f"{caption(other)} {describe_object(obj, with_size=kind == 'size')}"
+
+
 def vocabulary() -> set[str]:
     """Every word any caption can contain; UniTune's rare tokens must avoid these."""
     return {"a", "and", "on", "background", *COLOURS, *SHAPES, *SIZES}

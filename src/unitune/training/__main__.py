@@ -71,6 +71,13 @@ def parse_args() -> argparse.Namespace:
         default=0.3,
         help="share of captions given 1..3 random filler tokens in front (0: none, as model v2 was trained)",
     )
+    parser.add_argument(
+        "--amend-probability",
+        type=float,
+        default=0.0,
+        help="share of caption variants that describe a scene one attribute away, then a fragment that "
+        "sets it to this scene's (world.amended_caption; 0: none, as models v1-v4 were trained)",
+    )
     parser.add_argument("--device", default=None, help="cuda when there is one, else cpu")
     parser.add_argument("--workers", type=int, default=1, help="processes rendering the pool")
     parser.add_argument("--seed", type=int, default=0)
@@ -132,7 +139,13 @@ def main() -> None:
     log.write(stage="latents", scaling_factor=scaling_factor)
 
     tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_ASSET, model_max_length=MAX_TOKENS)
-    captions = CaptionBank(pool.scenes, tokenizer, args.caption_variants, seed=args.seed).to(device)
+    captions = CaptionBank(
+        pool.scenes,
+        tokenizer,
+        args.caption_variants,
+        seed=args.seed,
+        amend_probability=args.amend_probability,
+    ).to(device)
     unet = build_unet(config)
     text_encoder = build_text_encoder(config, len(tokenizer))
     if start is not None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..shapes.world import Scene, render, sample_scene, training_caption, vocabulary
+from ..shapes.world import Scene, amended_caption, render, sample_scene, training_caption, vocabulary
 
 TRAIN_SEED = 1  # held-out evaluation scenes use other seeds (see unitune.shapes.quality)
 
@@ -48,11 +48,20 @@ def render_pool(count: int, seed: int = TRAIN_SEED, workers: int = 1) -> ScenePo
 
 
 class CaptionBank:
-    """`variants` training captions per scene, tokenized once: (N, variants, max_tokens) token ids."""
+    """`variants` training captions per scene, tokenized once: (N, variants, max_tokens) token ids. With
+    `amend_probability`, a variant is an amended caption (`world.amended_caption`) instead."""
 
-    def __init__(self, scenes: list[Scene], tokenizer, variants: int = 8, seed: int = 0):
+    def __init__(
+        self, scenes: list[Scene], tokenizer, variants: int = 8, seed: int = 0, amend_probability: float = 0.0
+    ):
         rng = random.Random(seed)
-        captions = [training_caption(scene, rng) for scene in scenes for _ in range(variants)]
+        captions = [
+            amended_caption(scene, rng)
+            if amend_probability and rng.random() < amend_probability  # no draw at 0: older runs' captions
+            else training_caption(scene, rng)
+            for scene in scenes
+            for _ in range(variants)
+        ]
         distinct = sorted(set(captions))  # a small vocabulary: far fewer distinct captions than draws
         ids = tokenizer(
             distinct,
