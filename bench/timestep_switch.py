@@ -3,7 +3,8 @@ scene? With the default full tune, each edit is sampled with the tuned UNet at e
 UniTune), with the untuned (base) UNet above timestep T and the tuned one below ("base>T": the edit's
 layout from a model that reads "R edit" as "edit", the scene's detail from the tune), or the other way
 round ("tuned>T"). Embedded model, the benchmark's validation scenes, 20 DDIM steps, no interpolation,
-the edit seed = the scene's number; paired on the same edits and seeds. A benchmark, not a test.
+the edit seed = the scene's number; paired on the same edits and seeds; `--interpolations` scores each
+sample again after base-detail interpolation at those weights. A benchmark, not a test.
 
 Usage: HF_HUB_OFFLINE=1 python bench/timestep_switch.py --modes tuned,base>700,base>500,tuned>600 \\
            --scenes 0:8 --threads 1 --out part1.json
@@ -25,6 +26,8 @@ import unitune.sampling as sampling
 from unitune import Editor, EditSettings, TuneSettings
 from unitune.benchmark.edits import base_scenes, edits_for_scene
 from unitune.benchmark.metrics import score
+from unitune.interpolation import interpolate_details
+from unitune.sampling import to_pil, to_tensor
 from unitune.shapes.world import render_pil
 
 CELLS = ((3, 1.0), (6, 1.0), (3, 0.8), (6, 0.8))
@@ -57,7 +60,7 @@ def switched(base_unet, mode: str):
         sampling.noise_predictor = plain_predictor
 
 
-def measure(modes: list[str], split: str, first: int, last: int) -> list[dict]:
+def measure(modes: list[str], weights: list[float], split: str, first: int, last: int) -> list[dict]:
     rows, started = [], time.time()
     tune = TuneSettings(method="full", steps=128, learning_rate=1e-4)
     with tempfile.TemporaryDirectory() as cache:
@@ -71,10 +74,13 @@ def measure(modes: list[str], split: str, first: int, last: int) -> list[dict]:
                     with switched(base_unet, mode):
                         results = editor.edit(base, [edit.prompt for edit in edits], settings, tune)
                     for edit, result in zip(edits, results, strict=True):
-                        metrics = score(np.array(result.image.convert("RGB")), edit)
-                        keep = {key: metrics[key] for key in ("success", "expressive", "preserved")}
-                        cell = {"mode": mode, "guidance": guidance, "strength": strength}
-                        rows.append({**cell, "edit": edit.name, "kind": edit.kind, **keep})
+                        for weight in weights:
+                            image = interpolate_details(to_tensor(result.image), to_tensor(base), weight)
+                            metrics = score(np.array(to_pil(image)[0]), edit)
+                            keep = {key: metrics[key] for key in ("success", "expressive", "preserved")}
+                            name = f"{mode} i{weight:g}" if len(weights) > 1 else mode
+                            cell = {"mode": name, "guidance": guidance, "strength": strength}
+                            rows.append({**cell, "edit": edit.name, "kind": edit.kind, **keep})
             print(f"scene {number} {time.time() - started:.0f}s", flush=True)
     return rows
 
@@ -82,7 +88,14 @@ def measure(modes: list[str], split: str, first: int, last: int) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--modes", default="tuned,base>700,base>500,tuned>600")
-    paired_edits_main(parser, lambda args, *scenes: measure(args.modes.split(","), *scenes), "mode")
+    parser.add_argument("--interpolations", default="0", help="base-detail weights, applied to each sample")
+    paired_edits_main(
+        parser,
+        lambda args, *scenes: measure(
+            args.modes.split(","), [float(w) for w in args.interpolations.split(",")], *scenes
+        ),
+        "mode",
+    )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from unitune import EditSettings, TuneSettings, UnituneError
+from unitune.images import fit
 from unitune.loading import Runtime
+from unitune.progress import RunControl
 from unitune.tuning import make_optimizer, uses_checkpointing
 
 EDIT = EditSettings(steps=2, strength=0.6, guidance=3.0)
@@ -118,3 +120,42 @@ def test_running_out_of_memory_is_one_line_with_what_to_try(editor, base_image, 
     assert message.startswith(f"out of cpu memory during {during}") and "\n" not in message
     assert ("--method lora" in message) == (where == "train")
     assert editor.weights.applied_key is None  # the base weights are back in place
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_an_untuned_tail_samples_its_last_steps_with_the_base_and_puts_the_tune_back(
+    editor, base_image, method
+):
+    tune = TuneSettings(method=method, steps=2, learning_rate=5e-2, seed=94)
+    settings = EditSettings(steps=4, strength=1.0, guidance=3.0)
+    tuned = editor.edit(base_image, ["a"], settings, tune)[0]
+    applied = {k: v.clone() for k, v in editor.pipe.unet.state_dict().items()}
+    tail = editor.edit(base_image, ["a"], EditSettings(**{**settings.to_dict(), "untuned_tail": 0.5}), tune)[
+        0
+    ]
+    assert tail.settings["untuned_tail"] == 0.5
+    assert not np.array_equal(np.asarray(tuned.image), np.asarray(tail.image))
+    assert all(torch.equal(applied[k], v) for k, v in editor.pipe.unet.state_dict().items())  # tune back
+    again = editor.edit(base_image, ["a"], settings, tune)[0]
+    assert np.array_equal(np.asarray(tuned.image), np.asarray(again.image))
+
+
+def test_an_untuned_tail_over_the_whole_schedule_is_the_base_models_sample(editor, base_image):
+    """Every step untuned: the pixels of the same sampler run with the base weights (no tune applied)."""
+    settings = EditSettings(steps=4, strength=0.6, guidance=3.0, untuned_tail=0.99)
+    tune = TuneSettings(steps=2, learning_rate=5e-2, seed=95)
+    [tail] = editor.edit(base_image, ["a"], settings, tune)
+    editor.restore_base()
+    base = fit(base_image, editor.work_size(base_image.size))
+    plain = EditSettings(**{**settings.to_dict(), "untuned_tail": 0.0})
+    image, _ = editor._sample(tail.settings["full_prompt"], plain, 0, base, "base", run=_no_run())
+    assert np.array_equal(np.asarray(tail.image), np.asarray(image))
+
+
+def _no_run():
+    return RunControl(None, None)
+
+
+def test_an_untuned_tail_must_leave_some_of_the_tune():
+    with pytest.raises(UnituneError, match="untuned tail"):
+        EditSettings(untuned_tail=1.0)

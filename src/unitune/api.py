@@ -36,7 +36,16 @@ from .loading import (
 from .outputs import EditResult
 from .pipelines import text_encoders
 from .progress import Progress, ProgressFn, RunControl, StopFn
-from .sampling import decode, encode_prompts, initial_latents, iter_denoise, schedule, to_pil, to_tensor
+from .sampling import (
+    decode,
+    encode_prompts,
+    initial_latents,
+    iter_denoise,
+    schedule,
+    to_pil,
+    to_tensor,
+    untuned_start,
+)
 from .settings import EditSettings, ModelDefaults, TuneSettings, settings_json
 from .sweep import SweepResult, contact_sheet, grid
 from .tuning import TUNE_RECIPE_VERSION, UNetWeights, encode_latent, encode_text, frozen_dtype, train
@@ -434,14 +443,29 @@ class Editor:
         # 3. the start latents: the base's latent noised to the first timestep, or pure noise
         latents = initial_latents(pipe, base, timesteps, settings.strength, generator, runtime, size)
 
-        # 4. denoise, reporting every step and stopping when asked
+        # 4. denoise, reporting every step and stopping when asked; the low-noise tail with the untuned
+        #    weights when `untuned_tail` asks for it
+        switch = untuned_start(pipe, timesteps, settings.untuned_tail)
         steps = iter_denoise(
-            pipe, latents, timesteps, embeds, settings.guidance, generator, runtime, settings.guidance_rescale
+            pipe,
+            latents,
+            timesteps,
+            embeds,
+            settings.guidance,
+            generator,
+            runtime,
+            settings.guidance_rescale,
+            capture=switch is None,
         )
-        for index, current in steps:
-            run.report(Progress("sample", index + 1, len(timesteps), latents=current, label=label))
-            run.check_stop()
-            latents = current
+        with contextlib.ExitStack() as tail:
+            if switch == 0:
+                tail.enter_context(self.weights.untuned())
+            for index, current in steps:
+                run.report(Progress("sample", index + 1, len(timesteps), latents=current, label=label))
+                run.check_stop()
+                latents = current
+                if index + 1 == switch:
+                    tail.enter_context(self.weights.untuned())
 
         # 5. decode to pixels in [0, 1]
         raw = decode(pipe, latents, runtime)

@@ -91,17 +91,19 @@ def iter_denoise(
     generator,
     runtime: Runtime,
     guidance_rescale: float = 0.0,
+    capture: bool = True,
 ) -> Iterator:
     """Yield (step index, latents) after every scheduler step (DDIM/PNDM/Euler/DPM-Solver: any scheduler).
 
     `guidance_rescale` > 0 rescales the guided prediction towards the conditional one's standard
     deviation (Lin et al. 2023, section 3.4; diffusers' `rescale_noise_cfg`), which keeps strong guidance
-    from over-exposing a zero-terminal-SNR model."""
+    from over-exposing a zero-terminal-SNR model. `capture=False` keeps the UNet calls eager (no CUDA
+    graph), for a caller that changes the UNet's weights between steps."""
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
     guided = len(conditioning) == 2
     extra = pipe.prepare_extra_step_kwargs(generator, 0.0)
-    predict = noise_predictor(pipe.unet, conditioning, runtime, len(timesteps))
+    predict = noise_predictor(pipe.unet, conditioning, runtime, len(timesteps) if capture else 0)
     for index, t in enumerate(timesteps):
         model_input = torch.cat([latents] * 2) if guided else latents
         model_input = pipe.scheduler.scale_model_input(model_input, t)
@@ -113,6 +115,16 @@ def iter_denoise(
                 pred = rescale_noise_cfg(pred, cond, guidance_rescale=guidance_rescale)
         latents = pipe.scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
         yield index, latents
+
+
+def untuned_start(pipe, timesteps: torch.Tensor, tail: float) -> int | None:
+    """The index of the first step whose timestep lies in the last `tail` share of the training schedule
+    (at or below tail x num_train_timesteps): where an edit with `untuned_tail` drops the tune; None when
+    `tail` is 0 or no step does."""
+    if tail <= 0:
+        return None
+    threshold = tail * pipe.scheduler.config.num_train_timesteps
+    return next((index for index, t in enumerate(timesteps.tolist()) if t <= threshold), None)
 
 
 def noise_predictor(unet, conditioning: Conditioning, runtime: Runtime, calls: int):

@@ -169,6 +169,12 @@ class EditSettings:
         "--original-size",
         "return each edit resized to the photo's own width x height (default: the working size, same aspect)",
     )
+    untuned_tail: float = _opt(
+        0.0,
+        "--untuned-tail",
+        "share of the schedule, at its low-noise end, sampled with the untuned weights (0 = the tune "
+        "throughout; 0.3: timesteps below 300 of 1000)",
+    )
     auto: bool = _opt(
         False,
         "--auto",
@@ -185,6 +191,8 @@ class EditSettings:
             raise UnituneError(f"strength must be in (0, 1], got {self.strength}")
         if not 0 <= self.interpolation <= 1:
             raise UnituneError(f"interpolation must be in [0, 1], got {self.interpolation}")
+        if not 0 <= self.untuned_tail < 1:
+            raise UnituneError(f"untuned tail must be in [0, 1), got {self.untuned_tail}")
         if self.steps < 1:
             raise UnituneError(f"steps must be >= 1, got {self.steps}")
         if int(self.steps * self.strength) < 1:

@@ -163,16 +163,19 @@ def run_unitune(
             tuned.settings,
         )
     )
-    if on_binding is not None:
+    if on_binding is not None:  # the tune alone: R sampled with the tuned weights at every step
         for guidance in grid.guidances:
-            edit = EditSettings(guidance=guidance, steps=grid.steps, seed=seed)
+            edit = EditSettings(guidance=guidance, steps=grid.steps, seed=seed, untuned_tail=0.0)
             for row in measure_binding(editor, base, tune, edit):
                 on_binding({"family": family, "guidance": guidance, **row})
     base_pixels = to_tensor(editor.prepare_image(base))
     samples = {(s.guidance, s.strength) for s in grid.settings(family)}
     raw: dict[str, list[tuple[float, float, Image.Image]]] = {e.name: [] for e in edits}
+    tail = editor.default_edit_settings().untuned_tail  # the model's (its unitune.json), as `edit` uses
     for guidance, strength in sorted(samples):
-        settings = EditSettings(guidance=guidance, strength=strength, steps=grid.steps, seed=seed)
+        settings = EditSettings(
+            guidance=guidance, strength=strength, steps=grid.steps, seed=seed, untuned_tail=tail
+        )
         started = time.perf_counter()
         results = editor.edit(base, [e.prompt for e in edits], settings, tune)
         seconds = (time.perf_counter() - started) / len(edits)

@@ -550,6 +550,8 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         f"- grid, the same for every method: {grid.steps} sampler steps; guidance {list(grid.guidances)} x "
         f"strength {list(grid.strengths)} (prompt only: from noise) x interpolation "
         f"{list(grid.interpolations)}; tunes: {tune_settings_text(results)}",
+        f"- UniTune's edits: untuned tail {getattr(results, 'untuned_tail', 0.0):g} (the model's default; "
+        "binding samples R with the tune at every step)",
         "",
         "## Headline (test split)",
         "",

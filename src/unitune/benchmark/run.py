@@ -80,6 +80,7 @@ class Results:
     costs: list[dict] = field(default_factory=list)
     machine: dict = field(default_factory=dict)
     seconds: float = 0.0
+    untuned_tail: float = 0.0  # the model's default, used by every UniTune edit of the run
 
 
 def record(output: Output, scores: dict) -> dict:
@@ -112,11 +113,12 @@ def run_benchmark(
     With `config.workers` > 1 the scenes are dealt round-robin to that many processes (one torch thread
     each, spawn), each loading the model once; the costs are then measured alone, after them.
     """
-    from ..loading import resolve_model
+    from ..loading import load_model_defaults, resolve_model
 
     started = time.perf_counter()
     resolved = resolve_model(model)
-    results = Results(config, resolved, machine=machine())
+    tail = load_model_defaults(resolved).edit.untuned_tail
+    results = Results(config, resolved, machine=machine(), untuned_tail=tail)
     items = [(split, scene) for split in ("validation", "test") for scene in range(_count(config, split))]
     shares = [items[k :: config.workers] for k in range(config.workers)]
     if config.workers == 1:
