@@ -299,3 +299,31 @@ def test_the_tune_time_target_reads_the_two_core_tune_of_the_benchmarks_length()
     # a shorter tune than the benchmark's is not the target's
     results.costs = [{"method": "full", "tune_s": 6.0, "tune_steps": 32}]
     assert tune_seconds(results, "full")[0] == 25.0
+
+
+def test_unitunes_edits_use_the_models_untuned_tail_and_binding_samples_the_tune_alone(
+    tiny_model, tmp_path, monkeypatch
+):
+    from unitune import Editor, EditSettings
+    from unitune.benchmark.methods import Grid, run_unitune
+    from unitune.shapes.world import render_pil
+
+    editor = Editor.load(benchmark_model(tiny_model), device="cpu", cache_dir=tmp_path)  # 64 px scenes
+    edits = [e for e in edit_set("validation", 1) if e.kind in ("colour", "background")]
+    tails, edit = [], editor.edit
+
+    def recorded(image, prompts, settings, tune, *args, **kwargs):
+        tails.append((prompts, settings.untuned_tail))
+        return edit(image, prompts, settings, tune, *args, **kwargs)
+
+    monkeypatch.setattr(editor, "edit", recorded)
+    monkeypatch.setattr(editor, "default_edit_settings", lambda: EditSettings(untuned_tail=0.4))
+    grid = Grid(steps=2, guidances=(3.0,), strengths=(1.0,), interpolations=(0.0,))
+    outputs = list(
+        run_unitune(editor, "full", edits, render_pil(edits[0].base), grid, 0, [], 2, 1, [].append)
+    )
+    assert len(outputs) == len(edits)
+    binding = [tail for prompts, tail in tails if prompts == ""]
+    grid_edits = [tail for prompts, tail in tails if prompts == [e.prompt for e in edits]]
+    assert binding and set(binding) == {0.0}
+    assert grid_edits == [0.4]

@@ -84,6 +84,7 @@ class Controls:
     guidance: gr.Slider
     strength: gr.Slider
     interpolation: gr.Slider
+    untuned_tail: gr.Slider
     steps: gr.Slider
     num_images: gr.Slider
     seed: gr.Number
@@ -198,6 +199,14 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                         )
                         strength = gr.Slider(0.05, 1, edit.strength, step=0.01, label="strength")
                         interpolation = gr.Slider(0, 1, edit.interpolation, step=0.05, label="interpolation")
+                        untuned_tail = gr.Slider(
+                            0,
+                            0.95,
+                            edit.untuned_tail,
+                            step=0.05,
+                            label="untuned tail",
+                            elem_id="untuned-tail",
+                        )
                     with gr.Row():
                         steps = gr.Slider(1, max(150, edit.steps), edit.steps, step=1, label="sampling steps")
                         num_images = gr.Slider(
@@ -346,7 +355,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         # the edit
         prompts, negative_prompt,
         # the dials
-        guidance, strength, interpolation, steps, num_images, seed, random_seed, auto,
+        guidance, strength, interpolation, untuned_tail, steps, num_images, seed, random_seed, auto,
         # the tune
         method, tune_steps, batch_size, tune_seed,
         request: gr.Request,
@@ -358,6 +367,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
             guidance=guidance,
             strength=strength,
             interpolation=interpolation,
+            untuned_tail=untuned_tail,
             steps=int(steps),
             num_images=int(num_images),
             seed=used_seed,
@@ -372,7 +382,8 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         first = state.last[0]["settings"]
         return state, before_after, gallery, first, files, message, *_history(state), used_seed
 
-    edit_inputs = [c.state, c.prompts, c.negative, c.guidance, c.strength, c.interpolation, c.steps]
+    edit_inputs = [c.state, c.prompts, c.negative, c.guidance, c.strength, c.interpolation, c.untuned_tail]
+    edit_inputs += [c.steps]
     edit_inputs += [c.num_images, c.seed, c.randomize, c.auto, *c.tune_inputs]
     edit_outputs = [c.state, c.compare, c.results, c.settings_view, c.downloads, c.tune_status]
     edit_outputs += [c.history_table, c.history_gallery, c.seed]
@@ -392,21 +403,25 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         # the sweep
         prompt, guidances, strengths,
         # the other dials (from the Edit tab)
-        interpolation, steps, seed, random_seed, auto,
+        interpolation, untuned_tail, steps, seed, random_seed, auto,
         # the tune
         method, tune_steps, batch_size, tune_seed,
         request: gr.Request,
         progress=gr.Progress(),
     ):  # fmt: skip
         seed = pick_seed(seed, random_seed)
-        dials = replace(edit, interpolation=interpolation, steps=int(steps), seed=seed, auto=bool(auto))
+        dials = replace(
+            edit, interpolation=interpolation, untuned_tail=untuned_tail, steps=int(steps), seed=seed
+        )
+        dials = replace(dials, auto=bool(auto))
         tuning = tune_from(method, tune_steps, batch_size, tune_seed)
         state, sheet, files = studio.sweep(
             state, prompt, guidances, strengths, dials, tuning, request.session_hash, progress
         )
         return state, str(sheet), [str(f) for f in files], studio.tune_status(state, tuning)
 
-    sweep_inputs = [c.state, c.sweep_prompt, c.guidances, c.strengths, c.interpolation, c.steps, c.seed]
+    sweep_inputs = [c.state, c.sweep_prompt, c.guidances, c.strengths, c.interpolation, c.untuned_tail]
+    sweep_inputs += [c.steps, c.seed]
     sweep_inputs += [c.randomize, c.auto, *c.tune_inputs]
     sweep_outputs = [c.state, c.sheet, c.sweep_files, c.tune_status]
     c.sweep_btn.click(run_sweep, sweep_inputs, sweep_outputs, **busy)
