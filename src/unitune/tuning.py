@@ -315,7 +315,6 @@ class UNetWeights:
         self._lora_originals: dict[str, torch.Tensor] | None = None  # the weights a merged LoRA changed
         self.applied_key: str | None = None  # the tune kept applied after its block (None: none is)
         self._cast: list | None = None  # the frozen weights a LoRA tune holds in half precision
-        self._kept: tuple | None = None  # (tensors, settings, key) of the tune applied with `keep`
 
     def snapshot_base(self) -> None:
         """Keep a CPU copy of the base weights (once), so a full tune can be swapped out again."""
@@ -326,7 +325,7 @@ class UNetWeights:
     def restore_base(self) -> None:
         """Put the base weights back (a no-op when they are in place): drop any adapter, reload the weights
         a merged LoRA changed, or the base state dict after a full tune."""
-        self.applied_key, self._kept = None, None
+        self.applied_key = None
         remove_lora(self.unet)
         if self._cast is not None:  # new float32 tensors from the CPU copy: the base, bit for bit
             for module, parameter_name, key in self._cast:
@@ -358,7 +357,6 @@ class UNetWeights:
                 self.restore_base()
                 raise
             self.applied_key = key
-            self._kept = (tensors, settings, key)
         try:
             yield
         except BaseException:
@@ -370,18 +368,21 @@ class UNetWeights:
     @contextlib.contextmanager
     def untuned(self):
         """The base weights inside the block, the applied tune's again after it (a no-op when no tune is
-        applied): the low-noise end of an edit with `untuned_tail`."""
-        kept = self._kept
-        if kept is None:
+        applied): the low-noise end of an edit with `untuned_tail`. The weights the tune changed are
+        copied to the CPU for the block only, so nothing of the tune stays beyond it."""
+        key, full, originals = self.applied_key, self._full_applied, self._lora_originals
+        if not (full or originals):
             yield
             return
+        state = self.unet.state_dict()
+        names = state.keys() if full else originals.keys()
+        tuned = {name: state[name].detach().to("cpu", copy=True) for name in names}
         self.restore_base()
         try:
             yield
         finally:
-            self.restore_base()
-            self._apply(kept[0], kept[1])
-            self.applied_key, self._kept = kept[2], kept
+            self.unet.load_state_dict(tuned, strict=False)  # in place: the tune's weights again
+            self._full_applied, self._lora_originals, self.applied_key = full, originals, key
 
     def _apply(self, tensors: dict[str, torch.Tensor], settings: dict) -> None:
         if settings["method"] == "lora":
