@@ -19,13 +19,11 @@ import tempfile
 import time
 from contextlib import contextmanager
 
-import numpy as np
-from variant_tunes import paired_edits_main
+from variant_tunes import edit_row, paired_edits_main
 
 import unitune.sampling as sampling
 from unitune import Editor, EditSettings, TuneSettings
 from unitune.benchmark.edits import base_scenes, edits_for_scene
-from unitune.benchmark.metrics import score
 from unitune.interpolation import interpolate_details
 from unitune.sampling import to_pil, to_tensor
 from unitune.shapes.world import render_pil
@@ -76,11 +74,9 @@ def measure(modes: list[str], weights: list[float], split: str, first: int, last
                     for edit, result in zip(edits, results, strict=True):
                         for weight in weights:
                             image = interpolate_details(to_tensor(result.image), to_tensor(base), weight)
-                            metrics = score(np.array(to_pil(image)[0]), edit)
-                            keep = {key: metrics[key] for key in ("success", "expressive", "preserved")}
                             name = f"{mode} i{weight:g}" if len(weights) > 1 else mode
                             cell = {"mode": name, "guidance": guidance, "strength": strength}
-                            rows.append({**cell, "edit": edit.name, "kind": edit.kind, **keep})
+                            rows.append(edit_row(to_pil(image)[0], edit, **cell))
             print(f"scene {number} {time.time() - started:.0f}s", flush=True)
     return rows
 

@@ -17,13 +17,11 @@ import argparse
 import tempfile
 import time
 
-import numpy as np
 from binding import parse_tune
-from variant_tunes import paired_edits_main
+from variant_tunes import edit_row, paired_edits_main
 
 from unitune import Editor, EditSettings
 from unitune.benchmark.edits import base_scenes, edits_for_scene
-from unitune.benchmark.metrics import score
 from unitune.shapes.world import render_pil
 
 CELLS = ((3, 1.0), (6, 1.0), (3, 0.8), (6, 0.8))
@@ -48,11 +46,11 @@ def measure(
                 for guidance, strength in CELLS:
                     settings = EditSettings(guidance=guidance, strength=strength, steps=20, seed=number)
                     results = editor.edit(base, [edit.prompt for edit in edits], settings, tune)
+                    name = f"{label} {text}".strip()
                     for edit, result in zip(edits, results, strict=True):
-                        metrics = score(np.array(result.image.convert("RGB")), edit)
-                        keep = {key: metrics[key] for key in ("success", "expressive", "preserved")}
-                        cell = {"tune": f"{label} {text}".strip(), "guidance": guidance, "strength": strength}
-                        rows.append({**cell, "edit": edit.name, "kind": edit.kind, **keep})
+                        rows.append(
+                            edit_row(result.image, edit, tune=name, guidance=guidance, strength=strength)
+                        )
             print(f"scene {number} {time.time() - started:.0f}s", flush=True)
     return rows
 

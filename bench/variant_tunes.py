@@ -107,6 +107,14 @@ def summary(column, is_rate: bool) -> float:
     return 100 * statistics.mean(column) if is_rate else statistics.median(column)
 
 
+def edit_row(image, edit, **cell) -> dict:
+    """One row of a paired edit table: `cell` (the variant's name, guidance, strength), the edit, and the
+    analyzer's success, expressive and preserved for `image` (PIL) against the edit's target."""
+    metrics = score(np.array(image.convert("RGB")), edit)
+    scores = {key: metrics[key] for key in ("success", "expressive", "preserved")}
+    return {**cell, "edit": edit.name, "kind": edit.kind, **scores}
+
+
 def summarise_edits(rows: list[dict], key: str) -> None:
     """A table of edit rows (dicts with `key`, guidance, strength, success, expressive, preserved): per
     (row[key], guidance, strength) the edits, success with its Wilson 95% interval, expressive, preserved."""
