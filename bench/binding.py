@@ -7,12 +7,14 @@ Usage: HF_HUB_OFFLINE=1 python bench/binding.py [--scenes 10] [--split validatio
 
 A tune is `method:steps:lr[:rank[:batch[:lora targets]]]` plus optional `key=value` items (rank, batch,
 targets, schedule), e.g. `lora:128:3e-3:8:4:all` or `full:128:3e-4:schedule=cosine`. What a tune does not
-name comes from the model's unitune.json (the schedule too).
+name comes from the model's unitune.json (the schedule too), except LoRA's rank, batch and targets: those are
+TuneSettings' own defaults (attention only), so write `lora:96:4e-3:8:4:all` for the embedded model's LoRA.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 
@@ -54,7 +56,7 @@ def main() -> None:
     parser.add_argument("--steps", default="20", help="sampler steps, comma-separated: one row each")
     parser.add_argument("--model", default=None)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("THREADS", "2")))
     scenes = base_scenes(args.split, args.scenes)
     strengths = tuple(parse_floats(args.strengths, "--strengths"))
     print(

@@ -1,7 +1,8 @@
 """Edits after each of several tunes, on the edit benchmark's validation scenes: success, expressive and
 preserved per tune and (guidance, strength), paired on the same edits and seeds. For a tune the binding
 measurement (bench/binding.py) likes, this says what it costs the edits before the whole benchmark runs.
-Embedded model, 20 DDIM steps, no interpolation, the edit seed = the scene's number. A benchmark, not a
+Embedded model, 20 DDIM steps, no interpolation, the edit seed = the scene's number, untuned tail 0
+unless `--untuned-tail` says otherwise. A benchmark, not a
 test; results in docs/binding.md.
 
 Usage: HF_HUB_OFFLINE=1 python bench/tune_edits.py --tunes "lora:128:3e-3:8:4:all,lora:96:4e-3:8:4:all" \\
@@ -35,6 +36,7 @@ def measure(
     model: str | None = None,
     device: str = "cpu",
     label="",
+    untuned_tail: float = 0.0,
 ) -> list[dict]:
     rows, started = [], time.time()
     with tempfile.TemporaryDirectory() as cache:
@@ -44,7 +46,9 @@ def measure(
             for text in tunes:
                 tune = parse_tune(text)
                 for guidance, strength in CELLS:
-                    settings = EditSettings(guidance=guidance, strength=strength, steps=20, seed=number)
+                    settings = EditSettings(
+                        guidance=guidance, strength=strength, steps=20, seed=number, untuned_tail=untuned_tail
+                    )
                     results = editor.edit(base, [edit.prompt for edit in edits], settings, tune)
                     name = f"{label} {text}".strip()
                     for edit, result in zip(edits, results, strict=True):
@@ -61,9 +65,12 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="diffusers folder [default: the embedded model]")
     parser.add_argument("--label", default="", help="put in front of each tune's name (to pair two models)")
     parser.add_argument("--device", default="cpu", help="cpu, or cuda: pair only rows of the same device")
+    parser.add_argument("--untuned-tail", type=float, default=0.0, help="EditSettings.untuned_tail [0]")
     paired_edits_main(
         parser,
-        lambda args, *scenes: measure(args.tunes.split(","), *scenes, args.model, args.device, args.label),
+        lambda args, *scenes: measure(
+            args.tunes.split(","), *scenes, args.model, args.device, args.label, args.untuned_tail
+        ),
         "tune",
     )
 

@@ -1,0 +1,133 @@
+"""Data for choosing the automatic dial's candidates and rule on more edits than the benchmark's validation
+split holds: after the model's default tune, every (guidance, strength, untuned tail) candidate of each
+validation edit, sampled with `Editor.sweep(auto=True)` (interpolation 1, 20 DDIM steps, the edit seed =
+the scene's number), scored against the ground truth and with the tuned model's own signals
+(`unitune.auto`). `--rules` then replays candidate sets and rules on the saved rows: success per set and
+rule, the candidate set's own oracle, and the cost of the set in edits at strength 0.8. A benchmark, not
+a test.
+
+Usage: HF_HUB_OFFLINE=1 python bench/auto_candidates.py --scenes 0:20 --threads 1 --out a.json \\
+           [--guidances 3,6] [--strengths 0.4,0.6,0.8,1] [--tails 0,0.2,0.4] [--tune full:128:1e-4]
+       python bench/auto_candidates.py --rules a.json b.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import itertools
+import json
+import tempfile
+import time
+
+import numpy as np
+import torch
+from binding import parse_tune
+from variant_tunes import edit_row
+
+from unitune import Editor, EditSettings
+from unitune.benchmark.edits import base_scenes, edits_for_scene
+from unitune.benchmark.selection import wilson_interval
+from unitune.shapes.world import render_pil
+from unitune.sweep import parse_floats
+
+
+def measure(args, first: int, last: int) -> list[dict]:
+    rows, started = [], time.time()
+    guidances, strengths = parse_floats(args.guidances, "guidance"), parse_floats(args.strengths, "strength")
+    with tempfile.TemporaryDirectory() as cache:
+        editor = Editor.load(None, device="cpu", cache_dir=cache)
+        tune = editor.resolve_tune(parse_tune(args.tune) if args.tune else None)
+        for number, scene in list(enumerate(base_scenes(args.split, last)))[first:]:
+            base = render_pil(scene)
+            for edit in edits_for_scene(args.split, number, scene):
+                for tail in parse_floats(args.tails, "tail"):
+                    settings = EditSettings(
+                        guidance=3,
+                        strength=1,
+                        interpolation=1,
+                        steps=20,
+                        seed=number,
+                        untuned_tail=tail,
+                        auto=True,
+                    )
+                    sweep = editor.sweep(base, edit.prompt, guidances, strengths, settings, tune)
+                    for result in sweep.results:
+                        cell = {k: result.settings[k] for k in ("guidance", "strength", "untuned_tail")}
+                        signals = {k: v for k, v in result.settings["auto_dial"].items() if k != "picked"}
+                        rows.append({**edit_row(result.image, edit, scene=number, **cell), **signals})
+            print(f"scene {number} {time.time() - started:.0f}s", flush=True)
+    return rows
+
+
+def cell_of(row: dict) -> tuple[float, float, float]:
+    return row["guidance"], row["strength"], row["untuned_tail"]
+
+
+RULES = {
+    "largest gain": lambda rows: max(rows, key=lambda r: r["gain"]),
+    "lowest fit_edit": lambda rows: min(rows, key=lambda r: r["fit_edit"]),
+    "largest gain / fit_edit": lambda rows: max(rows, key=lambda r: r["gain"] / r["fit_edit"]),
+    "largest gain / fit_base": lambda rows: max(rows, key=lambda r: r["gain"] / r["fit_base"]),
+}
+
+
+def replay(rows: list[dict], max_cost: float, size: int) -> None:
+    """Every candidate set of up to `size` cells within `max_cost` (edits at strength 0.8, sampling
+    only) and every rule: successes of the pick, the set's oracle, per set sorted by the best rule."""
+    edits = collections.defaultdict(dict)
+    for row in rows:
+        edits[(row["scene"], row["edit"])][cell_of(row)] = row
+    cells = sorted({cell_of(row) for row in rows})
+    fixed = {cell: sum(group[cell]["success"] for group in edits.values()) for cell in cells}
+    count = len(edits)
+    print(f"{count} edits; fixed cells: " + ", ".join(f"{c}: {fixed[c]}" for c in cells))
+    lines = []
+    for k in range(2, size + 1):
+        for chosen in itertools.combinations(cells, k):
+            cost = sum(s for _, s, _ in chosen) / 0.8
+            if cost > max_cost:
+                continue
+            oracle = sum(any(group[c]["success"] for c in chosen) for group in edits.values())
+            picks = {
+                name: sum(rule([group[c] for c in chosen])["success"] for group in edits.values())
+                for name, rule in RULES.items()
+            }
+            best = max(picks.values())
+            lines.append((best, oracle, chosen, cost, picks))
+    lines.sort(key=lambda line: (-line[0], -line[1]))
+    for best, oracle, chosen, cost, picks in lines[:25]:
+        low, high = wilson_interval(best, count)
+        rules = "; ".join(f"{name} {hits}" for name, hits in picks.items())
+        interval = f"[{100 * low:.0f}-{100 * high:.0f}%]"
+        print(f"{chosen} cost {cost:.2f}: oracle {oracle}, best {best} {interval} ({rules})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--scenes", default="0:8", help="first:last scene numbers (last excluded)")
+    parser.add_argument("--guidances", default="3,6")
+    parser.add_argument("--strengths", default="0.4,0.6,0.8,1")
+    parser.add_argument("--tails", default="0,0.2,0.4")
+    parser.add_argument("--tune", default=None, help="as bench/binding.py reads it [default: the model's]")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", help="write the rows here as JSON")
+    parser.add_argument("--rules", nargs="+", metavar="JSON", help="replay candidate sets and rules on these")
+    parser.add_argument("--max-cost", type=float, default=3.8, help="candidate set cost, edits at s0.8")
+    parser.add_argument("--size", type=int, default=4, help="largest candidate set")
+    args = parser.parse_args()
+    if args.rules:
+        replay([row for path in args.rules for row in json.load(open(path))], args.max_cost, args.size)
+        return
+    torch.set_num_threads(args.threads)
+    first, last = (int(value) for value in args.scenes.split(":"))
+    rows = measure(args, first, last)
+    if args.out:
+        with open(args.out, "w") as file:
+            json.dump(rows, file)
+    print(np.mean([row["success"] for row in rows]))
+
+
+if __name__ == "__main__":
+    main()
