@@ -2,8 +2,7 @@
 preserved per tune and (guidance, strength), paired on the same edits and seeds. For a tune the binding
 measurement (bench/binding.py) likes, this says what it costs the edits before the whole benchmark runs.
 Embedded model, 20 DDIM steps, no interpolation, the edit seed = the scene's number, untuned tail 0
-unless `--untuned-tail` says otherwise. A benchmark, not a
-test; results in docs/binding.md.
+unless `--untuned-tail` says otherwise. A benchmark, not a test; results in docs/binding.md.
 
 Usage: HF_HUB_OFFLINE=1 python bench/tune_edits.py --tunes "lora:128:3e-3:8:4:all,lora:96:4e-3:8:4:all" \\
            --scenes 0:20 --threads 1 --out part1.json [--model other/model/folder --label b] [--device cuda]
