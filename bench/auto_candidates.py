@@ -35,13 +35,14 @@ from unitune.sweep import parse_floats
 def measure(args, first: int, last: int) -> list[dict]:
     rows, started = [], time.time()
     guidances, strengths = parse_floats(args.guidances, "guidance"), parse_floats(args.strengths, "strength")
+    tails = parse_floats(args.tails, "tail")
     with tempfile.TemporaryDirectory() as cache:
         editor = Editor.load(None, device="cpu", cache_dir=cache)
         tune = editor.resolve_tune(parse_tune(args.tune) if args.tune else None)
         for number, scene in list(enumerate(base_scenes(args.split, last)))[first:]:
             base = render_pil(scene)
             for edit in edits_for_scene(args.split, number, scene):
-                for tail in parse_floats(args.tails, "tail"):
+                for tail in tails:
                     settings = EditSettings(
                         guidance=3,
                         strength=1,
