@@ -12,7 +12,7 @@ from __future__ import annotations
 import pickle
 import sys
 
-from unitune.benchmark.report import choose
+from unitune.benchmark.report.tables import choose
 from unitune.benchmark.selection import auto_records, summarise
 
 RULES = {

@@ -152,7 +152,7 @@ def test_a_no_op_never_wins_a_tie_on_psnr():
 
 
 def test_swapping_the_test_records_changes_no_choice():
-    from unitune.benchmark.report import choose
+    from unitune.benchmark.report.tables import choose
 
     def records(test_success: dict[str, float]) -> list[dict]:
         rows = []
@@ -284,7 +284,7 @@ def test_the_binding_ceiling_is_the_autoencoders_round_trip_of_the_base(tmp_path
 
 def test_the_tune_time_target_reads_the_two_core_tune_of_the_benchmarks_length():
     from unitune.benchmark.methods import TuneCost
-    from unitune.benchmark.report import tune_seconds
+    from unitune.benchmark.report.targets import tune_seconds
     from unitune.benchmark.run import Results
 
     tunes = [
