@@ -14,10 +14,11 @@ TUNE = TuneSettings(steps=4)
 EDIT = EditSettings(guidance=3.0, steps=4, interpolation=0.3)
 
 
-def test_pick_keeps_the_candidate_with_the_largest_gain():
-    signals = [Signals(0.2, 0.1), Signals(0.4, 0.6), Signals(0.3, 0.9)]  # lowest fit_edit: the first
-    assert signals[2].gain == pytest.approx(0.6)
-    assert pick(signals) == 2
+def test_pick_keeps_the_candidate_with_the_most_evidence():
+    # largest tuned gain: the last; most evidence (read_none - read_edit): the second
+    signals = [Signals(0.2, 0.1, 0.5, 0.5), Signals(0.4, 0.6, 0.3, 0.7), Signals(0.3, 0.9, 0.6, 0.65)]
+    assert signals[2].gain == pytest.approx(0.6) and signals[1].evidence == pytest.approx(0.4)
+    assert pick(signals) == 1
 
 
 def test_denoising_errors_are_reproducible_and_follow_the_prompt(editor, base_image):
@@ -37,8 +38,8 @@ def test_auto_edit_is_the_plain_edit_at_the_picked_strength(editor, base_image):
     dial = auto.settings["auto_dial"]
     assert [c["strength"] for c in dial["candidates"]] == list(AUTO_STRENGTHS)
     assert auto.settings["strength"] == dial["picked_strength"] and auto.settings["auto"] is True
-    gains = [c["gain"] for c in dial["candidates"]]
-    assert dial["picked_strength"] == AUTO_STRENGTHS[int(np.argmax(gains))]
+    evidence = [c["evidence"] for c in dial["candidates"]]
+    assert dial["picked_strength"] == AUTO_STRENGTHS[int(np.argmax(evidence))]
     plain = EditSettings(**{**EDIT.to_dict(), "strength": dial["picked_strength"]})
     [again] = editor.edit(base_image, "a blue circle", plain, TUNE)
     assert np.array_equal(np.asarray(auto.image), np.asarray(again.image))  # reproducible without --auto
@@ -57,5 +58,26 @@ def test_auto_sweep_marks_one_pick(editor, base_image):
 def test_scores_are_the_same_for_the_same_images(editor, base_image):
     pipe, runtime = editor.pipe, editor.runtime
     image = editor.prepare_image(base_image)
-    one, two = score_candidates(pipe, [image, image], "olis httr", "a blue circle", runtime)
+    one, two = score_candidates(pipe, [image, image], "olis httr", "a blue circle", runtime, editor.weights)
     assert one == two
+
+
+def test_evidence_is_read_by_the_untuned_model_and_the_tune_comes_back(editor, base_image):
+    """`read_` errors are the untuned weights' (the same with or without a tune applied), `fit_` errors
+    the tune's, and the tune's weights are back bit for bit after scoring."""
+    pipe, runtime = editor.pipe, editor.runtime
+    image = editor.prepare_image(base_image)
+    args = (pipe, [image], "olis httr", "a blue circle", runtime, editor.weights)
+    editor.weights.restore_base()
+    [untuned] = score_candidates(*args)
+    tuned_result = editor.tune(base_image, TUNE)
+    with editor.applied(tuned_result):
+        before = {name: value.clone() for name, value in pipe.unet.state_dict().items()}
+        [tuned] = score_candidates(*args)
+        after = pipe.unet.state_dict()
+        assert all(torch.equal(before[name], after[name]) for name in before)
+    assert np.isfinite([tuned.read_edit, tuned.read_none, tuned.evidence]).all()
+    assert (tuned.read_edit, tuned.read_none) == pytest.approx(
+        (untuned.read_edit, untuned.read_none), rel=1e-6
+    )
+    assert (tuned.fit_edit, tuned.fit_base) != pytest.approx((untuned.fit_edit, untuned.fit_base), rel=1e-3)

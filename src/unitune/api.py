@@ -330,15 +330,17 @@ class Editor:
         return EditResult(image, settings)
 
     def _auto_dial(self, base, prompt: str, edit_settings: EditSettings, tuned, seed, label, *, run):
-        """Sample each candidate strength (same seed), score the raw samples with the tuned model
-        (unitune.auto) and keep the pick: (its settings, its image, the record of the choice)."""
+        """Sample each candidate strength (same seed), score the raw samples with the model, tuned and
+        untuned (unitune.auto), and keep the pick: (its settings, its image, the record of the choice)."""
         full_prompt = f"{tuned.settings['rare_prompt']} {prompt}".strip()
         candidates = [replace(edit_settings, strength=strength) for strength in AUTO_STRENGTHS]
         samples = [
             self._sample(full_prompt, c, seed, base, f"{label} s={c.strength:g}", run=run) for c in candidates
         ]
         raws = [raw for _, raw in samples]
-        signals = score_candidates(self.pipe, raws, tuned.settings["rare_prompt"], prompt, self.runtime)
+        signals = score_candidates(
+            self.pipe, raws, tuned.settings["rare_prompt"], prompt, self.runtime, self.weights
+        )
         index = pick(signals)
         dial = {
             "picked_strength": candidates[index].strength,
@@ -409,7 +411,9 @@ class Editor:
         return SweepResult(results, list(guidances), list(strengths), sheet, picked)
 
     def _mark_pick(self, prompt: str, tuned: TuneResult, results: list[EditResult], raws) -> int:
-        signals = score_candidates(self.pipe, raws, tuned.settings["rare_prompt"], prompt, self.runtime)
+        signals = score_candidates(
+            self.pipe, raws, tuned.settings["rare_prompt"], prompt, self.runtime, self.weights
+        )
         index = pick(signals)
         for result, signal in zip(results, signals, strict=True):
             result.settings["auto_dial"] = {"picked": result is results[index], **signal.to_dict()}

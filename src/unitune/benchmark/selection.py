@@ -139,9 +139,9 @@ def auto_records(
     """Per edit, the record the automatic dial (`rule` on unitune.auto's signals) picks among the
     candidates `strengths` at this guidance and interpolation: what `unitune edit --auto` would return."""
     by_candidate = {
-        (s["edit"], s["strength"]): Signals(s["fit_edit"], s["fit_base"])
+        (s["edit"], s["strength"]): Signals(s["fit_edit"], s["fit_base"], s["read_edit"], s["read_none"])
         for s in signals
-        if s["family"] == family and s["guidance"] == guidance
+        if s["family"] == family and s["guidance"] == guidance and "read_edit" in s
     }
     table = {
         (r["edit"], r["strength"]): r

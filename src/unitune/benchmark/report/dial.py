@@ -9,13 +9,20 @@ AUTO_MARGIN, AUTO_ORACLE_SHARE, AUTO_COST = 0.15, 0.80, 4.0  # issue 13's target
 
 AUTO_TEXT = """\
 For each edit the dial samples every candidate strength (same seed), encodes each sample back to a
-latent and measures the tuned model's denoising error under "R edit" and under "R" alone at four fixed
-timesteps with fixed noises; it keeps the sample with the largest gain (how much better "R edit"
-explains it than "R"; `unitune.auto.pick`). No ground truth, no other model. It runs at the guidance
-and interpolation of the fixed setting chosen on validation, so the comparison with that setting
-isolates the strength choice. The rule was chosen on the validation split (both rows shown); the
-oracles use the ground truth and are ceilings, not methods.
+latent and measures the untuned model's denoising error under the edit's words and under no words at
+four fixed timesteps with fixed noises; it keeps the sample with the most evidence (how much better the
+edit's words explain it; `unitune.auto.pick`). No ground truth, no other weights: the untuned model is
+the same checkpoint before the tune. It runs at the guidance and interpolation of the fixed setting
+chosen on validation, so the comparison with that setting isolates the strength choice. The rule was
+chosen on validation edits (docs/core.md; the validation row is shown too); the oracles use the ground
+truth and are ceilings, not methods.
 """
+
+
+def dial_signals(results) -> list[dict]:
+    """The run's signals per raw sample, if it measured those the dial's rule reads (runs before the
+    untuned model's `evidence` did not: their report has no dial section rather than a different rule)."""
+    return [s for s in getattr(results, "signals", []) if "read_edit" in s]
 
 
 def auto_summaries(records: list[dict], signals: list[dict], family: str, label: str) -> dict:
@@ -50,7 +57,7 @@ def auto_rows(results, chosen: dict) -> list[str]:
     own signals. Compared with that fixed setting, and with oracles over the same candidates and the grid."""
     from ...auto import AUTO_STRENGTHS
 
-    signals = getattr(results, "signals", [])
+    signals = dial_signals(results)
     if not signals:
         return ["(not measured in this run)"]
     lines = [
@@ -77,7 +84,7 @@ def auto_rows(results, chosen: dict) -> list[str]:
 def auto_targets(results, chosen: dict) -> list[str]:
     """Issue 13's targets for the automatic dial, on the test split, for the tune method whose fixed
     setting is best on validation."""
-    signals = getattr(results, "signals", [])
+    signals = dial_signals(results)
     unitune = [chosen[k] for k in ("full", "lora") if k in chosen]
     if not signals or not unitune:
         return []
