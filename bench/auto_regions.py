@@ -214,8 +214,12 @@ def replay(rows: list[dict]) -> None:
         f"share > 1.5: {np.mean(np.array(contrast) > 1.5):.0%}"
     )
     for name, rule in RULES.items():
+        if any(key not in groups[0][0] for key in ("gain_untuned", "gain_untuned_in")) and "untuned" in name:
+            continue  # rows from before the untuned reading was recorded
         halves = [sum(rule(g)["success"] for g in groups if g[0]["scene"] % 2 == parity) for parity in (0, 1)]
         print(f"{name}: {sum(halves)} (even scenes {halves[0]}, odd {halves[1]})")
+    odd, even = learned_cross_validated(groups)
+    print(f"learned rule, cross-validated by scene halves: {odd + even} (even scenes {odd}, odd {even})")
     for key in (
         "gain",
         "gain_in",
@@ -231,6 +235,45 @@ def replay(rows: list[dict]) -> None:
             f"pairwise {key}: "
             + ", ".join(f"{t} {pairwise(groups, key, t):.0%}" for t in ("expressive", "preserved", "success"))
         )
+
+
+LEARNED_FEATURES = ("gain", "gain_in", "fit_base", "fit_base_out", "fit_edit", "fit_edit_out", "change")
+LEARNED_FEATURES += ("change_in", "change_out")
+
+
+def features(group: list[dict]) -> np.ndarray:
+    """The signals of one edit's candidates, z-scored within the edit, and each candidate's strength."""
+    values = np.array([[row[key] for key in LEARNED_FEATURES] for row in group], dtype=float)
+    values = (values - values.mean(0)) / (values.std(0) + 1e-9)
+    return np.hstack([values, np.array([[row["strength"]] for row in group])])
+
+
+def fit_learned(groups: list[list[dict]]) -> np.ndarray:
+    """A logistic regression of success on `features` (L2 1e-2, LBFGS): the rule's weights."""
+    x = torch.tensor(np.vstack([features(group) for group in groups]), dtype=torch.float32)
+    y = torch.tensor([float(row["success"]) for group in groups for row in group])
+    weights, bias = torch.zeros(x.shape[1], requires_grad=True), torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weights, bias], max_iter=200)
+
+    def closure():
+        optimizer.zero_grad()
+        logits = x @ weights + bias
+        loss = F.binary_cross_entropy_with_logits(logits, y) + 1e-2 * weights.pow(2).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return weights.detach().numpy()
+
+
+def learned_cross_validated(groups: list[list[dict]]) -> tuple[int, int]:
+    """Successes of the learned rule trained on the even scenes and scored on the odd ones, and back."""
+    halves = [[g for g in groups if g[0]["scene"] % 2 == parity] for parity in (0, 1)]
+    hits = []
+    for train, held_out in ((halves[0], halves[1]), (halves[1], halves[0])):
+        weights = fit_learned(train)
+        hits.append(sum(group[int(np.argmax(features(group) @ weights))]["success"] for group in held_out))
+    return hits[0], hits[1]
 
 
 def pairwise(groups, key: str, truth: str) -> float:

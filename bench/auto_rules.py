@@ -3,8 +3,8 @@ tune method and (guidance, interpolation), as validation / test success. Choose 
 
 Usage: python bench/auto_rules.py [runs/bench/results.pkl]   (after `unitune bench`)
 
-The shipped rule (`unitune.auto.pick`, largest gain) was chosen this way; docs/benchmark.md. A benchmark,
-not a test.
+The first rule (largest gain) was chosen this way; the shipped one (`unitune.auto.pick`, most evidence)
+on more validation edits with bench/auto_regions.py (docs/core.md). A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from unitune.benchmark.report.tables import choose
 from unitune.benchmark.selection import auto_records, summarise
 
 RULES = {
+    "most evidence (shipped)": lambda s: max(range(len(s)), key=lambda i: s[i].evidence),
     "largest gain": lambda s: max(range(len(s)), key=lambda i: s[i].gain),
     "lowest fit_edit": lambda s: min(range(len(s)), key=lambda i: s[i].fit_edit),
     "lowest fit_base": lambda s: min(range(len(s)), key=lambda i: s[i].fit_base),
