@@ -110,31 +110,43 @@ def replay(rows: list[dict], max_cost: float, size: int) -> None:
         print(f"{chosen} cost {cost:.2f}: oracle {oracle}, best {best} {interval} ({rules})")
 
 
-def main() -> None:
+def measuring_parser(guidances: str, strengths: str, tails: str) -> argparse.ArgumentParser:
+    """The options of a measuring run (and `--rules`), with these candidate defaults."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--split", default="validation")
     parser.add_argument("--scenes", default="0:8", help="first:last scene numbers (last excluded)")
-    parser.add_argument("--guidances", default="3,6")
-    parser.add_argument("--strengths", default="0.4,0.6,0.8,1")
-    parser.add_argument("--tails", default="0,0.2,0.4")
+    parser.add_argument("--guidances", default=guidances)
+    parser.add_argument("--strengths", default=strengths)
+    parser.add_argument("--tails", default=tails)
     parser.add_argument("--seeds", default="0", help="seed offsets (each adds 100,000 times it to the seed)")
     parser.add_argument("--tune", default=None, help="as bench/binding.py reads it [default: the model's]")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write the rows here as JSON")
     parser.add_argument("--rules", nargs="+", metavar="JSON", help="replay candidate sets and rules on these")
+    return parser
+
+
+def measure_and_save(args, measure_rows=None) -> None:
+    """Measure the scenes `args.scenes` names with `measure_rows` (default `measure`), write the rows to
+    `args.out` and print the share of successes."""
+    torch.set_num_threads(args.threads)
+    first, last = (int(value) for value in args.scenes.split(":"))
+    rows = (measure_rows or measure)(args, first, last)
+    if args.out:
+        with open(args.out, "w") as file:
+            json.dump(rows, file)
+    print(np.mean([row["success"] for row in rows]))
+
+
+def main() -> None:
+    parser = measuring_parser(guidances="3,6", strengths="0.4,0.6,0.8,1", tails="0,0.2,0.4")
     parser.add_argument("--max-cost", type=float, default=3.8, help="candidate set cost, edits at s0.8")
     parser.add_argument("--size", type=int, default=4, help="largest candidate set")
     args = parser.parse_args()
     if args.rules:
         replay([row for path in args.rules for row in json.load(open(path))], args.max_cost, args.size)
         return
-    torch.set_num_threads(args.threads)
-    first, last = (int(value) for value in args.scenes.split(":"))
-    rows = measure(args, first, last)
-    if args.out:
-        with open(args.out, "w") as file:
-            json.dump(rows, file)
-    print(np.mean([row["success"] for row in rows]))
+    measure_and_save(args)
 
 
 if __name__ == "__main__":

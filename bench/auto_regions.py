@@ -25,7 +25,6 @@ Usage: HF_HUB_OFFLINE=1 python bench/auto_regions.py --tune lora:96:4e-3:8:4:all
 
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 
@@ -291,23 +290,13 @@ def pairwise(groups, key: str, truth: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--split", default="validation")
-    parser.add_argument("--scenes", default="0:8", help="first:last scene numbers (last excluded)")
-    parser.add_argument("--guidances", default="3")
-    parser.add_argument("--strengths", default="0.6,0.8,1")
-    parser.add_argument("--tails", default="0.2")
-    parser.add_argument("--seeds", default="0", help="seed offsets, as auto_candidates reads them")
+    parser = auto_candidates.measuring_parser(guidances="3", strengths="0.6,0.8,1", tails="0.2")
     parser.add_argument(
         "--keep",
         default=None,
         help="replay only cells (guidance, strength, tail, seed) "
         "matching this Python expression of g, s, t, seed, e.g. 's == 1'",
     )
-    parser.add_argument("--tune", default=None, help="as bench/binding.py reads it [default: the model's]")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", help="write the rows here as JSON")
-    parser.add_argument("--rules", nargs="+", metavar="JSON", help="replay rules on these")
     args = parser.parse_args()
     if args.rules:
         rows = [row for path in args.rules for row in json.load(open(path))]
@@ -318,13 +307,7 @@ def main() -> None:
             ]
         replay(rows)
         return
-    torch.set_num_threads(args.threads)
-    first, last = (int(value) for value in args.scenes.split(":"))
-    rows = measure(args, first, last)
-    if args.out:
-        with open(args.out, "w") as file:
-            json.dump(rows, file)
-    print(np.mean([row["success"] for row in rows]))
+    auto_candidates.measure_and_save(args, measure)
 
 
 if __name__ == "__main__":
