@@ -53,8 +53,8 @@ def auto_summaries(records: list[dict], signals: list[dict], family: str, label:
 
 def auto_rows(results, chosen: dict) -> list[str]:
     """The automatic dial (unitune.auto) per tune method: at the guidance and interpolation of the fixed
-    setting chosen on validation, it picks each edit's strength among AUTO_STRENGTHS from the tuned model's
-    own signals. Compared with that fixed setting, and with oracles over the same candidates and the grid."""
+    setting chosen on validation, it picks each edit's strength among AUTO_STRENGTHS from the model's own
+    signals. Compared with that fixed setting, and with oracles over the same candidates and the grid."""
     from ...auto import AUTO_STRENGTHS
 
     signals = dial_signals(results)
