@@ -79,7 +79,7 @@ def weighted(values: torch.Tensor, weights: torch.Tensor) -> float:
 
 
 def region_scores(pipe, images, rare_prompt: str, edit_prompt: str, runtime, weights) -> list[Signals]:
-    signals = score_candidates(pipe, images, rare_prompt, edit_prompt, runtime, weights)
+    signals = score_candidates(pipe, images, rare_prompt, edit_prompt, runtime, weights, tuned=True)
     base, edit = CURRENT["base"], CURRENT["edit"]
     latents = encode_latent(pipe, [*images, base], runtime)
     prompts = (f"{rare_prompt} {edit_prompt}".strip(), rare_prompt)

@@ -69,11 +69,11 @@ def test_evidence_is_read_by_the_untuned_model_and_the_tune_comes_back(editor, b
     image = editor.prepare_image(base_image)
     args = (pipe, [image], "olis httr", "a blue circle", runtime, editor.weights)
     editor.weights.restore_base()
-    [untuned] = score_candidates(*args)
+    [untuned] = score_candidates(*args, tuned=True)
     tuned_result = editor.tune(base_image, TUNE)
     with editor.applied(tuned_result):
         before = {name: value.clone() for name, value in pipe.unet.state_dict().items()}
-        [tuned] = score_candidates(*args)
+        [tuned] = score_candidates(*args, tuned=True)
         after = pipe.unet.state_dict()
         assert all(torch.equal(before[name], after[name]) for name in before)
     assert np.isfinite([tuned.read_edit, tuned.read_none, tuned.evidence]).all()
@@ -81,3 +81,24 @@ def test_evidence_is_read_by_the_untuned_model_and_the_tune_comes_back(editor, b
         (untuned.read_edit, untuned.read_none), rel=1e-6
     )
     assert (tuned.fit_edit, tuned.fit_base) != pytest.approx((untuned.fit_edit, untuned.fit_base), rel=1e-3)
+
+
+def test_the_dial_reads_only_what_it_picks_by_unless_asked(editor, base_image):
+    """`--auto` measures the untuned reading alone (the tune's fit_ errors cost as much again and `pick`
+    does not read them); asked for, they come on top of the same reading."""
+    image = editor.prepare_image(base_image)
+    args = (
+        editor.pipe,
+        [image, image.rotate(90)],
+        "olis httr",
+        "a blue circle",
+        editor.runtime,
+        editor.weights,
+    )
+    with editor.applied(editor.tune(base_image, TUNE)):
+        plain, full = score_candidates(*args), score_candidates(*args, tuned=True)
+    assert all(np.isnan([s.fit_edit, s.fit_base, s.gain]).all() for s in plain)
+    assert set(plain[0].to_dict()) == {"read_edit", "read_none", "evidence"}
+    assert set(full[0].to_dict()) == {"fit_edit", "fit_base", "gain", "read_edit", "read_none", "evidence"}
+    assert [s.evidence for s in plain] == [s.evidence for s in full]
+    assert np.isfinite([s.gain for s in full]).all()

@@ -3,15 +3,16 @@ from what the model itself says about each candidate.
 
 Each candidate image is encoded back to a latent and noised at a few fixed timesteps with fixed noises
 (the same for every candidate and prompt, so the comparisons are paired). The UNet's denoising error is
-measured under two prompts each, with two sets of weights:
+measured under two prompts each, with the untuned weights and, when asked, the tune's:
 
-- with the tune's weights: `fit_edit` under "R edit", `fit_base` under "R" alone (which, after the tune,
-  is the base image); `gain = fit_base - fit_edit`;
 - with the untuned weights (the model before the tune, `UNetWeights.untuned`; no extra weights):
   `read_edit` under the edit's words alone, `read_none` under the empty prompt;
   `evidence = read_none - read_edit`: how much better the edit's words explain the candidate than no
   words, to a model the tune has not pulled towards the base (the diffusion model as its own zero-shot
-  classifier, Li et al. 2023, "Your Diffusion Model is Secretly a Zero-Shot Classifier").
+  classifier, Li et al. 2023, "Your Diffusion Model is Secretly a Zero-Shot Classifier");
+- only when asked (`tuned=True`: the benchmark, to replay the rule before it), with the tune's weights:
+  `fit_edit` under "R edit", `fit_base` under "R" alone (which, after the tune, is the base image);
+  `gain = fit_base - fit_edit`. `--auto` does not pay for them: `pick` reads `evidence` only.
 
 `pick` turns the signals into a choice (rule in its docstring, chosen on validation edits; docs/core.md).
 """
@@ -37,8 +38,8 @@ class Signals:
     """The denoising errors on one candidate (mean squared error per element): the tuned model's under "R
     edit" and "R", the untuned model's under the edit's words and no words (NaN when not measured)."""
 
-    fit_edit: float
-    fit_base: float
+    fit_edit: float = math.nan
+    fit_base: float = math.nan
     read_edit: float = math.nan
     read_none: float = math.nan
 
@@ -51,8 +52,10 @@ class Signals:
         return self.read_none - self.read_edit
 
     def to_dict(self) -> dict[str, float]:
+        """The measured signals (a NaN one was not measured and is left out)."""
         errors = {"fit_edit": self.fit_edit, "fit_base": self.fit_base, "gain": self.gain}
-        return {**errors, "read_edit": self.read_edit, "read_none": self.read_none, "evidence": self.evidence}
+        errors |= {"read_edit": self.read_edit, "read_none": self.read_none, "evidence": self.evidence}
+        return {name: value for name, value in errors.items() if not math.isnan(value)}
 
 
 @torch.no_grad()
@@ -81,20 +84,31 @@ def denoising_errors(
 
 
 def score_candidates(
-    pipe, images, rare_prompt: str, edit_prompt: str, runtime: Runtime, weights: UNetWeights
+    pipe,
+    images,
+    rare_prompt: str,
+    edit_prompt: str,
+    runtime: Runtime,
+    weights: UNetWeights,
+    tuned: bool = False,
 ) -> list[Signals]:
     """Signals for each candidate PIL image of the edit "`rare_prompt` `edit_prompt`"; the UNet must
-    hold the tune's weights (`weights` swaps the untuned ones in for the `read_` errors, then back)."""
+    hold the tune's weights (`weights` swaps the untuned ones in for the `read_` errors, then back).
+    `tuned` also measures the tune's `fit_` errors (two more UNet passes per timestep and candidate)."""
     latents = encode_latent(pipe, images, runtime)  # a list of images: (N, C, h, w)
 
     def errors(*prompts: str) -> list[list[float]]:
         embeds = [encode_text(pipe, prompt, runtime, images[0].size) for prompt in prompts]
         return denoising_errors(pipe, latents, Conditioning.cat(embeds), runtime).tolist()
 
-    tuned = errors(f"{rare_prompt} {edit_prompt}".strip(), rare_prompt)
+    fits = (
+        errors(f"{rare_prompt} {edit_prompt}".strip(), rare_prompt)
+        if tuned
+        else [[math.nan] * 2] * len(images)
+    )
     with weights.untuned():
-        untuned = errors(edit_prompt, "")
-    return [Signals(*fits, *reads) for fits, reads in zip(tuned, untuned, strict=True)]
+        reads = errors(edit_prompt, "")
+    return [Signals(*fit, *read) for fit, read in zip(fits, reads, strict=True)]
 
 
 def pick(signals: list[Signals]) -> int:

@@ -194,7 +194,9 @@ def _auto_signals(editor, tuned, edits: list[Edit], raw: dict, family: str, on_s
         for edit in edits:
             candidates = raw[edit.name]
             images = [image for _, _, image in candidates]
-            signals = score_candidates(editor.pipe, images, rare, edit.prompt, editor.runtime, editor.weights)
+            signals = score_candidates(
+                editor.pipe, images, rare, edit.prompt, editor.runtime, editor.weights, tuned=True
+            )
             for (guidance, strength, _), signal in zip(candidates, signals, strict=True):
                 row = {"family": family, "edit": edit.name, "guidance": guidance, "strength": strength}
                 on_signals({**row, **signal.to_dict()})
