@@ -1,15 +1,18 @@
 """End to end on the shipped shapes-world model: the product's main job, offline, with no --model."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from diffusers import AutoencoderTiny, StableDiffusionPipeline
+from PIL import Image
 from typer.testing import CliRunner
 
 import unitune
 from unitune import read_settings
 from unitune.cli import app
+from unitune.shapes.analyzer import analyze, same_reading
 from unitune.shapes.world import vocabulary
 
 EMBEDDED = Path(unitune.__file__).parent / "embedded" / "shapes"
@@ -41,6 +44,20 @@ def test_generate_without_model(tmp_path):
     assert len(pngs) == 1
     settings = read_settings(pngs[0])
     assert "embedded" in settings["model"] and settings["prompt"].endswith("blue background")
+
+
+def test_the_readme_demo_does_what_it_says(tmp_path):
+    """scripts/demo.sh's edit at the model's default tune and dials: the README shows the example's red
+    circle on a green background, and says so; a default that breaks it (a full tune at 2e-4 did:
+    docs/binding.md) must not ship unnoticed."""
+    out = tmp_path / "demo"
+    result = run("edit", EXAMPLE, "on a green background", "--out", out, "--cache-dir", tmp_path / "cache")
+    assert result.exit_code == 0, result.output
+    [png] = sorted(out.glob("*.png"))
+    base = analyze(Image.open(EXAMPLE).convert("RGB"))
+    edited = analyze(Image.open(png).convert("RGB"))
+    assert base.background != "green"
+    assert same_reading(edited, replace(base, background="green")), edited
 
 
 def test_edit_without_model_tunes_once_then_reuses(tmp_path):
