@@ -28,7 +28,7 @@ from unitune.tuning import encode_latent, encode_text, noised, training_schedule
 
 DENSE_TIMESTEPS = tuple(range(50, 1000, 50))  # 19 timesteps; the shipped four are among them
 NOISES = 2
-DENSE_SEED = 0  # noise 0 at timestep t is what the dial's own noise at t would be only by chance
+DENSE_SEED = 0  # its own noises: the dial's (SCORE_SEED, one per shipped timestep) are drawn differently
 
 
 class ReadSignals(Signals):
