@@ -23,8 +23,9 @@ import numpy as np
 import torch
 
 import unitune.api
-from unitune.auto import SCORE_TIMESTEPS, Signals, score_candidates
-from unitune.tuning import encode_latent, encode_text, noised, training_scheduler
+from unitune.auto import SCORE_TIMESTEPS, Signals, score_candidates, timestep_errors
+from unitune.pipelines import Conditioning
+from unitune.tuning import encode_latent, encode_text
 
 DENSE_TIMESTEPS = tuple(range(50, 1000, 50))  # 19 timesteps; the shipped four are among them
 NOISES = 2
@@ -42,28 +43,13 @@ class ReadSignals(Signals):
         return {**super().to_dict(), "reading": self.reading}
 
 
-@torch.no_grad()
 def dense_reading(pipe, latents: torch.Tensor, edit_prompt: str, runtime, size) -> torch.Tensor:
     """(N, T, K): the untuned error under no words minus under the edit's words, per candidate,
     timestep and noise (the UNet must already hold the untuned weights)."""
-    scheduler = training_scheduler(pipe)
-    generator = torch.Generator("cpu").manual_seed(DENSE_SEED)
-    steps = torch.tensor(DENSE_TIMESTEPS).repeat_interleave(NOISES)  # (T*K,)
-    noise = torch.randn((len(steps), *latents.shape[1:]), generator=generator)
-    count = len(latents)
-    clean = latents.repeat_interleave(len(steps), dim=0)
-    noisy, target = noised(scheduler, clean, noise.repeat(count, 1, 1, 1), steps.repeat(count))
-    errors = []
-    for prompt in ("", edit_prompt):
-        text = encode_text(pipe, prompt, runtime, size)
-        per_prompt = []
-        for part in torch.split(torch.arange(len(noisy)), 128):
-            conditioning = text.expand(len(part))
-            with runtime.autocast():
-                pred = pipe.unet(noisy[part], steps.repeat(count)[part], **conditioning.unet_kwargs()).sample
-            per_prompt.append((pred.float() - target[part]).pow(2).flatten(1).mean(1))
-        errors.append(torch.cat(per_prompt))
-    return (errors[0] - errors[1]).view(count, len(DENSE_TIMESTEPS), NOISES)
+    embeds = Conditioning.cat([encode_text(pipe, prompt, runtime, size) for prompt in ("", edit_prompt)])
+    steps = [t for t in DENSE_TIMESTEPS for _ in range(NOISES)]
+    errors = timestep_errors(pipe, latents, embeds, runtime, timesteps=steps, seed=DENSE_SEED)
+    return (errors[:, 0] - errors[:, 1]).view(len(latents), len(DENSE_TIMESTEPS), NOISES)
 
 
 def reading_scores(pipe, images, rare_prompt: str, edit_prompt: str, runtime, weights) -> list[Signals]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from unitune import EditSettings, TuneSettings
-from unitune.auto import AUTO_STRENGTHS, Signals, denoising_errors, pick, score_candidates
+from unitune.auto import AUTO_STRENGTHS, Signals, denoising_errors, pick, score_candidates, timestep_errors
 from unitune.pipelines import Conditioning
 from unitune.tuning import encode_latent, encode_text
 
@@ -31,6 +31,8 @@ def test_denoising_errors_are_reproducible_and_follow_the_prompt(editor, base_im
     assert torch.allclose(errors, denoising_errors(pipe, latents, embeds, runtime))  # any chunking
     assert torch.allclose(errors[0], errors[1])  # the same image: the same paired noises, the same error
     assert errors[0, 0] != errors[0, 1]  # the prompt changes the error
+    per_step = timestep_errors(pipe, latents, embeds, runtime, timesteps=(250, 250, 850))
+    assert per_step.shape == (2, 2, 3) and per_step[0, 0, 0] != per_step[0, 0, 1]  # one noise per entry
 
 
 def test_auto_edit_is_the_plain_edit_at_the_picked_strength(editor, base_image):

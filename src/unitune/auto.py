@@ -59,28 +59,43 @@ class Signals:
 
 
 @torch.no_grad()
-def denoising_errors(
-    pipe, latents: torch.Tensor, embeds: Conditioning, runtime: Runtime, chunk: int = 64
+def timestep_errors(
+    pipe,
+    latents: torch.Tensor,
+    embeds: Conditioning,
+    runtime: Runtime,
+    timesteps=SCORE_TIMESTEPS,
+    seed: int = SCORE_SEED,
+    chunk: int = 64,
 ) -> torch.Tensor:
-    """(N, P): the mean denoising error of each of N latents under each of P prompts' conditionings,
-    over SCORE_TIMESTEPS with fixed noises; the target follows the scheduler's prediction_type."""
+    """(N, P, T): the denoising error of each of N latents under each of P prompts' conditionings at each
+    of `timesteps`, with one fixed noise per timestep entry (drawn from `seed`; a timestep named twice gets
+    two noises); the target follows the scheduler's prediction_type."""
     scheduler = training_scheduler(pipe)
-    generator = torch.Generator("cpu").manual_seed(SCORE_SEED)
-    steps = torch.tensor(SCORE_TIMESTEPS)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    steps = torch.tensor(timesteps)
     noise = torch.randn((len(steps), *latents.shape[1:]), generator=generator).to(latents.device)
     count, prompts, times = len(latents), len(embeds), len(steps)
     clean = latents.repeat_interleave(times, dim=0)  # (N*T, ...): candidate-major, then timestep
-    noises, timesteps = noise.repeat(count, 1, 1, 1), steps.repeat(count).to(latents.device)
-    noisy, target = noised(scheduler, clean, noises, timesteps)
+    noises, steps = noise.repeat(count, 1, 1, 1), steps.repeat(count).to(latents.device)
+    noisy, target = noised(scheduler, clean, noises, steps)
     errors = torch.empty(prompts, count * times)
     for p in range(prompts):
         for start in range(0, count * times, chunk):
             part = slice(start, start + chunk)
             text = embeds[p : p + 1].expand(len(noisy[part]))
             with runtime.autocast():
-                pred = pipe.unet(noisy[part], timesteps[part], **text.unet_kwargs()).sample
+                pred = pipe.unet(noisy[part], steps[part], **text.unet_kwargs()).sample
             errors[p, part] = (pred.float() - target[part]).pow(2).flatten(1).mean(1).cpu()
-    return errors.view(prompts, count, times).mean(2).T
+    return errors.view(prompts, count, times).permute(1, 0, 2)
+
+
+def denoising_errors(
+    pipe, latents: torch.Tensor, embeds: Conditioning, runtime: Runtime, chunk: int = 64
+) -> torch.Tensor:
+    """(N, P): the mean denoising error of each of N latents under each of P prompts' conditionings,
+    over SCORE_TIMESTEPS with the dial's fixed noises."""
+    return timestep_errors(pipe, latents, embeds, runtime, chunk=chunk).mean(2)
 
 
 def score_candidates(
