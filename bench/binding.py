@@ -9,9 +9,11 @@ Usage: HF_HUB_OFFLINE=1 python bench/binding.py [--scenes 10 | --scenes 20:40] [
 writes every scene's row (tune, guidance, steps, scene, strength, same_scene, psnr) as JSON, to pool runs.
 
 A tune is `method:steps:lr[:rank[:batch[:lora targets]]]` plus optional `key=value` items (rank, batch,
-targets, schedule), e.g. `lora:128:3e-3:8:4:all` or `full:128:3e-4:schedule=cosine`. What a tune does not
-name comes from the model's unitune.json (the schedule too), except LoRA's rank, batch and targets: those are
-TuneSettings' own defaults (attention only), so write `lora:96:4e-3:8:4:all` for the embedded model's LoRA.
+targets, schedule, weights), e.g. `lora:128:3e-3:8:4:all`, `full:128:3e-4:schedule=cosine` or
+`full:128:1e-4:weights=1;1;1;0.25` (the noise weights; `weights=1` is the plain loss). What a tune does
+not name comes from the model's unitune.json (the schedule and noise weights too), except LoRA's rank,
+batch and targets: those are TuneSettings' own defaults (attention only), so write
+`lora:96:4e-3:8:4:all` for the embedded model's LoRA.
 """
 
 from __future__ import annotations
@@ -30,7 +32,13 @@ from unitune.benchmark.edits import base_scenes
 from unitune.shapes.world import render_pil
 from unitune.sweep import parse_floats
 
-KEYWORDS = {"rank": "lora_rank", "batch": "batch_size", "targets": "lora_targets", "schedule": "lr_schedule"}
+KEYWORDS = {
+    "rank": "lora_rank",
+    "batch": "batch_size",
+    "targets": "lora_targets",
+    "schedule": "lr_schedule",
+    "weights": "noise_weights",  # weights=1;1;1;0.25 (`;`, as the tunes are comma-separated)
+}
 
 
 def parse_tune(text: str) -> TuneSettings:

@@ -75,6 +75,8 @@ def test_an_explicit_flag_wins_over_the_model(recommended_model, tmp_path):
         ({"tune_steps": {"dreambooth": 64}}, "'dreambooth'"),
         ({"tune_steps": {"lora": 9.5}}, "lora"),
         ({"tune_steps": {"lora": -1}}, "lora"),
+        ({"noise_weights": {"full": [1, 0.25]}}, "full"),
+        ({"noise_weights": {"full": "1,-2"}}, "noise weights"),
     ],
     ids=[
         "edit key",
@@ -89,6 +91,8 @@ def test_an_explicit_flag_wins_over_the_model(recommended_model, tmp_path):
         "steps method",
         "steps type",
         "steps range",
+        "weights type",
+        "weights value",
     ],
 )
 def test_a_bad_unitune_json_fails_cleanly(tiny_model, good_image, tmp_path, defaults, named):
@@ -145,6 +149,14 @@ def test_a_model_sets_the_schedule_per_method_and_a_given_schedule_wins(tiny_mod
     assert (full.learning_rate, full.lr_schedule) == (3e-4, "cosine")
     assert editor.resolve_tune(TuneSettings(method="lora")).lr_schedule == "constant"  # not named: built-in
     assert editor.resolve_tune(TuneSettings(lr_schedule="constant")).lr_schedule == "constant"
+
+
+def test_a_model_sets_the_noise_weights_per_method_and_given_weights_win(tiny_model, tmp_path):
+    defaults = {"noise_weights": {"full": "1,1,1,0.25"}}
+    editor = Editor.load(model_with(tiny_model, tmp_path / "model", defaults), device="cpu")
+    assert editor.resolve_tune(TuneSettings(method="full")).noise_weights == "1,1,1,0.25"
+    assert editor.resolve_tune(TuneSettings(method="lora")).noise_weights == "1"  # not named: uniform
+    assert editor.resolve_tune(TuneSettings(noise_weights="1")).noise_weights == "1"
 
 
 def test_a_model_sets_the_step_count_per_method_and_given_steps_win(tiny_model, tmp_path):

@@ -1,6 +1,7 @@
 """Tuning binds the image to R; the cache makes a second edit free; the UNet goes back to its base weights."""
 
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -256,6 +257,44 @@ def test_unknown_lr_schedule_is_a_clear_error():
 
     with pytest.raises(UnituneError, match="learning-rate schedule"):
         TuneSettings(lr_schedule="linear-ish")
+
+
+def test_noise_weights_weigh_each_timestep_by_its_slice_of_the_schedule():
+    from unitune.tuning import NoiseWeights
+
+    weights = NoiseWeights((1, 1, 1, 0.25), total=1000, device="cpu")
+    steps = torch.tensor([0, 249, 250, 749, 750, 999])
+    mean = (1 + 1 + 1 + 0.25) / 4  # scaled to average 1 over the schedule
+    expected = torch.tensor([1, 1, 1, 1, 0.25, 0.25]) / mean
+    assert torch.allclose(weights(steps), expected)
+
+
+def test_uniform_noise_weights_are_the_plain_tune_and_keep_its_key(editor, base_image):
+    plain = TuneSettings(steps=3, learning_rate=1e-3, seed=5)
+    weights_plain, losses_plain = editor.train(base_image, plain)
+    for uniform in ("1", "2,2,2"):
+        settings = replace(plain, noise_weights=uniform)
+        weights, losses = editor.train(base_image, settings)
+        assert losses == losses_plain and all(torch.equal(weights[n], weights_plain[n]) for n in weights)
+        assert editor.tune_key(base_image, settings) == editor.tune_key(base_image, plain)
+
+
+def test_noise_weights_change_the_tune_and_its_key(editor, base_image):
+    plain = TuneSettings(steps=3, learning_rate=1e-3, seed=5)
+    damped = replace(plain, noise_weights="1, 1, 1, 0.25")
+    weights_plain, _ = editor.train(base_image, plain)
+    weights_damped, _ = editor.train(base_image, damped)
+    assert any(not torch.equal(weights_damped[n], weights_plain[n]) for n in weights_plain)
+    assert editor.tune_key(base_image, damped) != editor.tune_key(base_image, plain)
+    assert damped.resolved().noise_weights == "1,1,1,0.25"  # one spelling, one cache key
+
+
+@pytest.mark.parametrize("text", ["", "a,b", "1,-1", "0,0", "1,inf", "nan"])
+def test_bad_noise_weights_are_a_clear_error(text):
+    from unitune import UnituneError
+
+    with pytest.raises(UnituneError, match="noise weights"):
+        TuneSettings(noise_weights=text)
 
 
 def test_a_batch_of_timesteps_covers_the_schedule_in_equal_slices(editor):

@@ -148,11 +148,11 @@ class Editor:
 
     def resolve_tune(self, tune_settings: TuneSettings | None) -> TuneSettings:
         """`tune_settings` (None: the model's recommended ones) with every default filled in: the step
-        count, learning rate and schedule from the model's per-method `tune_steps`, `learning_rates` and
-        `lr_schedules` where none was given."""
-        defaults = self.defaults
+        count, learning rate, schedule and noise weights from the model's per-method `tune_steps`,
+        `learning_rates`, `lr_schedules` and `noise_weights` where none was given."""
+        d = self.defaults
         settings = tune_settings or self.default_tune_settings()
-        return settings.resolved(defaults.learning_rates, defaults.lr_schedules, defaults.tune_steps)
+        return settings.resolved(d.learning_rates, d.lr_schedules, d.tune_steps, d.noise_weights)
 
     @property
     def native_size(self) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
 
@@ -36,6 +37,24 @@ CHECKPOINTING = ("auto", "on", "off")
 
 def _opt(default, flag: str, help: str):
     return field(default=default, metadata={"flag": flag, "help": help})
+
+
+UNIFORM_NOISE_WEIGHTS = "1"
+MAX_NOISE_SLICES = 1000  # the training schedule's timesteps
+
+
+def parse_noise_weights(text: str) -> tuple[float, ...]:
+    """The tune's loss weights over equal slices of the noise schedule, lowest noise first, from
+    "1,1,1,0.25" (one or more finite weights >= 0, not all 0); UnituneError otherwise."""
+    try:
+        weights = tuple(float(part) for part in str(text).replace(";", ",").split(","))
+    except ValueError:
+        raise UnituneError(f"noise weights must be comma-separated numbers, got {text!r}") from None
+    if not 1 <= len(weights) <= MAX_NOISE_SLICES:
+        raise UnituneError(f"noise weights: 1 to {MAX_NOISE_SLICES} numbers, got {len(weights)}")
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
+        raise UnituneError(f"noise weights must be finite, >= 0 and not all 0, got {text!r}")
+    return weights
 
 
 MAX_BATCH_SIZE = 64  # noised copies of the one latent per tune step (UniTune: 4); beyond, only memory
@@ -74,6 +93,13 @@ class TuneSettings:
         "[default: the model's, else constant]",
     )
     seed: int = _opt(0, "--tune-seed", "seed for the tuning noise and timesteps")
+    noise_weights: str | None = _opt(
+        None,
+        "--noise-weights",
+        "loss weights over equal slices of the noise schedule, lowest noise first, e.g. 1,1,1,0.25 (the "
+        "highest-noise quarter at a quarter of the others' weight); 1 = uniform [default: the model's "
+        "for the method, else uniform]",
+    )
     optimizer: str = _opt(
         "adamw",
         "--optimizer",
@@ -110,6 +136,8 @@ class TuneSettings:
             raise UnituneError("the rare prompt must not be empty")
         if self.optimizer not in OPTIMIZERS:
             raise UnituneError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.noise_weights is not None:
+            parse_noise_weights(self.noise_weights)
         if self.gradient_checkpointing not in CHECKPOINTING:
             choices = ", ".join(CHECKPOINTING)
             raise UnituneError(
@@ -121,16 +149,19 @@ class TuneSettings:
         learning_rates: dict[str, float] | None = None,
         lr_schedules: dict[str, str] | None = None,
         tune_steps: dict[str, int] | None = None,
+        noise_weights: dict[str, str] | None = None,
     ) -> TuneSettings:
-        """A copy with every default filled in (the step count, learning rate and schedule from the
-        model's per-method `tune_steps`, `learning_rates` and `lr_schedules`, else the built-in ones):
-        what the cache key and metadata record."""
+        """A copy with every default filled in (the step count, learning rate, schedule and noise weights
+        from the model's per-method `tune_steps`, `learning_rates`, `lr_schedules` and `noise_weights`,
+        else the built-in ones): what the cache key and metadata record."""
         counts = {**DEFAULT_TUNE_STEPS, **(tune_steps or {})}
         steps = self.steps if self.steps is not None else counts[self.method]
         rates = {**DEFAULT_LEARNING_RATE, **(learning_rates or {})}
         lr = self.learning_rate if self.learning_rate is not None else rates[self.method]
         schedule = self.lr_schedule or {**DEFAULT_LR_SCHEDULE, **(lr_schedules or {})}[self.method]
-        return replace(self, steps=steps, learning_rate=lr, lr_schedule=schedule)
+        weights = self.noise_weights or (noise_weights or {}).get(self.method, UNIFORM_NOISE_WEIGHTS)
+        weights = ",".join(f"{w:g}" for w in parse_noise_weights(weights))  # one spelling per weighting
+        return replace(self, steps=steps, learning_rate=lr, lr_schedule=schedule, noise_weights=weights)
 
     def to_dict(self) -> dict:
         """What the tune's weights depend on (the cache key's settings): checkpointing changes only the
@@ -140,6 +171,8 @@ class TuneSettings:
         settings.pop("gradient_checkpointing")
         if self.optimizer == "adamw":
             settings.pop("optimizer")
+        if len(set(parse_noise_weights(settings["noise_weights"]))) == 1:  # uniform: keys made before
+            settings.pop("noise_weights")  # it was a setting stay valid
         if self.method != "lora":
             settings.pop("lora_rank")
             settings.pop("lora_targets")
@@ -213,12 +246,15 @@ class ModelDefaults:
     learning_rates: dict[str, float] = field(default_factory=dict)  # per tune method, when --lr is not given
     lr_schedules: dict[str, str] = field(default_factory=dict)  # per tune method, when --lr-schedule is not
     tune_steps: dict[str, int] = field(default_factory=dict)  # per tune method, when --tune-steps is not
+    noise_weights: dict[str, str] = field(
+        default_factory=dict
+    )  # per tune method, when --noise-weights is not
 
     @classmethod
     def from_dict(cls, data, source: str) -> ModelDefaults:
         """`{"edit": {...}, "tune": {...}, "learning_rates": {"full": ..., "lora": ...}, "lr_schedules":
-        {"full": ...}, "tune_steps": {"lora": ...}}`, each part optional, the first two any subset of the
-        settings' fields; unknown keys raise."""
+        {"full": ...}, "tune_steps": {"lora": ...}, "noise_weights": {"full": "1,1,1,0.25"}}`, each part
+        optional, the first two any subset of the settings' fields; unknown keys raise."""
         expected = ", ".join(f"'{key}'" for key in MODEL_DEFAULTS_KEYS)
         if not isinstance(data, dict):
             raise UnituneError(f"{source}: expected a JSON object with {expected}")
@@ -231,10 +267,11 @@ class ModelDefaults:
             learning_rates=_learning_rates(data.get("learning_rates", {}), f"{source}: learning_rates"),
             lr_schedules=_lr_schedules(data.get("lr_schedules", {}), f"{source}: lr_schedules"),
             tune_steps=_tune_steps(data.get("tune_steps", {}), f"{source}: tune_steps"),
+            noise_weights=_noise_weights(data.get("noise_weights", {}), f"{source}: noise_weights"),
         )
 
 
-MODEL_DEFAULTS_KEYS = ("edit", "tune", "learning_rates", "lr_schedules", "tune_steps")
+MODEL_DEFAULTS_KEYS = ("edit", "tune", "learning_rates", "lr_schedules", "tune_steps", "noise_weights")
 
 
 def _learning_rates(values, source: str) -> dict[str, float]:
@@ -262,6 +299,19 @@ def _tune_steps(values, source: str) -> dict[str, int]:
         return value
 
     return _per_method(values, source, "step count", count)
+
+
+def _noise_weights(values, source: str) -> dict[str, str]:
+    def weights(method, value):
+        if not isinstance(value, str):
+            raise UnituneError(f'{source}: {method} must be a string like "1,1,1,0.25", got {value!r}')
+        try:
+            parse_noise_weights(value)
+        except UnituneError as error:
+            raise UnituneError(f"{source}: {method}: {error}") from None
+        return value
+
+    return _per_method(values, source, "noise weights", weights)
 
 
 def _per_method(values, source: str, what: str, check) -> dict:

@@ -63,7 +63,15 @@ def tune_settings_text(results) -> str:
     seen = {}
     for cost in results.tune_costs:
         if getattr(cost, "settings", None) and cost.family not in seen:
-            keep = ("steps", "batch_size", "learning_rate", "lr_schedule", "lora_rank", "lora_targets")
+            keep = (
+                "steps",
+                "batch_size",
+                "learning_rate",
+                "lr_schedule",
+                "noise_weights",
+                "lora_rank",
+                "lora_targets",
+            )
             seen[cost.family] = ", ".join(f"{k}={cost.settings[k]}" for k in keep if k in cost.settings)
     return "; ".join(f"{family}: `{text}`" for family, text in seen.items()) or "(not recorded)"
 
