@@ -246,9 +246,7 @@ class ModelDefaults:
     learning_rates: dict[str, float] = field(default_factory=dict)  # per tune method, when --lr is not given
     lr_schedules: dict[str, str] = field(default_factory=dict)  # per tune method, when --lr-schedule is not
     tune_steps: dict[str, int] = field(default_factory=dict)  # per tune method, when --tune-steps is not
-    noise_weights: dict[str, str] = field(
-        default_factory=dict
-    )  # per tune method, when --noise-weights is not
+    noise_weights: dict[str, str] = field(default_factory=dict)  # per tune method, as the three above
 
     @classmethod
     def from_dict(cls, data, source: str) -> ModelDefaults:

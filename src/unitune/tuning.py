@@ -103,8 +103,9 @@ def loss_of(
 class NoiseWeights:
     """The tune's loss weight of a timestep: `weights` over equal slices of the `total` training
     timesteps, lowest noise first, scaled to average 1 over the schedule (so a uniform weighting is the
-    plain loss). On the embedded model, damping the highest-noise quarter (1,1,1,0.25) binds R to the
-    image as a doubled rate does without its cost to background edits (docs/binding.md)."""
+    plain loss). On the embedded model, damping the highest-noise quarter (1,1,1,0.25) bound more
+    validation scenes but no more test scenes than the plain loss, so it is an option, not a default
+    (docs/binding.md)."""
 
     def __init__(self, weights: tuple[float, ...], total: int, device):
         table = torch.tensor(weights, dtype=torch.float32)
