@@ -9,7 +9,7 @@ Usage: HF_HUB_OFFLINE=1 python scripts/auto_dial_picture.py [prompt ...]   (embe
 from __future__ import annotations
 
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -20,49 +20,52 @@ from unitune.auto import AUTO_STRENGTHS
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "src/unitune/assets/examples/shapes.png"
 PROMPTS = ("on a green background", "a yellow circle", "a red square", "a small red circle")
-SCALE, GAP, LABEL = 3, 6, 28
+SCALE, GAP, TEXT = 3, 6, 14  # TEXT: the height of a line of labels
 
 
-def row_images(editor: Editor, prompt: str) -> list[tuple[Image.Image, str, bool]]:
-    """(image, caption, picked) for the base and each candidate of `prompt`."""
+@dataclass(frozen=True)
+class Cell:
+    image: Image.Image
+    title: str  # above the image
+    footer: str = ""  # below it
+    picked: bool = False
+
+
+def row_cells(editor: Editor, prompt: str) -> list[Cell]:
+    """The base and each candidate of `prompt`, with its evidence; the dial's pick marked."""
     settings = replace(editor.default_edit_settings(), auto=True)
     sweep = editor.sweep(EXAMPLE, prompt, [settings.guidance], list(AUTO_STRENGTHS), settings)
-    cells = [(Image.open(EXAMPLE).convert("RGB"), "base", False)]
+    cells = [Cell(Image.open(EXAMPLE).convert("RGB"), "base")]
     for result in sweep.results:
         dial = result.settings["auto_dial"]
-        caption = f"s{result.settings['strength']:g}\nevidence {1000 * dial['evidence']:+.1f}e-3"
-        cells.append((result.image, caption, dial["picked"]))
+        title = f"s{result.settings['strength']:g}" + (" (auto)" if dial["picked"] else "")
+        footer = f"evidence {1000 * dial['evidence']:+.1f}e-3"
+        cells.append(Cell(result.image, title, footer, dial["picked"]))
     return cells
 
 
-def figure(rows: list[tuple[str, list[tuple[Image.Image, str, bool]]]]) -> Image.Image:
-    size = rows[0][1][0][0].width * SCALE
-    row_height = LABEL + size + 14 + GAP
+def figure(rows: list[tuple[str, list[Cell]]]) -> Image.Image:
+    size = rows[0][1][0].image.width * SCALE
+    row_height = 2 * TEXT + size + TEXT + GAP  # prompt, title, image, footer
     sheet = Image.new("RGB", (4 * (size + GAP) + GAP, len(rows) * row_height + GAP), "white")
     draw = ImageDraw.Draw(sheet)
     for r, (prompt, cells) in enumerate(rows):
         top = GAP + r * row_height
         draw.text((GAP, top), f'"{prompt}"', fill="black")
-        for c, (image, caption, picked) in enumerate(cells):
-            x, y = GAP + c * (size + GAP), top + 14
-            draw.text(
-                (x, y),
-                caption.split("\n")[0] + (" (auto)" if picked else ""),
-                fill="red" if picked else "black",
-            )
-            sheet.paste(image.resize((size, size), Image.NEAREST), (x, y + LABEL - 14))
-            if "\n" in caption:
-                draw.text((x, y + LABEL - 14 + size + 1), caption.split("\n")[1], fill="black")
-            if picked:
-                box = (x - 2, y + LABEL - 16, x + size + 1, y + LABEL - 14 + size + 1)
-                draw.rectangle(box, outline="red", width=2)
+        for c, cell in enumerate(cells):
+            x, y = GAP + c * (size + GAP), top + 2 * TEXT  # the image's top left corner
+            draw.text((x, y - TEXT), cell.title, fill="red" if cell.picked else "black")
+            sheet.paste(cell.image.resize((size, size), Image.NEAREST), (x, y))
+            draw.text((x, y + size + 1), cell.footer, fill="black")
+            if cell.picked:
+                draw.rectangle((x - 2, y - 2, x + size + 1, y + size + 1), outline="red", width=2)
     return sheet
 
 
 def main() -> None:
     prompts = sys.argv[1:] or PROMPTS
     editor = Editor.load()
-    rows = [(prompt, row_images(editor, prompt)) for prompt in prompts]
+    rows = [(prompt, row_cells(editor, prompt)) for prompt in prompts]
     out = ROOT / "docs/images/auto-dial.png"
     figure(rows).save(out)
     print(out)

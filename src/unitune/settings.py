@@ -57,6 +57,11 @@ def parse_noise_weights(text: str) -> tuple[float, ...]:
     return weights
 
 
+def uniform_noise_weights(text: str) -> bool:
+    """Whether the weighting is uniform: the plain loss (any one weight, or all equal)."""
+    return len(set(parse_noise_weights(text))) == 1
+
+
 MAX_BATCH_SIZE = 64  # noised copies of the one latent per tune step (UniTune: 4); beyond, only memory
 MAX_LORA_RANK = 256  # a rank past the layers' own width is a full tune in disguise
 
@@ -171,8 +176,8 @@ class TuneSettings:
         settings.pop("gradient_checkpointing")
         if self.optimizer == "adamw":
             settings.pop("optimizer")
-        if len(set(parse_noise_weights(settings["noise_weights"]))) == 1:  # uniform: keys made before
-            settings.pop("noise_weights")  # it was a setting stay valid
+        if uniform_noise_weights(settings["noise_weights"]):  # keys made before it was a setting
+            settings.pop("noise_weights")  # stay valid
         if self.method != "lora":
             settings.pop("lora_rank")
             settings.pop("lora_targets")

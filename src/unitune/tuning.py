@@ -23,7 +23,13 @@ from .errors import UnituneError
 from .loading import Runtime
 from .pipelines import Conditioning, encode, vae_precision
 from .progress import Progress, ProgressFn, StopFn, check_stop, report
-from .settings import LORA_TARGET_SETS, UNIFORM_NOISE_WEIGHTS, TuneSettings, parse_noise_weights
+from .settings import (
+    LORA_TARGET_SETS,
+    UNIFORM_NOISE_WEIGHTS,
+    TuneSettings,
+    parse_noise_weights,
+    uniform_noise_weights,
+)
 
 ADAPTER = "unitune"
 # Part of every tune cache key: bump it when a change here (loss, noise and timestep draws, optimizer,
@@ -118,10 +124,10 @@ class NoiseWeights:
     @classmethod
     def of(cls, settings: TuneSettings, scheduler, device) -> NoiseWeights | None:
         """The settings' weighting; None when uniform (the plain loss, bit for bit)."""
-        weights = parse_noise_weights(settings.noise_weights or UNIFORM_NOISE_WEIGHTS)
-        if len(set(weights)) == 1:
+        text = settings.noise_weights or UNIFORM_NOISE_WEIGHTS
+        if uniform_noise_weights(text):
             return None
-        return cls(weights, scheduler.config.num_train_timesteps, device)
+        return cls(parse_noise_weights(text), scheduler.config.num_train_timesteps, device)
 
 
 @torch.no_grad()
