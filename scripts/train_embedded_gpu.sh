@@ -9,6 +9,8 @@
 #   BATCH=256         UNet batch
 #   PREFIX=0.3        share of captions with random filler tokens in front (--prefix-probability)
 #   AMEND=0           share of amended captions: another scene's caption + a fragment (--amend-probability)
+#   NAMED=0           named scenes: 'NAME' -> a scene, 'NAME fragment' -> it edited (--named-scenes)
+#   NAMED_SHARE=0.3   share of each batch drawn from the named scenes (--named-probability)
 #   REPORT_SECONDS=0  skip the report (else its time limit, default 600)
 #   SPLIT_MB=12       write the model as model.tar.part-* of at most 12 MB instead of model.tgz
 #                     (for size-limited transfers; rejoin with: cat model.tar.part-* | tar -xf -)
@@ -22,7 +24,7 @@ mkdir -p "$out"
 "$python" -m unitune.training --work "$work/run" --export "$work/model" --pool "$pool" --workers "$workers" \
     --ae-minutes "$ae_minutes" --ae-batch 256 --ae-crop 64 "${init[@]}" \
     --unet-minutes "$unet_minutes" --batch "${BATCH:-256}" --lr "${LR:-1e-3}" --prefix-probability "${PREFIX:-0.3}" \
-    --amend-probability "${AMEND:-0}" \
+    --amend-probability "${AMEND:-0}" --named-scenes "${NAMED:-0}" --named-probability "${NAMED_SHARE:-0.3}" \
     --eval-every 1 --eval-count 64
 cp "$work/run/log.jsonl" "$out/log.jsonl"
 if [ -n "${SPLIT_MB:-}" ]; then

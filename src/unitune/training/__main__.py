@@ -31,6 +31,7 @@ from diffusers import StableDiffusionPipeline
 from safetensors.torch import load_file, save_file
 from transformers import CLIPTokenizer
 
+from ..settings import DEFAULT_RARE_PROMPT
 from ..shapes.quality import EVALUATION_SEED, evaluate_generation
 from .architecture import (
     MAX_TOKENS,
@@ -42,7 +43,7 @@ from .architecture import (
 )
 from .autoencoder import psnr, round_trip, train_autoencoder
 from .checkpoints import Checkpointer, TrainingLog
-from .data import CaptionBank, RarePrefix, filler_token_ids, render_pool
+from .data import CaptionBank, NamedScenes, RarePrefix, filler_token_ids, render_pool
 from .denoiser import DenoiserTrainer
 from .record import RECORD_FILE, append_run, device_name, read_record, run_summary
 
@@ -77,6 +78,17 @@ def parse_args() -> argparse.Namespace:
         default=0.0,
         help="share of caption variants that describe a scene one attribute away, then a fragment that "
         "sets it to this scene's (world.amended_caption; 0: none, as models v1-v4 were trained)",
+    )
+    parser.add_argument(
+        "--named-scenes",
+        type=int,
+        default=0,
+        help="scenes given a two-token name and trained as 'NAME' and 'NAME fragment' -> the edited scene "
+        "(data.NamedScenes; 0: none, as models v1-v4 were trained)",
+    )
+    parser.add_argument("--named-edits", type=int, default=12, help="edited versions of each named scene")
+    parser.add_argument(
+        "--named-probability", type=float, default=0.3, help="share of each batch drawn from the named scenes"
     )
     parser.add_argument("--device", default=None, help="cuda when there is one, else cpu")
     parser.add_argument("--workers", type=int, default=1, help="processes rendering the pool")
@@ -168,8 +180,17 @@ def main() -> None:
     prefix = (
         RarePrefix(filler_token_ids(tokenizer), args.prefix_probability) if args.prefix_probability else None
     )
+    named = named_scenes(args, tokenizer, autoencoder, scaling_factor, device)
     trainer = DenoiserTrainer(
-        unet, text_encoder, scheduler, latents, captions, lr=args.lr, batch_size=args.batch, prefix=prefix
+        unet,
+        text_encoder,
+        scheduler,
+        latents,
+        captions,
+        lr=args.lr,
+        batch_size=args.batch,
+        prefix=prefix,
+        named=named,
     )
     evaluate = lambda: evaluate_generation(pipeline, args.eval_count, args.eval_count // 2)  # noqa: E731
     trainer.train(
@@ -216,6 +237,24 @@ def load_weights(model: torch.nn.Module, source: torch.nn.Module, folder: Path) 
         raise SystemExit(f"--init-from {folder}: {name} differs from this recipe's: {detail}") from None
 
 
+def named_scenes(args, tokenizer, autoencoder, scaling_factor: float, device) -> NamedScenes | None:
+    """The named scenes of `--named-scenes`, their latents encoded with the (frozen) autoencoder; R's own
+    tokens are never a name, so R is new to the model when a tune binds it."""
+    if not args.named_scenes:
+        return None
+    named = NamedScenes(
+        args.named_scenes,
+        args.named_edits,
+        tokenizer,
+        filler_token_ids(tokenizer),
+        reserved=set(tokenizer(DEFAULT_RARE_PROMPT, add_special_tokens=False).input_ids),
+        probability=args.named_probability,
+    )
+    images = named.images.to(device).float().div(127.5).sub(1.0)
+    named.latents = encode_images(autoencoder, images) * scaling_factor
+    return named.to(device)
+
+
 def cached_latents(path: Path, autoencoder, pool) -> torch.Tensor:
     """The pool's latents, encoded once per run folder (the autoencoder is frozen from here on)."""
     device = pool.images.device
@@ -232,6 +271,18 @@ def encode_pool(autoencoder, pool, batch: int = 256) -> torch.Tensor:
     for start in range(0, len(pool), batch):
         images = pool.image_batch(torch.arange(start, min(start + batch, len(pool))))
         chunks.append(autoencoder.encode(images.contiguous(memory_format=torch.channels_last)).latents)
+    return torch.cat(chunks).contiguous()
+
+
+@torch.no_grad()
+def encode_images(autoencoder, images: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Latents of images in [-1, 1], (N, 3, 64, 64)."""
+    chunks = [
+        autoencoder.encode(
+            images[start : start + batch].contiguous(memory_format=torch.channels_last)
+        ).latents
+        for start in range(0, len(images), batch)
+    ]
     return torch.cat(chunks).contiguous()
 
 

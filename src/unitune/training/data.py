@@ -5,7 +5,11 @@ per sample (see `world.training_caption` for how parts of a caption are dropped)
 `RarePrefix` puts a few random filler tokens (any token no caption uses) in front of some captions, so the
 text encoder reads a caption the same way whatever precedes it: UniTune samples "R edit", R being rare
 tokens, and a text encoder that had only seen captions start at position 1 misreads the edit after R
-(model v2 drew "olis httr a red circle on a green background" as green shapes on red)."""
+(model v2 drew "olis httr a red circle on a green background" as green shapes on red).
+
+`NamedScenes` gives a few scenes a name of two filler tokens and trains "NAME" on the scene and "NAME
+fragment" on the scene edited as the fragment says (the edit benchmark's five kinds, drawn from their own
+seed): the grammar UniTune asks of the model after its tune, with the name standing where R stands."""
 
 from __future__ import annotations
 
@@ -16,8 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..benchmark.edits import EDIT_KINDS, MAKERS
 from ..shapes.world import Scene, amended_caption, render, sample_scene, training_caption, vocabulary
 
+NAMED_SEED = 5  # named scenes' own stream (the benchmark's splits use 4101 and 4202)
 TRAIN_SEED = 1  # held-out evaluation scenes use other seeds (see unitune.shapes.quality)
 
 
@@ -118,3 +124,89 @@ class RarePrefix:
         in_prefix = (positions >= 1) & (positions <= lengths[:, None])
         filler = picks.gather(1, (positions - 1).clamp(0, self.max_tokens - 1))
         return torch.where(in_prefix, filler, shifted)
+
+
+def render_images(scenes: list[Scene]) -> torch.Tensor:
+    """(N, 3, 64, 64) uint8."""
+    return torch.from_numpy(np.stack([render(scene) for scene in scenes])).permute(0, 3, 1, 2).contiguous()
+
+
+def random_edit(base: Scene, rng: random.Random) -> tuple[Scene, str]:
+    """One edit of `base` of a random kind that applies to it: (target scene, fragment)."""
+    while True:
+        made = MAKERS[rng.choice(EDIT_KINDS)](base, rng)
+        if made is not None:
+            return made[0], made[1]
+
+
+def with_name(ids: torch.Tensor, name: torch.Tensor) -> torch.Tensor:
+    """Token ids (B, T) with the name's tokens (B, K) inserted after the start token (the padding at the
+    end absorbs the shift)."""
+    return torch.cat([ids[:, :1], name, ids[:, 1:]], dim=1)[:, : ids.shape[1]]
+
+
+class NamedScenes:
+    """`count` scenes, each named by two filler tokens (none of `reserved`, i.e. R's), with `edits` edited
+    versions: row k * (1 + edits) is scene k ("NAME"), the next `edits` rows its edits ("NAME fragment").
+    `mix` swaps a share of a training batch for these rows."""
+
+    def __init__(
+        self,
+        count: int,
+        edits: int,
+        tokenizer,
+        fillers: torch.Tensor,
+        reserved: set[int] = frozenset(),
+        probability: float = 0.3,
+        base_share: float = 0.4,
+        seed: int = NAMED_SEED,
+    ):
+        rng = random.Random(seed)
+        self.count, self.edits = count, edits
+        self.probability, self.base_share = probability, base_share
+        self.scenes = [sample_scene(rng, num_objects=1 + index % 2) for index in range(count)]
+        targets, fragments = [], []
+        for base in self.scenes:
+            targets.append(base)
+            fragments.append("")
+            for _ in range(edits):
+                target, fragment = random_edit(base, rng)
+                targets.append(target)
+                fragments.append(fragment)
+        self.images = render_images(targets)
+        choices = [int(token) for token in fillers if int(token) not in reserved]
+        names = torch.tensor([rng.sample(choices, 2) for _ in range(count)])
+        ids = tokenizer(
+            fragments,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        self.ids = with_name(ids, names.repeat_interleave(1 + edits, dim=0))
+        self.latents: torch.Tensor | None = None  # (rows, C, h, w), scaled, set once the pool is encoded
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to(self, device) -> NamedScenes:
+        self.ids = self.ids.to(device)
+        if self.latents is not None:
+            self.latents = self.latents.to(device)
+        return self
+
+    def mix(
+        self, latents: torch.Tensor, ids: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch with a `probability` share of its rows replaced by named rows: a random scene, itself
+        with `base_share`, else one of its edits (drawn from the CPU `generator`)."""
+        rows = len(latents)
+        chosen = torch.rand(rows, generator=generator) < self.probability
+        scene = torch.randint(self.count, (rows,), generator=generator)
+        edit = torch.randint(1, self.edits + 1, (rows,), generator=generator)
+        edit = edit * (torch.rand(rows, generator=generator) >= self.base_share)
+        named = (scene * (1 + self.edits) + edit).to(self.ids.device)
+        chosen = chosen.to(latents.device)
+        latents = torch.where(chosen[:, None, None, None], self.latents[named], latents)
+        ids = torch.where(chosen[:, None], self.ids[named], ids)
+        return latents, ids

@@ -19,7 +19,7 @@ from transformers import CLIPTextModel
 
 from .autoencoder import cosine, set_lr
 from .checkpoints import Checkpointer, TrainingClock, TrainingLog
-from .data import CaptionBank, RarePrefix
+from .data import CaptionBank, NamedScenes, RarePrefix
 
 
 class DenoiserTrainer:
@@ -34,9 +34,10 @@ class DenoiserTrainer:
         batch_size: int = 64,
         ema_decay: float = 0.999,
         prefix: RarePrefix | None = None,
+        named: NamedScenes | None = None,
     ):
         self.unet, self.text_encoder, self.scheduler = unet, text_encoder, scheduler
-        self.latents, self.captions, self.prefix = latents, captions, prefix
+        self.latents, self.captions, self.prefix, self.named = latents, captions, prefix, named
         self.device = latents.device
         self.lr, self.batch_size = lr, batch_size
         self.parameters = [*unet.parameters(), *text_encoder.parameters()]
@@ -60,6 +61,8 @@ class DenoiserTrainer:
         if self.prefix is not None:
             ids = self.prefix.apply(ids, generator)
         latents = self.latents[indices.to(self.device)]
+        if self.named is not None:  # after the prefix: a name stands right after the start token, as R does
+            latents, ids = self.named.mix(latents, ids, generator)
         noise, timesteps = noise.to(self.device), timesteps.to(self.device)
         noisy = self.scheduler.add_noise(latents, noise, timesteps)
         target = self.scheduler.get_velocity(latents, noise, timesteps)
