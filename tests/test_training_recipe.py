@@ -37,7 +37,8 @@ def test_recipe_trains_resumes_and_exports(tmp_path):
     work, export = tmp_path / "work", tmp_path / "model"
     train(work, export, 0.05)
     first = json.loads((work / "denoiser.json").read_text())
-    train(work, export, 0.1)  # same folder, larger budget: continues from the checkpoint
+    named = ("--named-scenes", "3", "--named-edits", "2")  # the named scenes' path runs too
+    train(work, export, 0.1, *named)  # same folder, larger budget: continues from the checkpoint
     second = json.loads((work / "denoiser.json").read_text())
     assert first["step"] > 0 and second["step"] > first["step"]
     pipe = StableDiffusionPipeline.from_pretrained(export, safety_checker=None)
@@ -139,3 +140,33 @@ def test_rare_prefix_puts_fillers_before_the_unchanged_caption():
         shifts.append(shift)
     assert 0 in shifts and max(shifts) > 0  # some captions prefixed, some not
     assert torch.equal(RarePrefix(fillers, probability=0.0).apply(ids, torch.Generator()), ids)
+
+
+def test_named_scenes_pair_a_name_with_a_scene_and_its_edits():
+    from transformers import CLIPTokenizer
+
+    from unitune.benchmark.edits import base_scenes
+    from unitune.shapes.world import render
+    from unitune.training.__main__ import TOKENIZER_ASSET
+    from unitune.training.data import NamedScenes, filler_token_ids
+
+    tokenizer = CLIPTokenizer.from_pretrained(TOKENIZER_ASSET, model_max_length=24)
+    reserved = set(tokenizer("olis httr", add_special_tokens=False).input_ids)
+    named = NamedScenes(6, 3, tokenizer, filler_token_ids(tokenizer), reserved=reserved, probability=0.5)
+    assert len(named) == 6 * 4 and named.images.shape == (24, 3, 64, 64)
+    benchmark = {repr(scene) for split in ("validation", "test") for scene in base_scenes(split, 100)}
+    assert not {repr(scene) for scene in named.scenes} & benchmark  # its own seed, no benchmark scene
+    for k, scene in enumerate(named.scenes):
+        rows = named.ids[k * 4 : (k + 1) * 4]
+        name = rows[0, 1:3]
+        assert not set(name.tolist()) & reserved and rows[0, 3] == tokenizer.eos_token_id  # "NAME" alone
+        assert all(torch.equal(row[1:3], name) for row in rows)  # each edit starts with the same name
+        assert torch.equal(named.images[k * 4], torch.from_numpy(render(scene)).permute(2, 0, 1))
+        assert all(not torch.equal(named.images[k * 4 + e], named.images[k * 4]) for e in (1, 2, 3))
+    named.latents = torch.arange(24.0)[:, None, None, None].expand(24, 1, 2, 2)
+    latents, ids = torch.full((64, 1, 2, 2), -1.0), torch.zeros(64, 24, dtype=torch.long)
+    mixed, mixed_ids = named.mix(latents, ids, torch.Generator().manual_seed(0))
+    swapped = mixed[:, 0, 0, 0] >= 0
+    assert 0 < int(swapped.sum()) < 64 and not mixed_ids[~swapped].any()  # a share, not all
+    for value, row in zip(mixed[swapped, 0, 0, 0].long(), mixed_ids[swapped], strict=True):
+        assert torch.equal(row, named.ids[value])  # each swapped row keeps its own caption
