@@ -67,6 +67,8 @@ def test_bad_image_fails_cleanly(bad_files, tiny_model, tmp_path, name):
         ["--dtype", "float8"],
         ["--device", "toaster"],
         ["--interpolation", "2"],
+        ["--model-guidance", "-1"],
+        ["--model-guidance", "1000"],
         ["--cache-max-size", "lots"],
         ["--size", "100000"],
         ["--batch-size", "100000"],

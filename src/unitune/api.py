@@ -37,6 +37,7 @@ from .outputs import EditResult
 from .pipelines import text_encoders
 from .progress import Progress, ProgressFn, RunControl, StopFn
 from .sampling import (
+    ModelGuidance,
     decode,
     encode_prompts,
     initial_latents,
@@ -320,7 +321,9 @@ class Editor:
                 base, prompt, edit_settings, tuned, seed, label, run=run
             )
         else:
-            image, raw = self._sample(full_prompt, edit_settings, seed, base, label, run=run)
+            image, raw = self._sample(
+                full_prompt, edit_settings, seed, base, label, run=run, edit_words=prompt
+            )
             if raws is not None:
                 raws.append(raw)
         settings = self._result_settings("edit", prompt, full_prompt, edit_settings, seed, base.size)
@@ -335,7 +338,8 @@ class Editor:
         full_prompt = f"{tuned.settings['rare_prompt']} {prompt}".strip()
         candidates = [replace(edit_settings, strength=strength) for strength in AUTO_STRENGTHS]
         samples = [
-            self._sample(full_prompt, c, seed, base, f"{label} s={c.strength:g}", run=run) for c in candidates
+            self._sample(full_prompt, c, seed, base, f"{label} s={c.strength:g}", run=run, edit_words=prompt)
+            for c in candidates
         ]
         raws = [raw for _, raw in samples]
         signals = score_candidates(
@@ -422,16 +426,34 @@ class Editor:
     # --- sampling --------------------------------------------------------------------------------------
 
     def _sample(
-        self, prompt: str, edit_settings: EditSettings, seed: int, base, label: str, *, run: RunControl
+        self,
+        prompt: str,
+        edit_settings: EditSettings,
+        seed: int,
+        base,
+        label: str,
+        *,
+        run: RunControl,
+        edit_words: str | None = None,
     ) -> tuple[Image.Image, Image.Image]:
         """One image of `prompt`, from `base` noised to the settings' strength (None: from pure noise), in
         the stages of diffusers' img2img `__call__`. Returns (the image, the raw sample before
-        base-detail interpolation)."""
+        base-detail interpolation). `edit_words`: an edit's words without R, for `model_guidance`."""
         with out_of_memory(self.runtime.device.type, f"an edit ({label})", "try a smaller --size"):
-            return self._sample_stages(prompt, edit_settings, seed, base, label, run=run)
+            return self._sample_stages(
+                prompt, edit_settings, seed, base, label, run=run, edit_words=edit_words
+            )
 
     def _sample_stages(
-        self, prompt: str, edit_settings: EditSettings, seed: int, base, label: str, *, run: RunControl
+        self,
+        prompt: str,
+        edit_settings: EditSettings,
+        seed: int,
+        base,
+        label: str,
+        *,
+        run: RunControl,
+        edit_words: str | None = None,
     ) -> tuple[Image.Image, Image.Image]:
         pipe, runtime, settings = self.pipe, self.runtime, edit_settings
         generator = torch.Generator("cpu").manual_seed(seed)  # all randomness, drawn on the CPU
@@ -448,8 +470,10 @@ class Editor:
         latents = initial_latents(pipe, base, timesteps, settings.strength, generator, runtime, size)
 
         # 4. denoise, reporting every step and stopping when asked; the low-noise tail with the untuned
-        #    weights when `untuned_tail` asks for it
+        #    weights when `untuned_tail` asks for it, model guidance at the tuned steps before it
         switch = untuned_start(pipe, timesteps, settings.untuned_tail)
+        tuned_steps = len(timesteps) if switch is None else switch
+        model_guidance = self._model_guidance(edit_words, settings, tuned_steps, size)
         steps = iter_denoise(
             pipe,
             latents,
@@ -459,7 +483,8 @@ class Editor:
             generator,
             runtime,
             settings.guidance_rescale,
-            capture=switch is None,
+            capture=switch is None and model_guidance is None,
+            model_guidance=model_guidance,
         )
         with contextlib.ExitStack() as tail:
             if switch == 0:
@@ -479,6 +504,16 @@ class Editor:
         if base is not None and settings.interpolation > 0:
             images = interpolate_details(raw, to_tensor(base), settings.interpolation)
         return to_pil(images)[0], to_pil(raw)[0]
+
+    def _model_guidance(
+        self, edit_words, settings: EditSettings, tuned_steps: int, size
+    ) -> ModelGuidance | None:
+        """The untuned model's reading of `edit_words` for the tuned steps, when the settings ask for it and
+        a tune is in the UNet (a plain generation has no edit words)."""
+        if not settings.model_guidance or edit_words is None or self.weights.applied_key is None:
+            return None
+        rows = encode_prompts(self.pipe, edit_words, settings.negative_prompt, True, self.runtime, size)
+        return ModelGuidance(settings.model_guidance, rows, self.weights.untuned, tuned_steps)
 
     def _result_settings(self, command, prompt, full_prompt, edit_settings: EditSettings, seed, size) -> dict:
         settings = {"command": command, "model": self.model, "prompt": prompt, "full_prompt": full_prompt}

@@ -9,7 +9,9 @@ The loop is a generator that yields every step, so callers can stream and stop i
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -82,6 +84,25 @@ def initial_latents(
     return latents.float()
 
 
+@dataclass
+class ModelGuidance:
+    """SINE's model guidance (Zhang et al. 2023), in UniTune's sampler: at each of the first `steps`
+    steps (the tuned ones), add `weight` times the untuned model's edit direction, its prediction for the
+    edit's words alone less its unconditional one. The tune binds the scene to R so that the words after
+    R lose (docs/binding.md); the untuned model reads them as any caption."""
+
+    weight: float
+    conditioning: Conditioning  # [negative prompt, the edit's words without R]
+    untuned: Callable[[], AbstractContextManager]  # the untuned weights in the UNet for a block
+    steps: int
+
+    def direction(self, pipe, latents: torch.Tensor, t, runtime: Runtime) -> torch.Tensor:
+        model_input = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)
+        with self.untuned():
+            uncond, edit = noise_predictor(pipe.unet, self.conditioning, runtime, 0)(model_input, t).chunk(2)
+        return self.weight * (edit - uncond)
+
+
 def iter_denoise(
     pipe,
     latents,
@@ -92,13 +113,14 @@ def iter_denoise(
     runtime: Runtime,
     guidance_rescale: float = 0.0,
     capture: bool = True,
+    model_guidance: ModelGuidance | None = None,
 ) -> Iterator:
     """Yield (step index, latents) after every scheduler step (DDIM/PNDM/Euler/DPM-Solver: any scheduler).
 
     `guidance_rescale` > 0 rescales the guided prediction towards the conditional one's standard
     deviation (Lin et al. 2023, section 3.4; diffusers' `rescale_noise_cfg`), which keeps strong guidance
     from over-exposing a zero-terminal-SNR model. `capture=False` keeps the UNet calls eager (no CUDA
-    graph), for a caller that changes the UNet's weights between steps."""
+    graph), for a caller that changes the UNet's weights between steps (as `model_guidance` does)."""
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
     guided = len(conditioning) == 2
@@ -113,6 +135,8 @@ def iter_denoise(
             pred = uncond + guidance * (cond - uncond)
             if guidance_rescale > 0:
                 pred = rescale_noise_cfg(pred, cond, guidance_rescale=guidance_rescale)
+        if model_guidance is not None and index < model_guidance.steps:
+            pred = pred + model_guidance.direction(pipe, latents, t, runtime)
         latents = pipe.scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
         yield index, latents
 

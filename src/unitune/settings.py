@@ -32,6 +32,7 @@ DEFAULT_LR_SCHEDULE = {"full": "constant", "lora": "constant"}
 DEFAULT_LEARNING_RATE = {"full": 1e-4, "lora": 3e-3}  # lora: measured, docs/core.md
 DEFAULT_TUNE_STEPS = {"full": 128, "lora": 128}  # UniTune's 128 x 4 noised copies
 OPTIMIZERS = ("adamw", "adamw8bit")
+MAX_MODEL_GUIDANCE = 20.0  # far past any useful weight (about 1 on the embedded model)
 CHECKPOINTING = ("auto", "on", "off")
 
 
@@ -213,6 +214,12 @@ class EditSettings:
         "share of the schedule, at its low-noise end, sampled with the untuned weights (0 = the tune "
         "throughout; 0.3: timesteps below 300 of 1000)",
     )
+    model_guidance: float = _opt(
+        0.0,
+        "--model-guidance",
+        "weight of the untuned model's reading of the edit's words (without R), added at the tuned steps "
+        "(SINE's model guidance; 0 = off); costs one more guided UNet call per tuned step",
+    )
     auto: bool = _opt(
         False,
         "--auto",
@@ -231,6 +238,10 @@ class EditSettings:
             raise UnituneError(f"interpolation must be in [0, 1], got {self.interpolation}")
         if not 0 <= self.untuned_tail < 1:
             raise UnituneError(f"untuned tail must be in [0, 1), got {self.untuned_tail}")
+        if not 0 <= self.model_guidance <= MAX_MODEL_GUIDANCE:
+            raise UnituneError(
+                f"model guidance must be in [0, {MAX_MODEL_GUIDANCE:g}], got {self.model_guidance}"
+            )
         if self.steps < 1:
             raise UnituneError(f"steps must be >= 1, got {self.steps}")
         if int(self.steps * self.strength) < 1:

@@ -171,10 +171,15 @@ def run_unitune(
     base_pixels = to_tensor(editor.prepare_image(base))
     samples = {(s.guidance, s.strength) for s in grid.settings(family)}
     raw: dict[str, list[tuple[float, float, Image.Image]]] = {e.name: [] for e in edits}
-    tail = editor.default_edit_settings().untuned_tail  # the model's (its unitune.json), as `edit` uses
+    defaults = editor.default_edit_settings()  # the model's (its unitune.json), as `edit` uses
     for guidance, strength in sorted(samples):
         settings = EditSettings(
-            guidance=guidance, strength=strength, steps=grid.steps, seed=seed, untuned_tail=tail
+            guidance=guidance,
+            strength=strength,
+            steps=grid.steps,
+            seed=seed,
+            untuned_tail=defaults.untuned_tail,
+            model_guidance=defaults.model_guidance,
         )
         started = time.perf_counter()
         results = editor.edit(base, [e.prompt for e in edits], settings, tune)

@@ -81,6 +81,7 @@ class Results:
     machine: dict = field(default_factory=dict)
     seconds: float = 0.0
     untuned_tail: float = 0.0  # the model's default, used by every UniTune edit of the run
+    model_guidance: float = 0.0  # likewise
 
 
 def record(output: Output, scores: dict) -> dict:
@@ -117,8 +118,14 @@ def run_benchmark(
 
     started = time.perf_counter()
     resolved = resolve_model(model)
-    tail = load_model_defaults(resolved).edit.untuned_tail
-    results = Results(config, resolved, machine=machine(), untuned_tail=tail)
+    defaults = load_model_defaults(resolved).edit
+    results = Results(
+        config,
+        resolved,
+        machine=machine(),
+        untuned_tail=defaults.untuned_tail,
+        model_guidance=defaults.model_guidance,
+    )
     items = [(split, scene) for split in ("validation", "test") for scene in range(_count(config, split))]
     shares = [items[k :: config.workers] for k in range(config.workers)]
     if config.workers == 1:

@@ -85,6 +85,7 @@ class Controls:
     strength: gr.Slider
     interpolation: gr.Slider
     untuned_tail: gr.Slider
+    model_guidance: gr.Slider
     steps: gr.Slider
     num_images: gr.Slider
     seed: gr.Number
@@ -206,6 +207,14 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                             step=0.05,
                             label="untuned tail",
                             elem_id="untuned-tail",
+                        )
+                        model_guidance = gr.Slider(
+                            0,
+                            max(4, edit.model_guidance),
+                            edit.model_guidance,
+                            step=0.25,
+                            label="model guidance",
+                            elem_id="model-guidance",
                         )
                     with gr.Row():
                         steps = gr.Slider(1, max(150, edit.steps), edit.steps, step=1, label="sampling steps")
@@ -355,7 +364,8 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         # the edit
         prompts, negative_prompt,
         # the dials
-        guidance, strength, interpolation, untuned_tail, steps, num_images, seed, random_seed, auto,
+        guidance, strength, interpolation, untuned_tail, model_guidance, steps, num_images, seed, random_seed,
+        auto,
         # the tune
         method, tune_steps, batch_size, tune_seed,
         request: gr.Request,
@@ -368,6 +378,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
             strength=strength,
             interpolation=interpolation,
             untuned_tail=untuned_tail,
+            model_guidance=model_guidance,
             steps=int(steps),
             num_images=int(num_images),
             seed=used_seed,
@@ -383,7 +394,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         return state, before_after, gallery, first, files, message, *_history(state), used_seed
 
     edit_inputs = [c.state, c.prompts, c.negative, c.guidance, c.strength, c.interpolation, c.untuned_tail]
-    edit_inputs += [c.steps]
+    edit_inputs += [c.model_guidance, c.steps]
     edit_inputs += [c.num_images, c.seed, c.randomize, c.auto, *c.tune_inputs]
     edit_outputs = [c.state, c.compare, c.results, c.settings_view, c.downloads, c.tune_status]
     edit_outputs += [c.history_table, c.history_gallery, c.seed]
@@ -403,7 +414,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         # the sweep
         prompt, guidances, strengths,
         # the other dials (from the Edit tab)
-        interpolation, untuned_tail, steps, seed, random_seed, auto,
+        interpolation, untuned_tail, model_guidance, steps, seed, random_seed, auto,
         # the tune
         method, tune_steps, batch_size, tune_seed,
         request: gr.Request,
@@ -411,7 +422,12 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
     ):  # fmt: skip
         seed = pick_seed(seed, random_seed)
         dials = replace(
-            edit, interpolation=interpolation, untuned_tail=untuned_tail, steps=int(steps), seed=seed
+            edit,
+            interpolation=interpolation,
+            untuned_tail=untuned_tail,
+            model_guidance=model_guidance,
+            steps=int(steps),
+            seed=seed,
         )
         dials = replace(dials, auto=bool(auto))
         tuning = tune_from(method, tune_steps, batch_size, tune_seed)
@@ -421,7 +437,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         return state, str(sheet), [str(f) for f in files], studio.tune_status(state, tuning)
 
     sweep_inputs = [c.state, c.sweep_prompt, c.guidances, c.strengths, c.interpolation, c.untuned_tail]
-    sweep_inputs += [c.steps, c.seed]
+    sweep_inputs += [c.model_guidance, c.steps, c.seed]
     sweep_inputs += [c.randomize, c.auto, *c.tune_inputs]
     sweep_outputs = [c.state, c.sheet, c.sweep_files, c.tune_status]
     c.sweep_btn.click(run_sweep, sweep_inputs, sweep_outputs, **busy)

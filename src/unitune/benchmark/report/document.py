@@ -105,8 +105,9 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         f"- grid, the same for every method: {grid.steps} sampler steps; guidance {list(grid.guidances)} x "
         f"strength {list(grid.strengths)} (prompt only: from noise) x interpolation "
         f"{list(grid.interpolations)}; tunes: {tune_settings_text(results)}",
-        f"- UniTune's edits: untuned tail {getattr(results, 'untuned_tail', 0.0):g} (the model's default; "
-        "binding samples R with the tune at every step)",
+        f"- UniTune's edits: untuned tail {getattr(results, 'untuned_tail', 0.0):g}, model guidance "
+        f"{getattr(results, 'model_guidance', 0.0):g} (the model's defaults; binding samples R with the tune "
+        "at every step, without model guidance)",
         "",
         "## Headline (test split)",
         "",
