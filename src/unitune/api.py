@@ -510,8 +510,8 @@ class Editor:
     ) -> ModelGuidance | None:
         """The untuned model's reading of `edit_words` for the tuned steps, when the settings ask for it and
         a tune is in the UNet (a plain generation has no edit words)."""
-        if not settings.model_guidance or edit_words is None or self.weights.applied_key is None:
-            return None
+        if not settings.model_guidance or not edit_words or self.weights.applied_key is None:
+            return None  # off, no edit words (R alone, a generation) or no tune in the UNet
         rows = encode_prompts(self.pipe, edit_words, settings.negative_prompt, True, self.runtime, size)
         return ModelGuidance(settings.model_guidance, rows, self.weights.untuned, tuned_steps)
 
