@@ -1,7 +1,8 @@
 """Data for choosing the automatic dial's candidates and rule on more edits than the benchmark's validation
 split holds: after the model's default tune, every (guidance, strength, untuned tail) candidate of each
 validation edit, sampled with `Editor.sweep(auto=True)` (interpolation 1, 20 DDIM steps, the edit seed =
-the scene's number, plus 100,000 times each `--seeds` offset: the seed as a candidate dimension), scored
+the scene's number, plus 100,000 times each `--seeds` offset: the seed as a candidate dimension; and
+each `--model-guidances` weight), scored
 against the ground truth and with the tuned model's own signals
 (`unitune.auto`). `--rules` then replays candidate sets and rules on the saved rows: success per set and
 rule, the candidate set's own oracle, and the cost of the set in edits at strength 0.8. A benchmark, not
@@ -9,7 +10,7 @@ a test.
 
 Usage: HF_HUB_OFFLINE=1 python bench/auto_candidates.py --scenes 0:20 --threads 1 --out a.json \\
            [--guidances 3,6] [--strengths 0.4,0.6,0.8,1] [--tails 0,0.2,0.4] [--seeds 0,1,2] \\
-           [--tune full:128:1e-4]
+           [--model-guidances 0,1] [--tune full:128:1e-4]
        python bench/auto_candidates.py --rules a.json b.json
 """
 
@@ -44,13 +45,14 @@ def measure(args, first: int, last: int) -> list[dict]:
     guidances, strengths = parse_floats(args.guidances, "guidance"), parse_floats(args.strengths, "strength")
     tails = parse_floats(args.tails, "tail")
     offsets = [int(value) for value in args.seeds.split(",")]
+    weights = parse_floats(args.model_guidances, "model guidance")
     with tempfile.TemporaryDirectory() as cache:
         editor = Editor.load(None, device="cpu", cache_dir=cache)
         tune = editor.resolve_tune(parse_tune(args.tune) if args.tune else None)
         for number, scene in list(enumerate(base_scenes(args.split, last)))[first:]:
             base = render_pil(scene)
             for edit in edits_for_scene(args.split, number, scene):
-                for tail, offset in itertools.product(tails, offsets):
+                for tail, offset, weight in itertools.product(tails, offsets, weights):
                     settings = EditSettings(
                         guidance=3,
                         strength=1,
@@ -58,11 +60,13 @@ def measure(args, first: int, last: int) -> list[dict]:
                         steps=20,
                         seed=number + SEED_STRIDE * offset,
                         untuned_tail=tail,
+                        model_guidance=weight,
                         auto=True,
                     )
                     sweep = editor.sweep(base, edit.prompt, guidances, strengths, settings, tune)
                     for result in sweep.results:
-                        cell = {k: result.settings[k] for k in ("guidance", "strength", "untuned_tail")}
+                        keys = ("guidance", "strength", "untuned_tail", "model_guidance")
+                        cell = {k: result.settings[k] for k in keys}
                         signals = {k: v for k, v in result.settings["auto_dial"].items() if k != "picked"}
                         row = edit_row(result.image, edit, scene=number, seed_offset=offset, **cell)
                         rows.append({**row, **signals})
@@ -70,8 +74,9 @@ def measure(args, first: int, last: int) -> list[dict]:
     return rows
 
 
-def cell_of(row: dict) -> tuple[float, float, float, int]:
-    return row["guidance"], row["strength"], row["untuned_tail"], row.get("seed_offset", 0)
+def cell_of(row: dict) -> tuple[float, float, float, int, float]:
+    offset, weight = row.get("seed_offset", 0), row.get("model_guidance", 0.0)
+    return row["guidance"], row["strength"], row["untuned_tail"], offset, weight
 
 
 RULES = {
@@ -106,7 +111,7 @@ def replay(rows: list[dict], max_cost: float, size: int) -> None:
     lines = []
     for k in range(2, size + 1):
         for chosen in itertools.combinations(cells, k):
-            cost = sum(cell[1] for cell in chosen) / 0.8
+            cost = sum(cell[1] * (2 if cell[4] else 1) for cell in chosen) / 0.8  # model guidance: 2x
             if cost > max_cost:
                 continue
             oracle = sum(any(group[c]["success"] for c in chosen) for group in edits.values())
@@ -133,6 +138,7 @@ def measuring_parser(guidances: str, strengths: str, tails: str) -> argparse.Arg
     parser.add_argument("--strengths", default=strengths)
     parser.add_argument("--tails", default=tails)
     parser.add_argument("--seeds", default="0", help="seed offsets (each adds 100,000 times it to the seed)")
+    parser.add_argument("--model-guidances", default="0", help="EditSettings.model_guidance values")
     parser.add_argument("--tune", default=None, help="as bench/binding.py reads it [default: the model's]")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", help="write the rows here as JSON")

@@ -294,14 +294,14 @@ def main() -> None:
     parser.add_argument(
         "--keep",
         default=None,
-        help="replay only cells (guidance, strength, tail, seed) "
-        "matching this Python expression of g, s, t, seed, e.g. 's == 1'",
+        help="replay only cells (guidance, strength, tail, seed, model guidance) "
+        "matching this Python expression of g, s, t, seed, e, e.g. 's == 1'",
     )
     args = parser.parse_args()
     if args.rules:
         rows = [row for path in args.rules for row in json.load(open(path))]
         if args.keep:
-            names = ("g", "s", "t", "seed")
+            names = ("g", "s", "t", "seed", "e")
             rows = [
                 r for r in rows if eval(args.keep, dict(zip(names, auto_candidates.cell_of(r), strict=True)))
             ]
