@@ -53,6 +53,17 @@ def render_pool(count: int, seed: int = TRAIN_SEED, workers: int = 1) -> ScenePo
     return ScenePool(scenes, torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous())
 
 
+def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
+    """Token ids (N, model_max_length), padded and truncated to the tokenizer's length."""
+    return tokenizer(
+        texts,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+
+
 class CaptionBank:
     """`variants` training captions per scene, tokenized once: (N, variants, max_tokens) token ids. With
     `amend_probability`, a variant is an amended caption (`world.amended_caption`) instead."""
@@ -69,13 +80,7 @@ class CaptionBank:
             for _ in range(variants)
         ]
         distinct = sorted(set(captions))  # a small vocabulary: far fewer distinct captions than draws
-        ids = tokenizer(
-            distinct,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(torch.int32)
+        ids = tokenize(tokenizer, distinct).to(torch.int32)
         position = {text: index for index, text in enumerate(distinct)}
         rows = torch.tensor([position[text] for text in captions])
         self.ids = ids[rows].view(len(scenes), variants, -1)
@@ -176,14 +181,7 @@ class NamedScenes:
         self.images = render_images(targets)
         choices = [int(token) for token in fillers if int(token) not in reserved]
         names = torch.tensor([rng.sample(choices, 2) for _ in range(count)])
-        ids = tokenizer(
-            fragments,
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
-        self.ids = with_name(ids, names.repeat_interleave(1 + edits, dim=0))
+        self.ids = with_name(tokenize(tokenizer, fragments), names.repeat_interleave(1 + edits, dim=0))
         self.latents: torch.Tensor | None = None  # (rows, C, h, w), scaled, set once the pool is encoded
 
     def __len__(self) -> int:
