@@ -37,10 +37,10 @@ ABOVE = {"timestep": 0}
 DIRECTION = ModelGuidance.direction
 
 
-def direction_above(self, pipe, latents, t, runtime):
+def direction_above(self, pipe, latents, t):
     if t < ABOVE["timestep"]:
         return torch.zeros_like(latents)
-    return DIRECTION(self, pipe, latents, t, runtime)
+    return DIRECTION(self, pipe, latents, t)
 
 
 def measure(args, split: str, first: int, last: int) -> list[dict]:

@@ -42,6 +42,7 @@ from .sampling import (
     encode_prompts,
     initial_latents,
     iter_denoise,
+    noise_predictor,
     schedule,
     to_pil,
     to_tensor,
@@ -513,7 +514,8 @@ class Editor:
         if not settings.model_guidance or not edit_words or self.weights.applied_key is None:
             return None  # off, no edit words (R alone, a generation) or no tune in the UNet
         rows = encode_prompts(self.pipe, edit_words, settings.negative_prompt, True, self.runtime, size)
-        return ModelGuidance(settings.model_guidance, rows, self.weights.untuned, tuned_steps)
+        predict = noise_predictor(self.pipe.unet, rows, self.runtime, 0)  # eager: the weights swap per call
+        return ModelGuidance(settings.model_guidance, predict, self.weights.untuned, tuned_steps)
 
     def _result_settings(self, command, prompt, full_prompt, edit_settings: EditSettings, seed, size) -> dict:
         settings = {"command": command, "model": self.model, "prompt": prompt, "full_prompt": full_prompt}

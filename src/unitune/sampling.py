@@ -92,14 +92,14 @@ class ModelGuidance:
     R lose (docs/binding.md); the untuned model reads them as any caption."""
 
     weight: float
-    conditioning: Conditioning  # [negative prompt, the edit's words without R]
+    predict: Callable  # (model input, t) -> the UNet's predictions for [negative prompt, the edit's words]
     untuned: Callable[[], AbstractContextManager]  # the untuned weights in the UNet for a block
     steps: int
 
-    def direction(self, pipe, latents: torch.Tensor, t, runtime: Runtime) -> torch.Tensor:
+    def direction(self, pipe, latents: torch.Tensor, t) -> torch.Tensor:
         model_input = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)
         with self.untuned():
-            uncond, edit = noise_predictor(pipe.unet, self.conditioning, runtime, 0)(model_input, t).chunk(2)
+            uncond, edit = self.predict(model_input, t).chunk(2)
         return self.weight * (edit - uncond)
 
 
@@ -136,7 +136,7 @@ def iter_denoise(
             if guidance_rescale > 0:
                 pred = rescale_noise_cfg(pred, cond, guidance_rescale=guidance_rescale)
         if model_guidance is not None and index < model_guidance.steps:
-            pred = pred + model_guidance.direction(pipe, latents, t, runtime)
+            pred = pred + model_guidance.direction(pipe, latents, t)
         latents = pipe.scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
         yield index, latents
 
