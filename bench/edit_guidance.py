@@ -29,7 +29,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-import unitune.api as api
+import unitune.sample_batches as sample_batches
 from unitune import Editor, EditSettings
 from unitune.benchmark.edits import base_scenes, edits_for_scene
 from unitune.benchmark.metrics import score
@@ -51,24 +51,24 @@ def three_rows(pipe, prompt, negative, guided, runtime, size=None):
     return Conditioning.cat([rows[0:1], rare[1:2], rows[1:2]])
 
 
-def denoise(pipe, latents, timesteps, conditioning, guidance, generator, runtime, rescale=0.0):
-    if len(conditioning) != 3:
-        yield from PLAIN_DENOISE(
-            pipe, latents, timesteps, conditioning, guidance, generator, runtime, rescale
-        )
+def denoise(pipe, rows, timesteps, runtime, capture=True, model_guidance=None):
+    """unitune's loop, except for one row with the three conditionings of `three_rows`."""
+    if len(rows) != 1 or len(rows[0].conditioning) != 3:
+        yield from PLAIN_DENOISE(pipe, rows, timesteps, runtime, capture, model_guidance)
         return
-    extra = pipe.prepare_extra_step_kwargs(generator, 0.0)
-    predict = noise_predictor(pipe.unet, conditioning, runtime, len(timesteps))
+    [row] = rows
+    predict = noise_predictor(pipe.unet, row.conditioning, runtime, len(timesteps) - row.start)
     edit_guidance = STATE["edit_guidance"]
-    for index, t in enumerate(timesteps):
-        model_input = pipe.scheduler.scale_model_input(torch.cat([latents] * 3), t)
+    for index in range(row.start, len(timesteps)):
+        t = timesteps[index]
+        model_input = row.scheduler.scale_model_input(torch.cat([row.latents] * 3), t)
         uncond, rare, edited = predict(model_input, t).chunk(3)
-        pred = uncond + guidance * (rare - uncond) + edit_guidance * (edited - rare)
-        latents = pipe.scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
-        yield index, latents
+        pred = uncond + row.guidance * (rare - uncond) + edit_guidance * (edited - rare)
+        row.latents = row.scheduler.step(pred, t, row.latents, **row.step_kwargs, return_dict=False)[0]
+        yield index
 
 
-PLAIN_DENOISE = api.iter_denoise
+PLAIN_DENOISE = sample_batches.iter_denoise_rows
 
 
 def main() -> None:
@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     cells = [tuple(float(v) for v in cell.split(":")) for cell in args.cells.split(",")]
     strengths = parse_floats(args.strengths, "--strengths")
-    api.encode_prompts, api.iter_denoise = three_rows, denoise
+    sample_batches.encode_prompts, sample_batches.iter_denoise_rows = three_rows, denoise
     editor = Editor.load(None, device="cpu")
     STATE["rare"] = editor.default_tune_settings().rare_prompt
     rows = []

@@ -105,14 +105,14 @@ def test_the_optimizer_is_fused_and_8_bit_on_request(editor, base_image):
     assert "optimizer" not in TuneSettings().to_dict()  # keys made before it was a setting stay valid
 
 
-@pytest.mark.parametrize("where", ["train", "iter_denoise"])
+@pytest.mark.parametrize("where", ["train", "iter_denoise_rows"])
 def test_running_out_of_memory_is_one_line_with_what_to_try(editor, base_image, monkeypatch, where):
-    from unitune import api
+    from unitune import api, sample_batches
 
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
 
-    monkeypatch.setattr(api, where, out_of_memory)
+    monkeypatch.setattr(api if where == "train" else sample_batches, where, out_of_memory)
     with pytest.raises(UnituneError) as error:
         editor.edit(base_image, ["a"], EDIT, TuneSettings(method="full", steps=1, seed=93))
     message = str(error.value)

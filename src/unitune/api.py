@@ -24,7 +24,6 @@ from .auto import AUTO_STRENGTHS, pick, score_candidates
 from .cache import TuneCache, tune_key
 from .errors import UnituneError, out_of_memory
 from .images import Sizing, fit, image_hash, load_image, restore_size
-from .interpolation import interpolate_details
 from .loading import (
     Runtime,
     load_model_defaults,
@@ -35,19 +34,8 @@ from .loading import (
 )
 from .outputs import EditResult
 from .pipelines import text_encoders
-from .progress import Progress, ProgressFn, RunControl, StopFn
-from .sampling import (
-    ModelGuidance,
-    decode,
-    encode_prompts,
-    initial_latents,
-    iter_denoise,
-    noise_predictor,
-    schedule,
-    to_pil,
-    to_tensor,
-    untuned_start,
-)
+from .progress import ProgressFn, RunControl, StopFn
+from .sample_batches import SampleRequest, sample_requests
 from .settings import EditSettings, ModelDefaults, TuneSettings, settings_json
 from .sweep import SweepResult, contact_sheet, grid
 from .tuning import TUNE_RECIPE_VERSION, UNetWeights, encode_latent, encode_text, frozen_dtype, train
@@ -301,59 +289,58 @@ class Editor:
         with self._lock:  # no other call changes the UNet between reading the tune and sampling
             tuned, tensors = self._tuned(base, tune_settings, run=run, load=True)
             with self.weights.applied(tensors, tuned.settings, tuned.key, keep=True):
-                results = [
-                    self._edit_one(base, prompt, edit_settings, tuned, seed, run=run)
-                    for prompt in prompts
-                    for seed in range(edit_settings.seed, edit_settings.seed + edit_settings.num_images)
-                ]
+                seeds = range(edit_settings.seed, edit_settings.seed + edit_settings.num_images)
+                edits = [(prompt, seed) for prompt in prompts for seed in seeds]
+                if edit_settings.auto:
+                    results = [self._auto_dial(base, p, edit_settings, tuned, s, run=run) for p, s in edits]
+                else:
+                    cells = [(prompt, edit_settings, seed) for prompt, seed in edits]
+                    results = [result for result, _ in self._edit_cells(base, cells, tuned, run=run)]
         if edit_settings.original_size:
             return [restore_size(result, photo.size) for result in results]
         return results
 
-    def _edit_one(
-        self, base, prompt: str, edit_settings: EditSettings, tuned: TuneResult, seed: int, *, run, raws=None
-    ) -> EditResult:
-        """One edited image with its settings; `raws`, a list, receives the sample before interpolation."""
-        full_prompt = f"{tuned.settings['rare_prompt']} {prompt}".strip()
-        label = f"{prompt} (seed {seed})"
-        dial = None
-        if edit_settings.auto:
-            edit_settings, image, dial = self._auto_dial(
-                base, prompt, edit_settings, tuned, seed, label, run=run
-            )
-        else:
-            image, raw = self._sample(
-                full_prompt, edit_settings, seed, base, label, run=run, edit_words=prompt
-            )
-            if raws is not None:
-                raws.append(raw)
-        settings = self._result_settings("edit", prompt, full_prompt, edit_settings, seed, base.size)
-        settings.update(tune_key=tuned.key, tune=tuned.settings, image_hash=image_hash(base))
-        if dial is not None:
-            settings["auto_dial"] = dial
-        return EditResult(image, settings)
-
-    def _auto_dial(self, base, prompt: str, edit_settings: EditSettings, tuned, seed, label, *, run):
-        """Sample each candidate strength (same seed), score the raw samples with the model, tuned and
-        untuned (unitune.auto), and keep the pick: (its settings, its image, the record of the choice)."""
-        full_prompt = f"{tuned.settings['rare_prompt']} {prompt}".strip()
-        candidates = [replace(edit_settings, strength=strength) for strength in AUTO_STRENGTHS]
-        samples = [
-            self._sample(full_prompt, c, seed, base, f"{label} s={c.strength:g}", run=run, edit_words=prompt)
-            for c in candidates
+    def _edit_cells(self, base, cells, tuned: TuneResult, *, run) -> list[tuple[EditResult, Image.Image]]:
+        """One edited image per (edit words, settings, seed) with its settings, sampled together where they
+        can share a batch; each with its raw sample before interpolation (for the automatic dial)."""
+        rare = tuned.settings["rare_prompt"]
+        requests = [
+            SampleRequest(f"{rare} {words}".strip(), settings, seed, f"{words} (seed {seed})", words)
+            for words, settings, seed in cells
         ]
-        raws = [raw for _, raw in samples]
+        samples = sample_requests(self, requests, base, run=run)
+        results = []
+        for request, (image, raw) in zip(requests, samples, strict=True):
+            words = request.edit_words
+            settings = self._result_settings(
+                "edit", words, request.prompt, request.settings, request.seed, base.size
+            )
+            settings.update(tune_key=tuned.key, tune=tuned.settings, image_hash=image_hash(base))
+            results.append((EditResult(image, settings), raw))
+        return results
+
+    def _auto_dial(self, base, prompt: str, edit_settings: EditSettings, tuned, seed, *, run) -> EditResult:
+        """Sample each candidate strength (same seed, one batch), score the raw samples with the untuned
+        model (unitune.auto), and keep the pick, its settings recording the choice (`auto_dial`)."""
+        candidates = [replace(edit_settings, strength=s) for s in AUTO_STRENGTHS]
+        samples = self._edit_cells(base, [(prompt, c, seed) for c in candidates], tuned, run=run)
         signals = score_candidates(
-            self.pipe, raws, tuned.settings["rare_prompt"], prompt, self.runtime, self.weights
+            self.pipe,
+            [raw for _, raw in samples],
+            tuned.settings["rare_prompt"],
+            prompt,
+            self.runtime,
+            self.weights,
         )
         index = pick(signals)
-        dial = {
+        result = samples[index][0]
+        result.settings["auto_dial"] = {
             "picked_strength": candidates[index].strength,
             "candidates": [
                 {"strength": c.strength, **s.to_dict()} for c, s in zip(candidates, signals, strict=True)
             ],
         }
-        return candidates[index], samples[index][0], dial
+        return result
 
     def generate(
         self,
@@ -368,18 +355,21 @@ class Editor:
         )
         prompts, run = _prompts(prompts), RunControl(progress, should_stop)
         seeds = range(edit_settings.seed, edit_settings.seed + edit_settings.num_images)
-        results = []
         with self._lock:
             self.weights.restore_base()
-            for prompt in prompts:
-                for seed in seeds:
-                    label = f"{prompt} (seed {seed})"
-                    image, _ = self._sample(prompt, edit_settings, seed, None, label, run=run)
-                    settings = self._result_settings(
-                        "generate", prompt, prompt, edit_settings, seed, image.size
-                    )
-                    results.append(EditResult(image, settings))
-        return results
+            requests = [
+                SampleRequest(prompt, edit_settings, seed, f"{prompt} (seed {seed})")
+                for prompt in prompts
+                for seed in seeds
+            ]
+            samples = sample_requests(self, requests, None, run=run)
+        return [
+            EditResult(
+                image,
+                self._result_settings("generate", r.prompt, r.prompt, edit_settings, r.seed, image.size),
+            )
+            for r, (image, _) in zip(requests, samples, strict=True)
+        ]
 
     def sweep(
         self,
@@ -404,11 +394,11 @@ class Editor:
         run = RunControl(progress, should_stop)
         photo = load_image(image)
         base = fit(photo, self.work_size(photo.size))
-        raws: list[Image.Image] = []
         with self._lock:
             tuned, tensors = self._tuned(base, tune_settings, run=run, load=True)
             with self.weights.applied(tensors, tuned.settings, tuned.key, keep=True):
-                results = [self._edit_one(base, prompt, c, tuned, c.seed, run=run, raws=raws) for c in cells]
+                samples = self._edit_cells(base, [(prompt, c, c.seed) for c in cells], tuned, run=run)
+                results, raws = [result for result, _ in samples], [raw for _, raw in samples]
                 picked = self._mark_pick(prompt, tuned, results, raws) if auto else None
         sheet = contact_sheet([r.image for r in results], list(guidances), list(strengths), picked)
         if edit_settings.original_size:
@@ -424,98 +414,15 @@ class Editor:
             result.settings["auto_dial"] = {"picked": result is results[index], **signal.to_dict()}
         return index
 
-    # --- sampling --------------------------------------------------------------------------------------
-
     def _sample(
-        self,
-        prompt: str,
-        edit_settings: EditSettings,
-        seed: int,
-        base,
-        label: str,
-        *,
-        run: RunControl,
-        edit_words: str | None = None,
-    ) -> tuple[Image.Image, Image.Image]:
-        """One image of `prompt`, from `base` noised to the settings' strength (None: from pure noise), in
-        the stages of diffusers' img2img `__call__`. Returns (the image, the raw sample before
-        base-detail interpolation). `edit_words`: an edit's words without R, for `model_guidance`."""
-        with out_of_memory(self.runtime.device.type, f"an edit ({label})", "try a smaller --size"):
-            return self._sample_stages(
-                prompt, edit_settings, seed, base, label, run=run, edit_words=edit_words
-            )
-
-    def _sample_stages(
-        self,
-        prompt: str,
-        edit_settings: EditSettings,
-        seed: int,
-        base,
-        label: str,
-        *,
-        run: RunControl,
-        edit_words: str | None = None,
-    ) -> tuple[Image.Image, Image.Image]:
-        pipe, runtime, settings = self.pipe, self.runtime, edit_settings
-        generator = torch.Generator("cpu").manual_seed(seed)  # all randomness, drawn on the CPU
-
-        # 1. encode the prompt (and, with guidance, the negative prompt) for the image's size (SDXL's)
-        size = base.size if base is not None else self.sizing.generate_size(self.native_size, self.stride)
-        guided = settings.guidance > 1.0
-        embeds = encode_prompts(pipe, prompt, settings.negative_prompt, guided, runtime, size)
-
-        # 2. the timesteps: the last `strength` fraction of the schedule
-        timesteps = schedule(pipe, settings.steps, settings.strength, runtime.device)
-
-        # 3. the start latents: the base's latent noised to the first timestep, or pure noise
-        latents = initial_latents(pipe, base, timesteps, settings.strength, generator, runtime, size)
-
-        # 4. denoise, reporting every step and stopping when asked; the low-noise tail with the untuned
-        #    weights when `untuned_tail` asks for it, model guidance at the tuned steps before it
-        switch = untuned_start(pipe, timesteps, settings.untuned_tail)
-        tuned_steps = len(timesteps) if switch is None else switch
-        model_guidance = self._model_guidance(edit_words, settings, tuned_steps, size)
-        steps = iter_denoise(
-            pipe,
-            latents,
-            timesteps,
-            embeds,
-            settings.guidance,
-            generator,
-            runtime,
-            settings.guidance_rescale,
-            capture=switch is None and model_guidance is None,
-            model_guidance=model_guidance,
+        self, prompt: str, settings: EditSettings, seed: int, base, label: str, *, run, edit_words=None
+    ):
+        """One image of `prompt` (the full prompt) from `base` noised to the settings' strength (None: from
+        pure noise): (the image, the raw sample before base-detail interpolation)."""
+        [sample] = sample_requests(
+            self, [SampleRequest(prompt, settings, seed, label, edit_words)], base, run=run
         )
-        with contextlib.ExitStack() as tail:
-            if switch == 0:
-                tail.enter_context(self.weights.untuned())
-            for index, current in steps:
-                run.report(Progress("sample", index + 1, len(timesteps), latents=current, label=label))
-                run.check_stop()
-                latents = current
-                if index + 1 == switch:
-                    tail.enter_context(self.weights.untuned())
-
-        # 5. decode to pixels in [0, 1]
-        raw = decode(pipe, latents, runtime)
-
-        # 6. base-detail interpolation (a post-process of the decoded sample)
-        images = raw
-        if base is not None and settings.interpolation > 0:
-            images = interpolate_details(raw, to_tensor(base), settings.interpolation)
-        return to_pil(images)[0], to_pil(raw)[0]
-
-    def _model_guidance(
-        self, edit_words, settings: EditSettings, tuned_steps: int, size
-    ) -> ModelGuidance | None:
-        """The untuned model's reading of `edit_words` for the tuned steps, when the settings ask for it and
-        a tune is in the UNet (a plain generation has no edit words)."""
-        if not settings.model_guidance or not edit_words or self.weights.applied_key is None:
-            return None  # off, no edit words (R alone, a generation) or no tune in the UNet
-        rows = encode_prompts(self.pipe, edit_words, settings.negative_prompt, True, self.runtime, size)
-        predict = noise_predictor(self.pipe.unet, rows, self.runtime, 0)  # eager: the weights swap per call
-        return ModelGuidance(settings.model_guidance, predict, self.weights.untuned, tuned_steps)
+        return sample
 
     def _result_settings(self, command, prompt, full_prompt, edit_settings: EditSettings, seed, size) -> dict:
         settings = {"command": command, "model": self.model, "prompt": prompt, "full_prompt": full_prompt}

@@ -85,22 +85,31 @@ def initial_latents(
 
 
 @dataclass
+class Row:
+    """One sample of a batch being denoised: its latents, where it joins the shared schedule, its own
+    dials, its conditioning and its own scheduler (a copy: multistep schedulers keep per-sample state) and
+    generator. Rows of one batch share the timesteps, the weights and whether guidance is on."""
+
+    latents: torch.Tensor  # (1, C, h, w), updated in place of the old ones after every step
+    start: int  # the index into the shared timesteps of this row's first step (its strength's)
+    conditioning: Conditioning  # [negative, prompt] with guidance, else [prompt]
+    scheduler: object
+    step_kwargs: dict  # the scheduler's step kwargs (its generator, for a scheduler that draws noise)
+    guidance: float = 1.0
+    guidance_rescale: float = 0.0
+    model_guidance: float = 0.0  # SINE's model guidance weight (0: off)
+    edit_conditioning: Conditioning | None = None  # [negative, the edit's words], for model guidance
+
+
+@dataclass
 class ModelGuidance:
     """SINE's model guidance (Zhang et al. 2023), in UniTune's sampler: at each of the first `steps`
-    steps (the tuned ones), add `weight` times the untuned model's edit direction, its prediction for the
-    edit's words alone less its unconditional one. The tune binds the scene to R so that the words after
-    R lose (docs/binding.md); the untuned model reads them as any caption."""
+    steps (the tuned ones), add each row's `model_guidance` times the untuned model's edit direction, its
+    prediction for the edit's words alone less its unconditional one. The tune binds the scene to R so that
+    the words after R lose (docs/binding.md); the untuned model reads them as any caption."""
 
-    weight: float
-    predict: Callable  # (model input, t) -> the UNet's predictions for [negative prompt, the edit's words]
     untuned: Callable[[], AbstractContextManager]  # the untuned weights in the UNet for a block
-    steps: int
-
-    def direction(self, pipe, latents: torch.Tensor, t) -> torch.Tensor:
-        model_input = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)
-        with self.untuned():
-            uncond, edit = self.predict(model_input, t).chunk(2)
-        return self.weight * (edit - uncond)
+    steps: int  # shared-schedule indices below this are the tuned steps
 
 
 def iter_denoise(
@@ -113,32 +122,111 @@ def iter_denoise(
     runtime: Runtime,
     guidance_rescale: float = 0.0,
     capture: bool = True,
-    model_guidance: ModelGuidance | None = None,
 ) -> Iterator:
-    """Yield (step index, latents) after every scheduler step (DDIM/PNDM/Euler/DPM-Solver: any scheduler).
+    """Yield (step index, latents) after every scheduler step of one sample (DDIM/PNDM/Euler/DPM-Solver:
+    any scheduler): `iter_denoise_rows` with one row on `pipe.scheduler`."""
+    extra = pipe.prepare_extra_step_kwargs(generator, 0.0)
+    row = Row(latents, 0, conditioning, pipe.scheduler, extra, guidance, guidance_rescale)
+    for index in iter_denoise_rows(pipe, [row], timesteps, runtime, capture=capture):
+        yield index, row.latents
 
-    `guidance_rescale` > 0 rescales the guided prediction towards the conditional one's standard
-    deviation (Lin et al. 2023, section 3.4; diffusers' `rescale_noise_cfg`), which keeps strong guidance
-    from over-exposing a zero-terminal-SNR model. `capture=False` keeps the UNet calls eager (no CUDA
-    graph), for a caller that changes the UNet's weights between steps (as `model_guidance` does)."""
+
+def iter_denoise_rows(
+    pipe,
+    rows: list[Row],
+    timesteps,
+    runtime: Runtime,
+    capture: bool = True,
+    model_guidance: ModelGuidance | None = None,
+) -> Iterator[int]:
+    """Denoise `rows` together, one UNet batch per step for the rows that have joined by then; yield the
+    step index after every step (each row's `latents` then hold its new latents).
+
+    With guidance each row's prediction is u + g (c - u) (and, with `guidance_rescale` > 0, rescaled
+    towards the conditional one's standard deviation: Lin et al. 2023, section 3.4; diffusers'
+    `rescale_noise_cfg`, which keeps strong guidance from over-exposing a zero-terminal-SNR model); with
+    `model_guidance`, rows whose weight is > 0 add the untuned model's edit direction at the tuned steps.
+    One row is the diffusers pipelines' loop to the pixel; several give each row's pixels to within float
+    rounding of its own run (a batched UNet call rounds differently). `capture=False` keeps the UNet calls
+    eager (no CUDA graph), for a caller that changes the UNet's weights between steps; a graph is only
+    captured when every row starts at the first step and nothing swaps weights."""
+    guided = len(rows[0].conditioning) == 2
+    first = min(row.start for row in rows)
+    capture = capture and model_guidance is None and all(row.start == first for row in rows)
+    predictors: dict[tuple[int, ...], Callable] = {}
+
+    def predictor(active: list[int], conditioning: Callable[[Row], Conditioning], calls: int):
+        key = (conditioning.__name__, *active)
+        if key not in predictors:
+            stacked = _stack([conditioning(rows[i]) for i in active], guided)
+            predictors[key] = noise_predictor(pipe.unet, stacked, runtime, calls)
+        return predictors[key]
+
+    for index in range(first, len(timesteps)):
+        t = timesteps[index]
+        active = [i for i, row in enumerate(rows) if row.start <= index]
+        calls = len(timesteps) - first if capture else 0
+        inputs = [_model_input(rows[i], t, guided) for i in active]
+        prompt = predictor(active, _prompt_rows, calls)
+        predictions = _split(prompt(_stack_inputs(inputs), t), guided)
+        guiding = model_guidance is not None and index < model_guidance.steps
+        guided_rows = [i for i in active if guiding and rows[i].model_guidance > 0]
+        directions = {}
+        if guided_rows:
+            with model_guidance.untuned():
+                untuned = predictor(guided_rows, _edit_rows, 0)
+                edit_inputs = _stack_inputs([_model_input(rows[i], t, True) for i in guided_rows])
+                for i, (uncond, edit) in zip(guided_rows, _split(untuned(edit_inputs, t), True), strict=True):
+                    directions[i] = rows[i].model_guidance * (edit - uncond)
+        for i, prediction in zip(active, predictions, strict=True):
+            row = rows[i]
+            pred = _guided(prediction, row) if guided else prediction[0]
+            if i in directions:
+                pred = pred + directions[i]
+            row.latents = row.scheduler.step(pred, t, row.latents, **row.step_kwargs, return_dict=False)[0]
+        yield index
+
+
+def _prompt_rows(row: Row) -> Conditioning:
+    return row.conditioning
+
+
+def _edit_rows(row: Row) -> Conditioning:
+    return row.edit_conditioning
+
+
+def _model_input(row: Row, t, guided: bool) -> torch.Tensor:
+    """The row's scaled UNet input: its latents twice with guidance (negative, prompt), else once."""
+    model_input = torch.cat([row.latents] * 2) if guided else row.latents
+    return row.scheduler.scale_model_input(model_input, t)
+
+
+def _stack_inputs(inputs: list[torch.Tensor]) -> torch.Tensor:
+    """The rows' inputs as one batch: every row's first half (negative), then every row's second half."""
+    halves = len(inputs[0])
+    return torch.cat([part[h : h + 1] for h in range(halves) for part in inputs])
+
+
+def _stack(conditionings: list[Conditioning], guided: bool) -> Conditioning:
+    """The rows' conditionings stacked as `_stack_inputs` stacks their inputs."""
+    halves = 2 if guided else 1
+    return Conditioning.cat([c[h : h + 1] for h in range(halves) for c in conditionings])
+
+
+def _split(prediction: torch.Tensor, guided: bool) -> list[tuple[torch.Tensor, ...]]:
+    """Per row, its predictions: (unconditional, conditional) with guidance, else (conditional,)."""
+    halves = prediction.chunk(2) if guided else (prediction,)
+    return list(zip(*(half.split(1) for half in halves), strict=True))
+
+
+def _guided(prediction: tuple[torch.Tensor, torch.Tensor], row: Row) -> torch.Tensor:
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
 
-    guided = len(conditioning) == 2
-    extra = pipe.prepare_extra_step_kwargs(generator, 0.0)
-    predict = noise_predictor(pipe.unet, conditioning, runtime, len(timesteps) if capture else 0)
-    for index, t in enumerate(timesteps):
-        model_input = torch.cat([latents] * 2) if guided else latents
-        model_input = pipe.scheduler.scale_model_input(model_input, t)
-        pred = predict(model_input, t)
-        if guided:
-            uncond, cond = pred.chunk(2)
-            pred = uncond + guidance * (cond - uncond)
-            if guidance_rescale > 0:
-                pred = rescale_noise_cfg(pred, cond, guidance_rescale=guidance_rescale)
-        if model_guidance is not None and index < model_guidance.steps:
-            pred = pred + model_guidance.direction(pipe, latents, t)
-        latents = pipe.scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
-        yield index, latents
+    uncond, cond = prediction
+    pred = uncond + row.guidance * (cond - uncond)
+    if row.guidance_rescale > 0:
+        pred = rescale_noise_cfg(pred, cond, guidance_rescale=row.guidance_rescale)
+    return pred
 
 
 def untuned_start(pipe, timesteps: torch.Tensor, tail: float) -> int | None:

@@ -32,6 +32,7 @@ DEFAULT_LR_SCHEDULE = {"full": "constant", "lora": "constant"}
 DEFAULT_LEARNING_RATE = {"full": 1e-4, "lora": 3e-3}  # lora: measured, docs/core.md
 DEFAULT_TUNE_STEPS = {"full": 128, "lora": 128}  # UniTune's 128 x 4 noised copies
 OPTIMIZERS = ("adamw", "adamw8bit")
+MAX_SAMPLE_BATCH = 64  # images per UNet batch while sampling; beyond, only memory
 MAX_MODEL_GUIDANCE = 20.0  # far past any useful weight (about 1 on the embedded model)
 CHECKPOINTING = ("auto", "on", "off")
 
@@ -220,6 +221,12 @@ class EditSettings:
         "weight of the untuned model's reading of the edit's words (without R), added at the tuned steps "
         "(SINE's model guidance; 0 = off); costs one more guided UNet call per tuned step",
     )
+    sample_batch: int = _opt(
+        1,
+        "--sample-batch",
+        "images denoised together in one UNet batch (prompts, seeds, sweep cells, --auto's candidates): "
+        "faster on small models; in a batch an image can differ from its run alone by float rounding",
+    )
     auto: bool = _opt(
         False,
         "--auto",
@@ -248,6 +255,8 @@ class EditSettings:
             raise UnituneError(f"steps x strength must be >= 1, got {self.steps} x {self.strength}")
         if self.num_images < 1:
             raise UnituneError(f"num images must be >= 1, got {self.num_images}")
+        if not 1 <= self.sample_batch <= MAX_SAMPLE_BATCH:
+            raise UnituneError(f"sample batch must be in [1, {MAX_SAMPLE_BATCH}], got {self.sample_batch}")
 
     def to_dict(self) -> dict:
         return asdict(self)

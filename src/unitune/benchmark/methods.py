@@ -94,9 +94,10 @@ def to_array(image: Image.Image) -> np.ndarray:
 
 def run_prompt_only(editor, edits: list[Edit], base: Image.Image, grid: Grid, seed: int) -> Iterator[Output]:
     base_pixels = to_tensor(editor.prepare_image(base))
+    batch = editor.default_edit_settings().sample_batch  # the edits sampled together, as SDEdit's
     for guidance in grid.guidances:
         started = time.perf_counter()
-        settings = EditSettings(guidance=guidance, steps=grid.steps, seed=seed)
+        settings = EditSettings(guidance=guidance, steps=grid.steps, seed=seed, sample_batch=batch)
         results = editor.generate([e.caption for e in edits], settings)
         seconds = (time.perf_counter() - started) / len(edits)
         for edit, result in zip(edits, results, strict=True):
@@ -180,6 +181,7 @@ def run_unitune(
             seed=seed,
             untuned_tail=defaults.untuned_tail,
             model_guidance=defaults.model_guidance,
+            sample_batch=defaults.sample_batch,
         )
         started = time.perf_counter()
         results = editor.edit(base, [e.prompt for e in edits], settings, tune)

@@ -1,0 +1,151 @@
+"""Edits, generations, sweep cells and dial candidates sampled together: the requests that can share a UNet
+batch (same steps, untuned tail and guidance on or off) are denoised `sample_batch` at a time, in the stages
+of diffusers' img2img `__call__` (unitune.sampling).
+
+On a small model a step's cost is mostly per call, not per sample: the embedded model's guided step takes
+24 ms for one sample and 39 ms for three on two CPU cores, so a batch of three costs about half of three
+runs. A request alone is the one-sample loop to the pixel (tests/test_equivalence.py); in a batch its
+pixels can differ from its run alone by float rounding (a batched UNet call rounds differently).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+
+from .errors import out_of_memory
+from .interpolation import interpolate_details
+from .progress import Progress, RunControl
+from .sampling import (
+    ModelGuidance,
+    Row,
+    decode,
+    encode_prompts,
+    initial_latents,
+    iter_denoise_rows,
+    schedule,
+    to_pil,
+    to_tensor,
+    untuned_start,
+)
+from .settings import EditSettings
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    """One image to sample: the full prompt, its dials and seed, a label for progress and errors, and the
+    edit's words without R (for model guidance; None for R alone or a generation)."""
+
+    prompt: str
+    settings: EditSettings
+    seed: int
+    label: str
+    edit_words: str | None = None
+
+    def batch_key(self) -> tuple:
+        """Requests with the same key can share a UNet batch."""
+        s = self.settings
+        return s.steps, s.untuned_tail, s.guidance > 1.0, s.sample_batch
+
+
+def sample_requests(editor, requests: list[SampleRequest], base, *, run: RunControl) -> list:
+    """(image, raw sample before base-detail interpolation) per request, in order; `base` is the working
+    image (None: from pure noise)."""
+    results: list = [None] * len(requests)
+    for batch in _batches(requests):
+        first = requests[batch[0]]
+        label = first.label if len(batch) == 1 else f"{first.label} and {len(batch) - 1} more"
+        hint = "try a smaller --size" + (" or --sample-batch 1" if len(batch) > 1 else "")
+        with out_of_memory(editor.runtime.device.type, f"an edit ({label})", hint):
+            samples = _sample_batch(editor, [requests[i] for i in batch], base, label, run=run)
+        for index, sample in zip(batch, samples, strict=True):
+            results[index] = sample
+    return results
+
+
+def _batches(requests: list[SampleRequest]) -> list[list[int]]:
+    """The requests' indices grouped by batch key (in order of first appearance), cut into batches of the
+    settings' `sample_batch`."""
+    groups: dict[tuple, list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(request.batch_key(), []).append(index)
+    return [
+        indices[start : start + key[-1]]
+        for key, indices in groups.items()
+        for start in range(0, len(indices), key[-1])
+    ]
+
+
+def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, run: RunControl) -> list:
+    pipe, runtime, shared = editor.pipe, editor.runtime, requests[0].settings
+
+    # 1. the shared timesteps (the full schedule) and the image size (SDXL conditions on it)
+    size = base.size if base is not None else editor.sizing.generate_size(editor.native_size, editor.stride)
+    timesteps = schedule(pipe, shared.steps, 1.0, runtime.device)
+
+    # 2-3. per request: its conditioning, its start latents and its own scheduler, joining the schedule at
+    #      its strength's first step
+    rows = [_row(editor, request, base, size, len(timesteps)) for request in requests]
+
+    # 4. denoise, reporting every step and stopping when asked; the low-noise tail with the untuned weights
+    #    when `untuned_tail` asks for it, model guidance at the tuned steps before it
+    switch = untuned_start(pipe, timesteps, shared.untuned_tail)
+    tuned_steps = len(timesteps) if switch is None else switch
+    guidance = (
+        ModelGuidance(editor.weights.untuned, tuned_steps) if any(r.model_guidance for r in rows) else None
+    )
+    first = min(row.start for row in rows)
+    steps = iter_denoise_rows(pipe, rows, timesteps, runtime, capture=switch is None, model_guidance=guidance)
+    with contextlib.ExitStack() as tail:
+        if switch is not None and switch <= first:
+            tail.enter_context(editor.weights.untuned())
+        for index in steps:
+            latents = torch.cat([row.latents for row in rows])
+            run.report(
+                Progress("sample", index - first + 1, len(timesteps) - first, latents=latents, label=label)
+            )
+            run.check_stop()
+            if index + 1 == switch:
+                tail.enter_context(editor.weights.untuned())
+
+    # 5-6. decode each row to pixels in [0, 1]; base-detail interpolation (a post-process of the sample)
+    pairs = zip(rows, requests, strict=True)
+    return [_finish(pipe, row, request.settings, base, runtime) for row, request in pairs]
+
+
+def _row(editor, request: SampleRequest, base, size, schedule_length: int) -> Row:
+    pipe, runtime, settings = editor.pipe, editor.runtime, request.settings
+    generator = torch.Generator("cpu").manual_seed(request.seed)  # all its randomness, drawn on the CPU
+    guided = settings.guidance > 1.0
+    conditioning = encode_prompts(pipe, request.prompt, settings.negative_prompt, guided, runtime, size)
+    own = schedule(pipe, settings.steps, settings.strength, runtime.device)
+    latents = initial_latents(pipe, base, own, settings.strength, generator, runtime, size)
+    model_guidance, edit_conditioning = 0.0, None
+    if settings.model_guidance and request.edit_words and editor.weights.applied_key is not None:
+        model_guidance = settings.model_guidance  # an edit's words and a tune in the UNet to guide against
+        edit_conditioning = encode_prompts(
+            pipe, request.edit_words, settings.negative_prompt, True, runtime, size
+        )
+    return Row(
+        latents,
+        schedule_length - len(own),
+        conditioning,
+        copy.deepcopy(pipe.scheduler),  # set for this row's strength by `schedule`
+        pipe.prepare_extra_step_kwargs(generator, 0.0),
+        settings.guidance,
+        settings.guidance_rescale,
+        model_guidance,
+        edit_conditioning,
+    )
+
+
+def _finish(pipe, row: Row, settings: EditSettings, base, runtime) -> tuple[Image.Image, Image.Image]:
+    raw = decode(pipe, row.latents, runtime)
+    images = raw
+    if base is not None and settings.interpolation > 0:
+        images = interpolate_details(raw, to_tensor(base), settings.interpolation)
+    return to_pil(images)[0], to_pil(raw)[0]
