@@ -47,6 +47,42 @@ def test_auto_edit_is_the_plain_edit_at_the_picked_strength(editor, base_image):
     assert np.array_equal(np.asarray(auto.image), np.asarray(again.image))  # reproducible without --auto
 
 
+def test_a_model_guidance_candidate_is_sampled_scored_and_reproducible(editor, base_image):
+    """`auto_model_guidance` adds strength 1 with that model guidance, an image of its own; the pick is
+    the most evidence, and its recorded settings give its image back without --auto."""
+    settings = EditSettings(**{**EDIT.to_dict(), "auto": True, "auto_model_guidance": 1.5})
+    [auto] = editor.edit(base_image, "a blue circle", settings, TUNE)
+    dial = auto.settings["auto_dial"]
+    options = [(c["strength"], c["model_guidance"]) for c in dial["candidates"]]
+    assert options == [(s, 0.0) for s in AUTO_STRENGTHS] + [(1.0, 1.5)]
+    strength, weight = options[int(np.argmax([c["evidence"] for c in dial["candidates"]]))]
+    assert (dial["picked_strength"], dial["picked_model_guidance"]) == (strength, weight)
+    assert (auto.settings["strength"], auto.settings["model_guidance"]) == (strength, weight)
+    picked = EditSettings(**{**EDIT.to_dict(), "strength": strength, "model_guidance": weight})
+    [again] = editor.edit(base_image, "a blue circle", picked, TUNE)
+    assert np.array_equal(np.asarray(auto.image), np.asarray(again.image))
+    guided, plain = (
+        EditSettings(**{**EDIT.to_dict(), "strength": 1.0, "model_guidance": w}) for w in (1.5, 0)
+    )
+    images = [np.asarray(editor.edit(base_image, "a blue circle", s, TUNE)[0].image) for s in (guided, plain)]
+    assert not np.array_equal(*images)  # a candidate of its own, not strength 1 again
+
+
+def test_batched_candidates_get_the_same_signals_at_rounding_level(editor, base_image):
+    one = EditSettings(**{**EDIT.to_dict(), "auto": True, "auto_model_guidance": 1.5})
+    [alone] = editor.edit(base_image, "a blue circle", one, TUNE)
+    [together] = editor.edit(
+        base_image, "a blue circle", EditSettings(**{**one.to_dict(), "sample_batch": 4}), TUNE
+    )
+    pairs = zip(
+        alone.settings["auto_dial"]["candidates"], together.settings["auto_dial"]["candidates"], strict=True
+    )
+    for a, b in pairs:
+        assert (a["strength"], a["model_guidance"]) == (b["strength"], b["model_guidance"])
+        assert a["read_edit"] == pytest.approx(b["read_edit"], rel=1e-3)
+        assert a["read_none"] == pytest.approx(b["read_none"], rel=1e-3)
+
+
 def test_auto_sweep_marks_one_pick(editor, base_image):
     settings = EditSettings(**{**EDIT.to_dict(), "auto": True})
     sweep = editor.sweep(base_image, "a blue circle", [2.0, 4.0], [0.6, 1.0], settings, TUNE)

@@ -3,6 +3,7 @@ whole pipeline (edit set -> methods -> scores -> report) on a tiny configuration
 
 import dataclasses
 import math
+import pickle
 import re
 
 import numpy as np
@@ -190,6 +191,30 @@ def test_oracle_takes_the_best_setting_per_edit():
     assert [(r["edit"], r["label"]) for r in chosen] == [("e1", "a"), ("e2", "b")]
 
 
+def test_the_dial_replays_its_pick_among_candidates_outside_the_grid_too():
+    from unitune.benchmark.selection import auto_records
+
+    def row(edit, strength, weight, read_edit, success):
+        common = {
+            "family": "lora",
+            "edit": edit,
+            "guidance": 3.0,
+            "strength": strength,
+            "model_guidance": weight,
+        }
+        return {**common, "interpolation": 1.0, "success": success}, {
+            **common, "fit_edit": 0.0, "fit_base": 0.0, "read_edit": read_edit, "read_none": 1.0
+        }  # fmt: skip
+
+    pairs = [row("e1", 1.0, 0.0, 0.5, 0.0), row("e1", 1.0, 1.0, 0.2, 1.0), row("e1", 0.6, 0.0, 0.4, 0.0)]
+    records, signals = [r for r, _ in pairs], [s for _, s in pairs]
+    [plain] = auto_records(records, signals, "lora", 3.0, 1.0)  # the three strengths only
+    assert (plain["strength"], plain["model_guidance"]) == (0.6, 0.0)
+    candidates = [(0.6, 0.0), (0.8, 0.0), (1.0, 0.0), (1.0, 1.0)]
+    [widened] = auto_records(records, signals, "lora", 3.0, 1.0, candidates)  # most evidence: 1 - 0.2
+    assert (widened["strength"], widened["model_guidance"], widened["success"]) == (1.0, 1.0, 1.0)
+
+
 def test_pareto_front():
     assert pareto_front([(0.1, 0.9), (0.5, 0.5), (0.4, 0.4), (0.9, 0.1)]) == [
         (0.1, 0.9),
@@ -247,6 +272,12 @@ def test_benchmark_writes_a_well_formed_report(tiny_model, tmp_path):
     assert binding_rows and all(line.count("|") == 9 for line in binding_rows)
     [ceiling] = [line for line in binding.splitlines() if line.startswith("| (ceiling) autoencoder")]
     assert ceiling.count("|") == 9
+
+    with (tmp_path / "raw" / "results.pkl").open("rb") as handle:
+        results, _ = pickle.load(handle)
+    assert all(r["model_guidance"] == 0 for r in results.records)  # the dial's extra candidate stays apart
+    assert bool(results.dial_records) == (results.auto_model_guidance > 0)
+    assert all(r["strength"] == 1.0 and r["model_guidance"] > 0 for r in results.dial_records)
 
     from unitune.benchmark.run import main
 
@@ -327,3 +358,29 @@ def test_unitunes_edits_use_the_models_untuned_tail_and_binding_samples_the_tune
     grid_edits = [tail for prompts, tail in tails if prompts == [e.prompt for e in edits]]
     assert binding and set(binding) == {0.0}
     assert grid_edits == [0.4]
+
+
+def test_the_dials_extra_candidate_is_sampled_at_each_guidance_apart_from_the_grid(
+    tiny_model, tmp_path, monkeypatch
+):
+    from unitune import Editor, EditSettings
+    from unitune.benchmark.methods import Grid, run_unitune
+    from unitune.shapes.world import render_pil
+
+    editor = Editor.load(benchmark_model(tiny_model), device="cpu", cache_dir=tmp_path)
+    edits = [e for e in edit_set("validation", 1) if e.kind in ("colour", "background")]
+    monkeypatch.setattr(editor, "default_edit_settings", lambda: EditSettings(auto_model_guidance=1.0))
+    grid = Grid(steps=2, guidances=(3.0, 6.0), strengths=(0.6,), interpolations=(0.0,))
+    signals = []
+    outputs = list(
+        run_unitune(
+            editor, "lora", edits, render_pil(edits[0].base), grid, 0, [], 2, 1, on_signals=signals.append
+        )
+    )
+    dial = {(o.edit.name, o.setting.guidance, o.setting.strength, o.setting.model_guidance) for o in outputs
+            if o.setting.dial_only}  # fmt: skip
+    assert dial == {(e.name, g, 1.0, 1.0) for e in edits for g in (3.0, 6.0)}
+    assert all(o.setting.model_guidance == 0 for o in outputs if o.setting.strength == 0.6)
+    assert {(s["guidance"], s["strength"], s["model_guidance"]) for s in signals} == {
+        (3.0, 0.6, 0.0), (6.0, 0.6, 0.0), (3.0, 1.0, 1.0), (6.0, 1.0, 1.0)
+    }  # fmt: skip

@@ -159,3 +159,25 @@ def _no_run():
 def test_an_untuned_tail_must_leave_some_of_the_tune():
     with pytest.raises(UnituneError, match="untuned tail"):
         EditSettings(untuned_tail=1.0)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_untuned_puts_the_base_in_for_its_block_and_the_tune_back_even_after_an_error(
+    editor, base_image, method
+):
+    """On the CPU the swap points the UNet at the base copies instead of copying (model guidance swaps at
+    every tuned step): inside, the base bit for bit; after, the tune's very tensors, also after an error."""
+    editor.restore_base()
+    base = {k: v.clone() for k, v in editor.pipe.unet.state_dict().items()}
+    tune = TuneSettings(method=method, steps=2, learning_rate=5e-2, seed=98)
+    editor.edit(base_image, ["a"], EditSettings(steps=2, strength=1.0, guidance=3.0), tune)
+    tuned = {k: v.clone() for k, v in editor.pipe.unet.state_dict().items()}
+    pointers = {k: v.data_ptr() for k, v in editor.pipe.unet.state_dict().items()}
+    assert any(not torch.equal(tuned[k], base[k]) for k in base)
+    with pytest.raises(KeyError), editor.weights.untuned():
+        assert all(torch.equal(base[k], v) for k, v in editor.pipe.unet.state_dict().items())
+        raise KeyError("inside")
+    assert all(torch.equal(tuned[k], v) for k, v in editor.pipe.unet.state_dict().items())
+    assert {k: v.data_ptr() for k, v in editor.pipe.unet.state_dict().items()} == pointers
+    editor.restore_base()
+    assert all(torch.equal(base[k], v) for k, v in editor.pipe.unet.state_dict().items())

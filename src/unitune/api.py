@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .auto import AUTO_STRENGTHS, pick, score_candidates
+from .auto import candidates, pick, score_candidates
 from .cache import TuneCache, tune_key
 from .errors import UnituneError, out_of_memory
 from .images import Sizing, fit, image_hash, load_image, restore_size
@@ -320,24 +320,20 @@ class Editor:
         return results
 
     def _auto_dial(self, base, prompt: str, edit_settings: EditSettings, tuned, seed, *, run) -> EditResult:
-        """Sample each candidate strength (same seed, one batch), score the raw samples with the untuned
-        model (unitune.auto), and keep the pick, its settings recording the choice (`auto_dial`)."""
-        candidates = [replace(edit_settings, strength=s) for s in AUTO_STRENGTHS]
-        samples = self._edit_cells(base, [(prompt, c, seed) for c in candidates], tuned, run=run)
-        signals = score_candidates(
-            self.pipe,
-            [raw for _, raw in samples],
-            tuned.settings["rare_prompt"],
-            prompt,
-            self.runtime,
-            self.weights,
-        )
+        """Sample each candidate (same seed, one batch), score the raw samples with the untuned model
+        (unitune.auto), and keep the pick, its settings recording the choice (`auto_dial`)."""
+        options = candidates(edit_settings)
+        samples = self._edit_cells(base, [(prompt, c, seed) for c in options], tuned, run=run)
+        raws, rare = [raw for _, raw in samples], tuned.settings["rare_prompt"]
+        signals = score_candidates(self.pipe, raws, rare, prompt, self.runtime, self.weights)
         index = pick(signals)
         result = samples[index][0]
         result.settings["auto_dial"] = {
-            "picked_strength": candidates[index].strength,
+            "picked_strength": options[index].strength,
+            "picked_model_guidance": options[index].model_guidance,
             "candidates": [
-                {"strength": c.strength, **s.to_dict()} for c, s in zip(candidates, signals, strict=True)
+                {"strength": c.strength, "model_guidance": c.model_guidance, **s.to_dict()}
+                for c, s in zip(options, signals, strict=True)
             ],
         }
         return result

@@ -20,17 +20,29 @@ measured under two prompts each, with the untuned weights and, when asked, the t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .loading import Runtime
 from .pipelines import Conditioning
+from .settings import EditSettings
 from .tuning import UNetWeights, encode_latent, encode_text, noised, training_scheduler
 
 SCORE_TIMESTEPS = (250, 450, 650, 850)  # of the 1000 training timesteps
 SCORE_SEED = 0
 AUTO_STRENGTHS = (0.6, 0.8, 1.0)  # the candidates `--auto` samples (each at the edit's other dials)
+
+
+def candidates(settings: EditSettings) -> list[EditSettings]:
+    """The edits `--auto` samples and picks among: each of AUTO_STRENGTHS at the edit's other dials, and
+    with `auto_model_guidance` > 0 strength 1 with that model guidance too (unless the edit already
+    asks for it)."""
+    options = [replace(settings, strength=strength) for strength in AUTO_STRENGTHS]
+    weight = settings.auto_model_guidance
+    if weight > 0 and weight != settings.model_guidance:
+        options.append(replace(settings, strength=1.0, model_guidance=weight))
+    return options
 
 
 @dataclass(frozen=True)

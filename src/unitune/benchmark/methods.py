@@ -38,13 +38,20 @@ class Setting:
     guidance: float
     strength: float = 1.0
     interpolation: float = 0.0
+    model_guidance: float = 0.0  # > 0 only for the automatic dial's extra candidate (not a grid setting)
 
     @property
     def label(self) -> str:
         text = f"g{self.guidance:g}"
         if self.family != "prompt":
             text += f" s{self.strength:g}"
-        return text + f" i{self.interpolation:g}"
+        text += f" i{self.interpolation:g}"
+        return text + (f" m{self.model_guidance:g}" if self.model_guidance else "")
+
+    @property
+    def dial_only(self) -> bool:
+        """A sample only the automatic dial draws (strength 1 with its model guidance), outside the grid."""
+        return self.model_guidance > 0
 
 
 @dataclass(frozen=True)
@@ -170,26 +177,31 @@ def run_unitune(
             for row in measure_binding(editor, base, tune, edit):
                 on_binding({"family": family, "guidance": guidance, **row})
     base_pixels = to_tensor(editor.prepare_image(base))
-    samples = {(s.guidance, s.strength) for s in grid.settings(family)}
-    raw: dict[str, list[tuple[float, float, Image.Image]]] = {e.name: [] for e in edits}
     defaults = editor.default_edit_settings()  # the model's (its unitune.json), as `edit` uses
-    for guidance, strength in sorted(samples):
+    cells = [
+        Setting(family, g, s) for g, s in sorted({(s.guidance, s.strength) for s in grid.settings(family)})
+    ]
+    if defaults.auto_model_guidance > 0:  # the dial's extra candidate, at each guidance the dial may run at
+        cells += [
+            Setting(family, g, 1.0, model_guidance=defaults.auto_model_guidance) for g in grid.guidances
+        ]
+    raw: dict[str, list[tuple[Setting, Image.Image]]] = {e.name: [] for e in edits}
+    for cell in cells:
         settings = EditSettings(
-            guidance=guidance,
-            strength=strength,
+            guidance=cell.guidance,
+            strength=cell.strength,
             steps=grid.steps,
             seed=seed,
             untuned_tail=defaults.untuned_tail,
-            model_guidance=defaults.model_guidance,
+            model_guidance=cell.model_guidance or defaults.model_guidance,
             sample_batch=defaults.sample_batch,
         )
         started = time.perf_counter()
         results = editor.edit(base, [e.prompt for e in edits], settings, tune)
         seconds = (time.perf_counter() - started) / len(edits)
         for edit, result in zip(edits, results, strict=True):
-            raw[edit.name].append((guidance, strength, result.image))
-            setting = Setting(family, guidance, strength)
-            yield from _interpolated(edit, setting, result.image, base_pixels, grid, seconds)
+            raw[edit.name].append((cell, result.image))
+            yield from _interpolated(edit, cell, result.image, base_pixels, grid, seconds)
     if on_signals is not None:
         _auto_signals(editor, tuned, edits, raw, family, on_signals)
 
@@ -200,12 +212,18 @@ def _auto_signals(editor, tuned, edits: list[Edit], raw: dict, family: str, on_s
     with editor.applied(tuned):
         for edit in edits:
             candidates = raw[edit.name]
-            images = [image for _, _, image in candidates]
+            images = [image for _, image in candidates]
             signals = score_candidates(
                 editor.pipe, images, rare, edit.prompt, editor.runtime, editor.weights, tuned=True
             )
-            for (guidance, strength, _), signal in zip(candidates, signals, strict=True):
-                row = {"family": family, "edit": edit.name, "guidance": guidance, "strength": strength}
+            for (cell, _), signal in zip(candidates, signals, strict=True):
+                row = {
+                    "family": family,
+                    "edit": edit.name,
+                    "guidance": cell.guidance,
+                    "strength": cell.strength,
+                }
+                row["model_guidance"] = cell.model_guidance
                 on_signals({**row, **signal.to_dict()})
 
 

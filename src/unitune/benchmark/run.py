@@ -73,6 +73,7 @@ class Results:
     config: Config
     model: str
     records: list[dict] = field(default_factory=list)
+    dial_records: list[dict] = field(default_factory=list)  # the dial's extra candidates (not grid settings)
     binding: list[dict] = field(default_factory=list)  # R alone after each tune (benchmark.binding)
     signals: list[dict] = field(default_factory=list)  # the automatic dial's signals per raw sample
     tune_costs: list[TuneCost] = field(default_factory=list)
@@ -82,6 +83,7 @@ class Results:
     seconds: float = 0.0
     untuned_tail: float = 0.0  # the model's default, used by every UniTune edit of the run
     model_guidance: float = 0.0  # likewise
+    auto_model_guidance: float = 0.0  # the dial's extra candidate: strength 1 with this model guidance
 
 
 def record(output: Output, scores: dict) -> dict:
@@ -98,6 +100,7 @@ def record(output: Output, scores: dict) -> dict:
         "guidance": setting.guidance,
         "strength": setting.strength,
         "interpolation": setting.interpolation,
+        "model_guidance": setting.model_guidance,
         "seconds": output.seconds,
         **scores,
     }
@@ -125,6 +128,7 @@ def run_benchmark(
         machine=machine(),
         untuned_tail=defaults.untuned_tail,
         model_guidance=defaults.model_guidance,
+        auto_model_guidance=defaults.auto_model_guidance,
     )
     items = [(split, scene) for split in ("validation", "test") for scene in range(_count(config, split))]
     shares = [items[k :: config.workers] for k in range(config.workers)]
@@ -137,6 +141,7 @@ def run_benchmark(
             parts = [future.result() for future in futures]
     for part in parts:
         results.records += part.records
+        results.dial_records += part.dial_records
         results.binding += part.binding
         results.signals += part.signals
         results.tune_costs += part.tune_costs
@@ -185,7 +190,7 @@ def _run_one_scene(editor, edits, config: Config, results: Results) -> None:
 
     def on_output(output: Output) -> None:
         scores = metrics.score(output.image, output.edit, base_pixels, targets[output.edit.name])
-        results.records.append(record(output, scores))
+        (results.dial_records if output.setting.dial_only else results.records).append(record(output, scores))
         if example:
             results.examples[(output.edit.name, output.setting.family, output.setting.label)] = output.image
 

@@ -133,25 +133,33 @@ def auto_records(
     family: str,
     guidance: float,
     interpolation: float,
-    strengths=AUTO_STRENGTHS,
+    candidates: list[tuple[float, float]] | None = None,
     rule: Callable[[list[Signals]], int] = pick,
 ) -> list[dict]:
     """Per edit, the record the automatic dial (`rule` on unitune.auto's signals) picks among the
-    candidates `strengths` at this guidance and interpolation: what `unitune edit --auto` would return."""
+    `candidates`, (strength, extra model guidance) pairs (default: AUTO_STRENGTHS without it), at this
+    guidance and interpolation: what `unitune edit --auto` returns, from the benchmark's own samples."""
+    candidates = candidates or [(strength, 0.0) for strength in AUTO_STRENGTHS]
     by_candidate = {
-        (s["edit"], s["strength"]): Signals(s["fit_edit"], s["fit_base"], s["read_edit"], s["read_none"])
+        _candidate(s): Signals(s["fit_edit"], s["fit_base"], s["read_edit"], s["read_none"])
         for s in signals
         if s["family"] == family and s["guidance"] == guidance and "read_edit" in s
     }
     table = {
-        (r["edit"], r["strength"]): r
+        _candidate(r): r
         for r in records
         if r["family"] == family and r["guidance"] == guidance and r["interpolation"] == interpolation
     }
     picked = []
-    for edit in sorted({edit for edit, _ in table}):
-        options = [s for s in strengths if (edit, s) in by_candidate and (edit, s) in table]
+    for edit in sorted({edit for edit, *_ in table}):
+        options = [c for c in candidates if (edit, *c) in by_candidate and (edit, *c) in table]
         if options:
-            choice = rule([by_candidate[(edit, s)] for s in options])
-            picked.append(table[(edit, options[choice])])
+            choice = rule([by_candidate[(edit, *c)] for c in options])
+            picked.append(table[(edit, *options[choice])])
     return picked
+
+
+def _candidate(row: dict) -> tuple[str, float, float]:
+    """(edit, strength, extra model guidance) of a record or signals row (runs before the dial's extra
+    candidate had none)."""
+    return row["edit"], row["strength"], row.get("model_guidance", 0.0)
