@@ -1,7 +1,9 @@
 """docs/images/auto-dial.png: what `unitune edit --auto` does on the example image, one edit a row: the
-base, the three candidate strengths at the model's other default dials (the same seed), each with the
-untuned model's evidence, and the pick framed in red. Runs `Editor.sweep(..., auto=True)` over exactly
-the dial's candidates (unitune.auto.AUTO_STRENGTHS), so the pick is the one `--auto` keeps.
+base, the dial's candidates at the model's other default dials (the same seed; unitune.auto.candidates:
+three strengths and, for the embedded model, strength 1 with model guidance), each with the untuned
+model's evidence, and the pick framed in red. The candidates and the `--auto` edit are sampled one image
+at a time (`sample_batch` 1), so the images shown are exactly the ones the dial chose among, and the
+pick is the image `--auto` returns.
 
 Usage: HF_HUB_OFFLINE=1 python scripts/auto_dial_picture.py [prompt ...]   (embedded model, CPU, ~1 min)
 """
@@ -15,7 +17,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 from unitune import Editor
-from unitune.auto import AUTO_STRENGTHS
+from unitune.auto import candidates
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "src/unitune/assets/examples/shapes.png"
@@ -33,21 +35,27 @@ class Cell:
 
 def row_cells(editor: Editor, prompt: str) -> list[Cell]:
     """The base and each candidate of `prompt`, with its evidence; the dial's pick marked."""
-    settings = replace(editor.default_edit_settings(), auto=True)
-    sweep = editor.sweep(EXAMPLE, prompt, [settings.guidance], list(AUTO_STRENGTHS), settings)
+    settings = replace(editor.default_edit_settings(), auto=True, sample_batch=1)
+    [auto] = editor.edit(EXAMPLE, prompt, settings)
+    dial = auto.settings["auto_dial"]
     cells = [Cell(Image.open(EXAMPLE).convert("RGB"), "base")]
-    for result in sweep.results:
-        dial = result.settings["auto_dial"]
-        title = f"s{result.settings['strength']:g}" + (" (auto)" if dial["picked"] else "")
-        footer = f"evidence {1000 * dial['evidence']:+.1f}e-3"
-        cells.append(Cell(result.image, title, footer, dial["picked"]))
+    for option, signals in zip(candidates(settings), dial["candidates"], strict=True):
+        [result] = editor.edit(EXAMPLE, prompt, replace(option, auto=False))
+        picked = (option.strength, option.model_guidance) == (
+            dial["picked_strength"],
+            dial["picked_model_guidance"],
+        )
+        title = f"s{option.strength:g}" + (f" mg{option.model_guidance:g}" if option.model_guidance else "")
+        footer = f"evidence {1000 * signals['evidence']:+.1f}e-3"
+        cells.append(Cell(result.image, title + (" (auto)" if picked else ""), footer, picked))
     return cells
 
 
 def figure(rows: list[tuple[str, list[Cell]]]) -> Image.Image:
     size = rows[0][1][0].image.width * SCALE
     row_height = 2 * TEXT + size + TEXT + GAP  # prompt, title, image, footer
-    sheet = Image.new("RGB", (4 * (size + GAP) + GAP, len(rows) * row_height + GAP), "white")
+    columns = max(len(cells) for _, cells in rows)
+    sheet = Image.new("RGB", (columns * (size + GAP) + GAP, len(rows) * row_height + GAP), "white")
     draw = ImageDraw.Draw(sheet)
     for r, (prompt, cells) in enumerate(rows):
         top = GAP + r * row_height

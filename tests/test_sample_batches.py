@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
-from test_equivalence import NO_TUNE, SCHEDULERS, diffusers_pipe, pixels
 
+from test_equivalence import NO_TUNE, SCHEDULERS, diffusers_pipe, pixels
 from unitune import EditSettings, TuneSettings, UnituneError
 from unitune.images import fit
 from unitune.progress import RunControl

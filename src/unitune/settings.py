@@ -235,8 +235,8 @@ class EditSettings:
     auto: bool = _opt(
         False,
         "--auto",
-        "automatic dial: sample strengths 0.6, 0.8 and 1, keep the one in which the untuned model reads the "
-        "edit's words best (unitune.auto; about 2x one edit with --sample-batch 3 or more, 3.5x alone)",
+        "automatic dial: sample strengths 0.6, 0.8 and 1 (and --auto-model-guidance's candidate), keep "
+        "the one in which the untuned model reads the edit's words best (unitune.auto; ~3.5x one edit)",
     )
 
     def __post_init__(self):

@@ -224,7 +224,7 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                         seed = gr.Number(edit.seed, label="seed", precision=0, minimum=0, maximum=MAX_SEED)
                         randomize = gr.Checkbox(False, label="random seed")
                         auto = gr.Checkbox(
-                            edit.auto, label="auto dial (picks the strength; ~2x the time)", elem_id="auto"
+                            edit.auto, label="auto dial (picks a candidate; ~3.5x the time)", elem_id="auto"
                         )
                     edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-btn")
                     with gr.Row():
