@@ -70,3 +70,11 @@ def test_generation_has_no_edit_to_guide(editor):
 def test_absurd_model_guidance_is_an_error(weight):
     with pytest.raises(UnituneError, match="model guidance"):
         EditSettings(model_guidance=weight)
+
+
+def test_an_output_with_model_guidance_says_so_in_its_file_name():
+    from unitune.outputs import EditResult, result_name
+
+    settings = {"prompt": "a", "guidance": 3.0, "strength": 1.0, "seed": 0, "model_guidance": 1.0}
+    assert result_name(0, EditResult(None, settings)) == "000-a-g3-s1-mg1-seed0.png"
+    assert result_name(0, EditResult(None, {**settings, "model_guidance": 0.0})) == "000-a-g3-s1-seed0.png"

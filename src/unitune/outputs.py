@@ -52,6 +52,8 @@ def result_name(index: int, result: EditResult) -> str:
     settings = result.settings
     prompt = settings.get("prompt", "")
     dials = f"g{settings['guidance']:g}-s{settings['strength']:g}" if "guidance" in settings else ""
+    if settings.get("model_guidance"):
+        dials += f"-mg{settings['model_guidance']:g}"
     return f"{index:03d}-{slug(prompt)}-{dials}-seed{settings.get('seed', 0)}.png"
 
 

@@ -461,7 +461,9 @@ def _has_slider() -> bool:
 
 
 def _caption(s: dict) -> str:
-    return f"{s['prompt']} · g {s['guidance']:g} · s {s['strength']:g} · seed {s['seed']}"
+    guided = f" · mg {s['model_guidance']:g}" if s.get("model_guidance") else ""
+    picked = " (auto)" if s.get("auto") else ""
+    return f"{s['prompt']} · g {s['guidance']:g} · s {s['strength']:g}{guided}{picked} · seed {s['seed']}"
 
 
 def _pair(before: str, after: str | Path, has_slider: bool):
