@@ -300,12 +300,15 @@ class Editor:
             return [restore_size(result, photo.size) for result in results]
         return results
 
-    def _edit_cells(self, base, cells, tuned: TuneResult, *, run) -> list[tuple[EditResult, Image.Image]]:
+    def _edit_cells(
+        self, base, cells, tuned: TuneResult, *, run, label: str | None = None
+    ) -> list[tuple[EditResult, Image.Image]]:
         """One edited image per (edit words, settings, seed) with its settings, sampled together where they
-        can share a batch; each with its raw sample before interpolation (for the automatic dial)."""
+        can share a batch; each with its raw sample before interpolation (for the automatic dial). `label`
+        names them all in progress reports (default: each its words and seed)."""
         rare = tuned.settings["rare_prompt"]
         requests = [
-            SampleRequest(f"{rare} {words}".strip(), settings, seed, f"{words} (seed {seed})", words)
+            SampleRequest(f"{rare} {words}".strip(), settings, seed, label or f"{words} (seed {seed})", words)
             for words, settings, seed in cells
         ]
         samples = sample_requests(self, requests, base, run=run)
@@ -323,7 +326,8 @@ class Editor:
         """Sample each candidate (same seed, one batch), score the raw samples with the untuned model
         (unitune.auto), and keep the pick, its settings recording the choice (`auto_dial`)."""
         options = candidates(edit_settings)
-        samples = self._edit_cells(base, [(prompt, c, seed) for c in options], tuned, run=run)
+        label = f"{prompt} (seed {seed}), {len(options)} candidates"
+        samples = self._edit_cells(base, [(prompt, c, seed) for c in options], tuned, run=run, label=label)
         raws, rare = [raw for _, raw in samples], tuned.settings["rare_prompt"]
         signals = score_candidates(self.pipe, raws, rare, prompt, self.runtime, self.weights)
         index = pick(signals)

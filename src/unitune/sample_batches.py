@@ -57,8 +57,8 @@ def sample_requests(editor, requests: list[SampleRequest], base, *, run: RunCont
     image (None: from pure noise)."""
     results: list = [None] * len(requests)
     for batch in _batches(requests):
-        first = requests[batch[0]]
-        label = first.label if len(batch) == 1 else f"{first.label} and {len(batch) - 1} more"
+        labels = [requests[i].label for i in batch]
+        label = labels[0] if len(set(labels)) == 1 else f"{labels[0]} and {len(batch) - 1} more"
         hint = "try a smaller --size" + (" or --sample-batch 1" if len(batch) > 1 else "")
         with out_of_memory(editor.runtime.device.type, f"an edit ({label})", hint):
             samples = _sample_batch(editor, [requests[i] for i in batch], base, label, run=run)
