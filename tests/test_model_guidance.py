@@ -14,16 +14,19 @@ TUNE = TuneSettings(steps=2, learning_rate=5e-2, seed=96)
 SETTINGS = EditSettings(steps=4, strength=1.0, guidance=3.0, model_guidance=1.5)
 
 
-def test_model_guidance_adds_the_untuned_models_reading_of_the_edit_words(editor, base_image):
+@pytest.mark.parametrize("guidance", [3.0, 1.0], ids=["guided", "unguided"])
+def test_model_guidance_adds_the_untuned_models_reading_of_the_edit_words(editor, base_image, guidance):
     """The sampler against a loop written out here with two UNets: u + g (c - u) + e (c0 - u0), u and c
     the tuned UNet's predictions for "" and "R a red circle", u0 and c0 the base UNet's for "" and "a red
-    circle"; the same pixels."""
-    [result] = editor.edit(base_image, ["a red circle"], SETTINGS, TUNE)
+    circle"; without guidance c + e (c0 - u0); the same pixels."""
+    settings = EditSettings(**{**SETTINGS.to_dict(), "guidance": guidance})
+    [result] = editor.edit(base_image, ["a red circle"], settings, TUNE)
     tuned = copy.deepcopy(editor.pipe.unet)  # the tune stays applied after an edit
     editor.restore_base()
     untuned, pipe, runtime = editor.pipe.unet, editor.pipe, editor.runtime
     base = fit(base_image, editor.work_size(base_image.size))
-    rows = encode_prompts(pipe, result.settings["full_prompt"], "", True, runtime, base.size).unet_kwargs()
+    guided = guidance > 1
+    rows = encode_prompts(pipe, result.settings["full_prompt"], "", guided, runtime, base.size).unet_kwargs()
     edit_rows = encode_prompts(pipe, "a red circle", "", True, runtime, base.size).unet_kwargs()
     timesteps = schedule(pipe, SETTINGS.steps, 1.0, runtime.device)
     generator = torch.Generator().manual_seed(SETTINGS.seed)
@@ -32,9 +35,13 @@ def test_model_guidance_adds_the_untuned_models_reading_of_the_edit_words(editor
     with torch.no_grad():
         for t in timesteps:
             model_input = pipe.scheduler.scale_model_input(torch.cat([latents] * 2), t)
-            u, c = tuned(model_input, t, **rows).sample.chunk(2)
+            if guided:
+                u, c = tuned(model_input, t, **rows).sample.chunk(2)
+                pred = u + guidance * (c - u)
+            else:
+                pred = tuned(model_input[:1], t, **rows).sample
             u0, c0 = untuned(model_input, t, **edit_rows).sample.chunk(2)
-            pred = u + SETTINGS.guidance * (c - u) + SETTINGS.model_guidance * (c0 - u0)
+            pred = pred + SETTINGS.model_guidance * (c0 - u0)
             latents = pipe.scheduler.step(pred, t, latents, **extra, return_dict=False)[0]
     expected = to_pil(decode(pipe, latents, runtime))[0]
     assert np.array_equal(np.asarray(result.image), np.asarray(expected))

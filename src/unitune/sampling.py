@@ -155,10 +155,10 @@ def iter_denoise_rows(
     capture = capture and model_guidance is None and all(row.start == first for row in rows)
     predictors: dict[tuple[int, ...], Callable] = {}
 
-    def predictor(active: list[int], conditioning: Callable[[Row], Conditioning], calls: int):
+    def predictor(active: list[int], conditioning: Callable[[Row], Conditioning], calls: int, pairs: bool):
         key = (conditioning.__name__, *active)
         if key not in predictors:
-            stacked = _stack([conditioning(rows[i]) for i in active], guided)
+            stacked = _stack([conditioning(rows[i]) for i in active], pairs)
             predictors[key] = noise_predictor(pipe.unet, stacked, runtime, calls)
         return predictors[key]
 
@@ -167,14 +167,14 @@ def iter_denoise_rows(
         active = [i for i, row in enumerate(rows) if row.start <= index]
         calls = len(timesteps) - first if capture else 0
         inputs = [_model_input(rows[i], t, guided) for i in active]
-        prompt = predictor(active, _prompt_rows, calls)
+        prompt = predictor(active, _prompt_rows, calls, guided)
         predictions = _split(prompt(_stack_inputs(inputs), t), guided)
         guiding = model_guidance is not None and index < model_guidance.steps
         guided_rows = [i for i in active if guiding and rows[i].model_guidance > 0]
         directions = {}
         if guided_rows:
             with model_guidance.untuned():
-                untuned = predictor(guided_rows, _edit_rows, 0)
+                untuned = predictor(guided_rows, _edit_rows, 0, True)  # always [negative, edit words]
                 edit_inputs = _stack_inputs([_model_input(rows[i], t, True) for i in guided_rows])
                 for i, (uncond, edit) in zip(guided_rows, _split(untuned(edit_inputs, t), True), strict=True):
                     directions[i] = rows[i].model_guidance * (edit - uncond)
