@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -89,7 +90,8 @@ def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, ru
 
     # 2-3. per request: its conditioning, its start latents and its own scheduler, joining the schedule at
     #      its strength's first step
-    rows = [_row(editor, request, base, size, len(timesteps)) for request in requests]
+    encoded = functools.cache(functools.partial(encode_prompts, pipe, runtime=runtime, size=size))
+    rows = [_row(editor, request, base, size, len(timesteps), encoded) for request in requests]
 
     # 4. denoise, reporting every step and stopping when asked; the low-noise tail with the untuned weights
     #    when `untuned_tail` asks for it, model guidance at the tuned steps before it
@@ -117,19 +119,18 @@ def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, ru
     return [_finish(pipe, row, request.settings, base, runtime) for row, request in pairs]
 
 
-def _row(editor, request: SampleRequest, base, size, schedule_length: int) -> Row:
+def _row(editor, request: SampleRequest, base, size, schedule_length: int, encoded) -> Row:
+    """`encoded(prompt, negative prompt, guided)`: the batch's prompt encoder (each text encoded once)."""
     pipe, runtime, settings = editor.pipe, editor.runtime, request.settings
     generator = torch.Generator("cpu").manual_seed(request.seed)  # all its randomness, drawn on the CPU
     guided = settings.guidance > 1.0
-    conditioning = encode_prompts(pipe, request.prompt, settings.negative_prompt, guided, runtime, size)
+    conditioning = encoded(request.prompt, settings.negative_prompt, guided)
     own = schedule(pipe, settings.steps, settings.strength, runtime.device)
     latents = initial_latents(pipe, base, own, settings.strength, generator, runtime, size)
     model_guidance, edit_conditioning = 0.0, None
     if settings.model_guidance and request.edit_words and editor.weights.applied_key is not None:
         model_guidance = settings.model_guidance  # an edit's words and a tune in the UNet to guide against
-        edit_conditioning = encode_prompts(
-            pipe, request.edit_words, settings.negative_prompt, True, runtime, size
-        )
+        edit_conditioning = encoded(request.edit_words, settings.negative_prompt, True)
     return Row(
         latents,
         schedule_length - len(own),
