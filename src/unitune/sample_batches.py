@@ -74,11 +74,11 @@ def _batches(requests: list[SampleRequest]) -> list[list[int]]:
     groups: dict[tuple, list[int]] = {}
     for index, request in enumerate(requests):
         groups.setdefault(request.batch_key(), []).append(index)
-    return [
-        indices[start : start + key[-1]]
-        for key, indices in groups.items()
-        for start in range(0, len(indices), key[-1])
-    ]
+    batches = []
+    for indices in groups.values():
+        size = requests[indices[0]].settings.sample_batch
+        batches += [indices[start : start + size] for start in range(0, len(indices), size)]
+    return batches
 
 
 def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, run: RunControl) -> list:

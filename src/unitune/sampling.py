@@ -112,25 +112,6 @@ class ModelGuidance:
     steps: int  # shared-schedule indices below this are the tuned steps
 
 
-def iter_denoise(
-    pipe,
-    latents,
-    timesteps,
-    conditioning: Conditioning,
-    guidance: float,
-    generator,
-    runtime: Runtime,
-    guidance_rescale: float = 0.0,
-    capture: bool = True,
-) -> Iterator:
-    """Yield (step index, latents) after every scheduler step of one sample (DDIM/PNDM/Euler/DPM-Solver:
-    any scheduler): `iter_denoise_rows` with one row on `pipe.scheduler`."""
-    extra = pipe.prepare_extra_step_kwargs(generator, 0.0)
-    row = Row(latents, 0, conditioning, pipe.scheduler, extra, guidance, guidance_rescale)
-    for index in iter_denoise_rows(pipe, [row], timesteps, runtime, capture=capture):
-        yield index, row.latents
-
-
 def iter_denoise_rows(
     pipe,
     rows: list[Row],
@@ -153,7 +134,7 @@ def iter_denoise_rows(
     guided = len(rows[0].conditioning) == 2
     first = min(row.start for row in rows)
     capture = capture and model_guidance is None and all(row.start == first for row in rows)
-    predictors: dict[tuple[int, ...], Callable] = {}
+    predictors: dict[tuple, Callable] = {}  # (conditioning kind, active rows) -> its noise predictor
 
     def predictor(active: list[int], conditioning: Callable[[Row], Conditioning], calls: int, pairs: bool):
         key = (conditioning.__name__, *active)
