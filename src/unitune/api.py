@@ -22,6 +22,7 @@ from PIL import Image
 
 from .auto import candidates, pick, score_candidates
 from .cache import TuneCache, tune_key
+from .decoder_fit import decoder_tensors, fit_decoder
 from .errors import UnituneError, out_of_memory
 from .images import Sizing, fit, image_hash, load_image, restore_size
 from .loading import (
@@ -87,7 +88,7 @@ class Editor:
         self.pipe, self.model, self.runtime, self.cache = pipe, model, runtime, cache
         self.defaults = defaults or ModelDefaults()
         self.sizing = sizing or Sizing()  # how photos are fitted (images.Sizing); replace it at will
-        self.weights = UNetWeights(pipe.unet)  # the only code that swaps the UNet's weights
+        self.weights = UNetWeights(pipe.unet, pipe.vae.decoder)  # the only code that swaps the UNet's weights
         self._lock = threading.RLock()
 
     @classmethod
@@ -200,10 +201,12 @@ class Editor:
         should_stop: StopFn | None = None,
     ) -> tuple[dict[str, torch.Tensor], list[float]]:
         """Tune without the cache (nothing read or written): (the tuned weights, CPU copies, as the cache
-        would store them; the step losses). The UNet holds its base weights again afterwards."""
+        would store them, the fitted decoder's too; the UNet's step losses). The UNet and the decoder hold
+        their base weights again afterwards."""
         base, settings = self.prepare_image(image), self.resolve_tune(tune_settings)
         with self._lock:
-            return self._train(base, settings, run=RunControl(progress, should_stop))
+            tensors, losses, _ = self._train(base, settings, run=RunControl(progress, should_stop))
+            return tensors, losses
 
     def _tuned(self, base, settings: TuneSettings, *, run: RunControl, load: bool):
         """(TuneResult, its weights when `load`): a sound cached entry's, else trained and saved now.
@@ -219,8 +222,8 @@ class Editor:
                 tensors, metadata = cached
                 result = TuneResult(key, self.cache.path(key), False, settings.to_dict(), _losses(metadata))
                 return result, tensors
-            tensors, losses = self._train(base, settings, run=run)
-            path = self.cache.save(key, tensors, self._metadata(base, settings, losses))
+            tensors, losses, decoder_losses = self._train(base, settings, run=run)
+            path = self.cache.save(key, tensors, self._metadata(base, settings, losses, decoder_losses))
             self.cache.enforce_limit()  # under the key's lock: the new entry is never the one evicted
         return TuneResult(key, path, True, settings.to_dict(), losses), tensors
 
@@ -234,10 +237,20 @@ class Editor:
             text = encode_text(self.pipe, settings.rare_prompt, self.runtime, base.size)
             with self.weights.training(settings, frozen_dtype(settings, self.runtime)):
                 losses = train(self.pipe, latent, text, settings, self.runtime, run.progress, run.should_stop)
-                return self.weights.tuned_tensors(settings.method), losses
+                tensors = self.weights.tuned_tensors(settings.method)
+            decoder_losses = []
+            if settings.decoder_steps:
+                pixels = self.pipe.image_processor.preprocess(base)
+                with self.weights.fitting_decoder():
+                    decoder_losses = fit_decoder(
+                        self.pipe, latent, pixels, settings, self.runtime, run.progress, run.should_stop
+                    )
+                    tensors |= decoder_tensors(self.pipe)
+            return tensors, losses, decoder_losses
 
-    def _metadata(self, base, settings: TuneSettings, losses: list[float]) -> dict[str, str]:
-        return {  # the cache adds "format" and "key"
+    def _metadata(self, base, settings: TuneSettings, losses, decoder_losses=()) -> dict[str, str]:
+        fit = {"decoder_losses": json.dumps(decoder_losses)} if decoder_losses else {}
+        return fit | {  # the cache adds "format" and "key"
             "model": self.model,
             "model_identity": model_identity(self.model, self.pipe),
             "compute_dtype": str(self.runtime.dtype),

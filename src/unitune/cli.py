@@ -204,7 +204,8 @@ class TqdmProgress:
         key = (event.stage, event.label, event.total)
         if self.bar is None or key != self.key or event.step == 1:
             self.close()
-            desc = "tune" if event.stage == "tune" else f"{self.verb} {event.label}"[:50]
+            stages = {"tune": "tune", "decoder": "fit decoder"}
+            desc = stages.get(event.stage) or f"{self.verb} {event.label}"[:50]
             self.bar, self.key = tqdm(total=event.total, desc=desc, leave=False, file=sys.stderr), key
         if event.loss is not None:
             self.bar.set_postfix(loss=f"{event.loss:.4f}", refresh=False)

@@ -66,6 +66,7 @@ def uniform_noise_weights(text: str) -> bool:
 
 MAX_BATCH_SIZE = 64  # noised copies of the one latent per tune step (UniTune: 4); beyond, only memory
 MAX_LORA_RANK = 256  # a rank past the layers' own width is a full tune in disguise
+MAX_DECODER_STEPS = 10_000  # a fit of one image's decoding; far past any useful length (50 embedded)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,13 @@ class TuneSettings:
         "adamw (PyTorch's fused kernel) or adamw8bit (bitsandbytes' 8-bit AdamW: optimizer state in a "
         "quarter of the memory; CUDA only)",
     )
+    decoder_steps: int = _opt(
+        0,
+        "--decoder-steps",
+        "after the UNet's tune, fit the autoencoder's decoder for this many Adam steps to decode the "
+        "image's own latent as the image (0 = off)",
+    )
+    decoder_learning_rate: float = _opt(2e-4, "--decoder-lr", "Adam learning rate of the decoder fit")
     gradient_checkpointing: str = _opt(
         "auto",
         "--gradient-checkpointing",
@@ -145,6 +153,10 @@ class TuneSettings:
             raise UnituneError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.noise_weights is not None:
             parse_noise_weights(self.noise_weights)
+        if not 0 <= self.decoder_steps <= MAX_DECODER_STEPS:
+            raise UnituneError(f"decoder steps must be in [0, {MAX_DECODER_STEPS}], got {self.decoder_steps}")
+        if not (math.isfinite(self.decoder_learning_rate) and self.decoder_learning_rate > 0):
+            raise UnituneError(f"decoder learning rate must be > 0, got {self.decoder_learning_rate}")
         if self.gradient_checkpointing not in CHECKPOINTING:
             choices = ", ".join(CHECKPOINTING)
             raise UnituneError(
@@ -183,6 +195,9 @@ class TuneSettings:
         if self.method != "lora":
             settings.pop("lora_rank")
             settings.pop("lora_targets")
+        if not self.decoder_steps:  # no decoder fit: keys made before it was a setting stay valid
+            settings.pop("decoder_steps")
+            settings.pop("decoder_learning_rate")
         return settings
 
 

@@ -19,6 +19,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
 from . import graphs
+from .decoder_fit import split_decoder
 from .errors import UnituneError
 from .loading import Runtime
 from .pipelines import Conditioning, encode, vae_precision
@@ -342,10 +343,15 @@ class UNetWeights:
     while sampling (peft's `merge`, then the adapter layers are dropped, so a step costs a plain UNet's),
     and CPU copies of the few weights the merge changed are loaded back after: subtracting the update again
     would not give the base back exactly.
+    A tune with a decoder fit (`unitune.decoder_fit`) also carries the autoencoder's decoder: it goes in
+    and out with the UNet's weights, the base decoder back from a CPU copy.
     """
 
-    def __init__(self, unet):
+    def __init__(self, unet, decoder=None):
         self.unet = unet
+        self.decoder = decoder  # the autoencoder's decoder (None: a tune never changes it)
+        self._decoder_base: dict[str, torch.Tensor] | None = None  # its CPU copy, at the first fit
+        self._decoder_applied = False  # a fitted decoder (or one being fitted) is in place
         self._base_state: dict[str, torch.Tensor] | None = None  # the CPU copy, taken at the first full tune
         self._full_applied = False  # a full tune's weights (or a full tune in training) are in the UNet
         self._lora_originals: dict[str, torch.Tensor] | None = None  # the weights a merged LoRA changed
@@ -360,8 +366,14 @@ class UNetWeights:
 
     def restore_base(self) -> None:
         """Put the base weights back (a no-op when they are in place): drop any adapter, reload the weights
-        a merged LoRA changed, or the base state dict after a full tune."""
+        a merged LoRA changed, or the base state dict after a full tune; the base decoder after a fit."""
         self.applied_key = None
+        self._restore_base_unet()
+        if self._decoder_applied:
+            self.decoder.load_state_dict(self._decoder_base)
+            self._decoder_applied = False
+
+    def _restore_base_unet(self) -> None:
         remove_lora(self.unet)
         if self._cast is not None:  # new float32 tensors from the CPU copy: the base, bit for bit
             for module, parameter_name, key in self._cast:
@@ -374,6 +386,37 @@ class UNetWeights:
         if self._full_applied:
             self.unet.load_state_dict(self._base_state)
             self._full_applied = False
+
+    def _snapshot_decoder(self) -> None:
+        if self._decoder_base is None:
+            state = self.decoder.state_dict()
+            self._decoder_base = {name: t.detach().to("cpu", copy=True) for name, t in state.items()}
+
+    @contextlib.contextmanager
+    def model_decoder(self):
+        """The model's own decoder inside the block, the applied tune's fitted one again after it (a no-op
+        without one): to see what the UNet's tune alone draws (the benchmark's binding rows)."""
+        if not self._decoder_applied:
+            yield
+            return
+        fitted = {name: t.detach().clone() for name, t in self.decoder.state_dict().items()}
+        self.decoder.load_state_dict(self._decoder_base)
+        try:
+            yield
+        finally:
+            self.decoder.load_state_dict(fitted)
+
+    @contextlib.contextmanager
+    def fitting_decoder(self):
+        """The decoder ready to be fitted in place inside the block (`decoder_fit.fit_decoder`), the base
+        decoder again after it, even after an error."""
+        self._snapshot_decoder()
+        self._decoder_applied = True
+        try:
+            yield
+        finally:
+            self.decoder.load_state_dict(self._decoder_base)
+            self._decoder_applied = False
 
     @contextlib.contextmanager
     def applied(
@@ -417,7 +460,7 @@ class UNetWeights:
         state = self.unet.state_dict()
         names = state.keys() if full else originals.keys()
         tuned = {name: state[name].detach().to("cpu", copy=True) for name in names}
-        self.restore_base()
+        self._restore_base_unet()  # the fitted decoder stays: it decodes the edit after these steps
         try:
             yield
         finally:
@@ -450,6 +493,11 @@ class UNetWeights:
         return swap()
 
     def _apply(self, tensors: dict[str, torch.Tensor], settings: dict) -> None:
+        tensors, decoder = split_decoder(tensors)
+        if decoder:
+            self._snapshot_decoder()
+            self._decoder_applied = True
+            self.decoder.load_state_dict(decoder)
         if settings["method"] == "lora":
             load_lora(self.unet, tensors, settings["lora_rank"], settings["lora_targets"])
             self._lora_originals = merge_lora(self.unet)

@@ -35,6 +35,7 @@ def autoencoder_roundtrip(editor, base: Image.Image) -> dict:
     from ..sampling import decode, to_pil
     from ..tuning import encode_latent
 
+    editor.restore_base()  # the model's own decoder, not a tune's fitted one
     latent = encode_latent(editor.pipe, editor.prepare_image(base), editor.runtime)
     pixels = np.asarray(to_pil(decode(editor.pipe, latent, editor.runtime))[0])
     base_pixels = np.asarray(base.convert("RGB"))

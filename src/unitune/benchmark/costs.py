@@ -50,8 +50,10 @@ def bare_step_times(editor, latent, text, settings, steps: int) -> list[float]:
 
 
 def tune_step_times(editor, image, settings) -> list[float]:
-    """Seconds per step of unitune's own tuning loop (`Editor.train`: `tune` without the cache)."""
+    """Seconds per step of unitune's own tuning loop (`Editor.train`: `tune` without the cache), the
+    UNet's steps only (no decoder fit)."""
     stamps = []
+    settings = replace(settings, decoder_steps=0)
     editor.train(image, settings, progress=lambda event: stamps.append(time.perf_counter()))
     return [b - a for a, b in zip(stamps[1:], stamps[2:], strict=False)]  # drop warm-up steps
 

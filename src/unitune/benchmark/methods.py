@@ -176,6 +176,10 @@ def run_unitune(
             edit = EditSettings(guidance=guidance, steps=grid.steps, seed=seed, untuned_tail=0.0)
             for row in measure_binding(editor, base, tune, edit):
                 on_binding({"family": family, "guidance": guidance, **row})
+            if tuned.settings.get("decoder_steps"):  # the same samples decoded by the model's decoder
+                with editor.weights.model_decoder():
+                    for row in measure_binding(editor, base, tune, edit):
+                        on_binding({"family": family, "guidance": guidance, "decoder": "model", **row})
     base_pixels = to_tensor(editor.prepare_image(base))
     defaults = editor.default_edit_settings()  # the model's (its unitune.json), as `edit` uses
     cells = [

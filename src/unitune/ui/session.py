@@ -73,9 +73,10 @@ class ProgressBar:
     def __call__(self, event: Progress) -> None:
         if self.bar is None:
             return
-        if event.stage == "tune":
+        if event.stage in ("tune", "decoder"):
             loss = f" · loss {event.loss:.4f}" if event.loss is not None else ""
-            desc = f"Tuning on the image{loss}"
+            what = "Tuning on the image" if event.stage == "tune" else "Fitting the decoder to the image"
+            desc = f"{what}{loss}"
         else:
             self.image += event.step == 1
             desc = f"Editing {self.image}/{self.images}: {event.label}"

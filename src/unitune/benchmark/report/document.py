@@ -71,6 +71,8 @@ def tune_settings_text(results) -> str:
                 "noise_weights",
                 "lora_rank",
                 "lora_targets",
+                "decoder_steps",
+                "decoder_learning_rate",
             )
             seen[cost.family] = ", ".join(f"{k}={cost.settings[k]}" for k in keep if k in cost.settings)
     return "; ".join(f"{family}: `{text}`" for family, text in seen.items()) or "(not recorded)"

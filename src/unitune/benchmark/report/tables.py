@@ -135,12 +135,19 @@ def binding_rows(binding: list[dict]) -> list[str]:
         "| R at 0.8: same scene | PSNR median | same and >= 28 dB |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    tunes = sorted({(r["family"], r["guidance"]) for r in rows if r["family"] != CEILING})
-    for family, guidance in [*tunes, (CEILING, None)]:
-        summary = summarise_binding([r for r in rows if (r["family"], r["guidance"]) == (family, guidance)])
+
+    def group(row):
+        return row["family"], row.get("decoder", "tune"), row["guidance"]
+
+    tunes = sorted(
+        {group(r) for r in rows if r["family"] != CEILING}, key=lambda g: (g[0], g[1] != "tune", g[2])
+    )
+    for family, decoder, guidance in [*tunes, (CEILING, "tune", None)]:
+        summary = summarise_binding([r for r in rows if group(r) == (family, decoder, guidance)])
         if not summary:
             continue
-        cells = [family, f"{guidance:g}"] if guidance is not None else [CEILING_TITLE, "-"]
+        name = family if decoder == "tune" else f"{family}, the model's decoder"
+        cells = [name, f"{guidance:g}"] if guidance is not None else [CEILING_TITLE, "-"]
         for strength in (1.0, 0.8):
             part = summary.get(strength)
             cells += (
@@ -152,6 +159,9 @@ def binding_rows(binding: list[dict]) -> list[str]:
         "",
         f"{scenes} test scenes; the same tune as the edits below (targets: >= 90% same and >= 28 dB). "
         "The last row is the base encoded and decoded by the model's autoencoder, no tune and no sampling: "
-        "no tune redraws a scene better than its own latent decodes, so it is the ceiling.",
+        "no tune redraws a scene better than its own latent decodes, so it is the ceiling of the UNet's "
+        "tune; a tune with a decoder fit (`decoder_steps`) also fits the decoder to the image, which can "
+        "pass it. Rows marked \"the model's decoder\" decode the same samples with the model's own decoder: "
+        "what the UNet's tune alone draws.",
     ]
     return lines
