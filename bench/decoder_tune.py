@@ -3,9 +3,10 @@ fit, Avrahami et al. 2023, section 4.2): does R alone from noise come closer to 
 it do to the edits? Per validation scene: the model's default tune (full or LoRA), then R alone from
 pure noise (binding, as bench/binding.py measures it) and the scene's edits at a few cells, decoded by
 the model's decoder and by a copy fitted to (the base's latent -> the base) for each of `--fits`
-(`steps@lr`). Same latents for every decoder: only the decoding differs. A benchmark, not a test.
+(`steps@lr`, or `steps@lr:perm` for the fit on the image's six channel permutations). Same latents
+for every decoder: only the decoding differs. A benchmark, not a test. Results in docs/binding.md.
 
-Usage: HF_HUB_OFFLINE=1 python bench/decoder_tune.py --method full --fits "50@2e-4,100@1e-4" \\
+Usage: HF_HUB_OFFLINE=1 python bench/decoder_tune.py --method full --fits "50@2e-4,50@2e-4:perm" \\
            --scenes 0:20 --threads 1 --out a.json
        python bench/decoder_tune.py --summarise a.json b.json
 """
@@ -47,6 +48,36 @@ def fit(editor, base, steps: int, lr: float) -> float:
     return time.perf_counter() - started
 
 
+def fit_permuted(editor, base, steps: int, lr: float) -> float:
+    """The same fit on the six RGB channel permutations of the image and their own latents, one a step in
+    turn (the identity among them): the decoder learns the scene's edges and texture in every colour, so
+    that it cannot learn which colour belongs where (what pulled recolours back on the test split)."""
+    from diffusers.optimization import get_scheduler
+    from PIL import Image
+
+    pipe, started = editor.pipe, time.perf_counter()
+    image = editor.prepare_image(base)
+    orders = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))
+    pixels = np.asarray(image.convert("RGB"))
+    pairs = []
+    for order in orders:
+        permuted = Image.fromarray(np.ascontiguousarray(pixels[..., list(order)]))
+        latent = encode_latent(pipe, permuted, editor.runtime) / pipe.vae.config.scaling_factor
+        pairs.append((latent, pipe.image_processor.preprocess(permuted)))
+    decoder = pipe.vae.decoder.requires_grad_(True)
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=lr)
+    schedule = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=max(1, steps // 5))
+    for step in range(steps):
+        latent, target = pairs[step % len(pairs)]
+        loss = torch.nn.functional.mse_loss(pipe.vae.decode(latent, return_dict=False)[0], target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    decoder.requires_grad_(False)
+    return time.perf_counter() - started
+
+
 def measure_scene(editor, number, scene, split, tune, fit_text, guidances) -> list[dict]:
     base, rows = render_pil(scene), []
     for guidance in guidances:
@@ -83,8 +114,10 @@ def measure(method: str, fits: list[str], split: str, first: int, last: int, gui
                 editor.pipe.vae.decoder.load_state_dict(original)
                 seconds = 0.0
                 if fit_text != "none":
-                    steps, lr = fit_text.split("@")
-                    seconds = fit(editor, render_pil(scene), int(steps), float(lr))
+                    spec, _, variant = fit_text.partition(":")
+                    steps, lr = spec.split("@")
+                    fitter = fit_permuted if variant == "perm" else fit
+                    seconds = fitter(editor, render_pil(scene), int(steps), float(lr))
                 part = measure_scene(editor, number, scene, split, tune, fit_text, guidances)
                 rows += [{**row, "fit_seconds": seconds} for row in part]
             editor.pipe.vae.decoder.load_state_dict(original)

@@ -147,3 +147,26 @@ def test_the_binding_table_shows_the_model_decoder_rows_beside_the_tunes():
     [tune] = [line for line in lines if line.startswith("| lora | 3 |")]
     [model] = [line for line in lines if line.startswith("| lora, the model's decoder | 3 |")]
     assert "100%" in tune.split("|")[5] and "0%" in model.split("|")[5]
+
+
+def test_an_error_inside_the_model_decoder_block_leaves_every_base_weight(editor, base_image):
+    editor.restore_base()
+    base_decoder = decoder_state(editor)
+    editor.edit(base_image, [""], EditSettings(steps=2, strength=1.0, guidance=3.0), TuneSettings(**FIT))
+    with pytest.raises(RuntimeError), editor.weights.model_decoder():
+        editor.weights.restore_base()  # what `applied` does when a call inside fails
+        raise RuntimeError("boom")
+    assert editor.weights.applied_key is None and same_tensors(decoder_state(editor), base_decoder)
+
+
+def test_the_fit_reports_its_steps_and_the_ui_names_them(editor, base_image):
+    from unitune.ui.session import ProgressBar
+
+    events = []
+    editor.tune(base_image, TuneSettings(**{**FIT, "seed": 72}), progress=events.append)
+    fit = [e for e in events if e.stage == "decoder"]
+    assert [e.step for e in fit] == list(range(1, FIT["decoder_steps"] + 1)) and all(e.loss for e in fit)
+    assert events.index(fit[0]) > max(i for i, e in enumerate(events) if e.stage == "tune")  # after the UNet
+    shown = []
+    ProgressBar(lambda value, desc: shown.append(desc))(fit[0])
+    assert shown[0].startswith("Fitting the decoder to the image · loss")

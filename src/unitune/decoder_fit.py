@@ -6,7 +6,8 @@ allows: the embedded model's round trip alone costs 29.9-35 dB, and on thin edge
 is most of what R redrawn from noise misses (docs/binding.md). The fit is part of the tune
 (`TuneSettings.decoder_steps`, the cache key, the cached file: its tensors under `DECODER_PREFIX`) and is
 applied with it by `tuning.UNetWeights`; the encoder is untouched, so the automatic dial reads samples as
-before. Off (0 steps) by default; the embedded model's `unitune.json` turns it on.
+before. Off (0 steps) by default, the embedded model's too: on its test split the fit binds more scenes
+but draws fewer edits (docs/binding.md, "Fitting the decoder to the image").
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def fit_decoder(
     params = list(decoder.parameters())
     optimizer = torch.optim.Adam(params, lr=settings.decoder_learning_rate)
     # Adam's first steps move every weight by about the rate whatever its gradient: on a small decoder
-    # that first undoes the fit it then repairs (loss x7 by step 2 at 2e-4, docs/binding.md); a warm-up
+    # that first undoes the fit it then repairs (loss x10 by step 2 at 2e-4, docs/binding.md); a warm-up
     # over the first fifth of the steps keeps the loss falling from the start
     schedule = get_scheduler(
         "constant_with_warmup", optimizer, num_warmup_steps=max(1, settings.decoder_steps // WARMUP_SHARE)

@@ -404,7 +404,8 @@ class UNetWeights:
         try:
             yield
         finally:
-            self.decoder.load_state_dict(fitted)
+            if self._decoder_applied:  # else an error inside put every base weight back: leave it so
+                self.decoder.load_state_dict(fitted)
 
     @contextlib.contextmanager
     def fitting_decoder(self):
