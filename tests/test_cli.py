@@ -79,6 +79,8 @@ def test_bad_image_fails_cleanly(bad_files, tiny_model, tmp_path, name):
         ["--decoder-steps", "-1"],
         ["--decoder-steps", "1000000"],
         ["--decoder-lr", "0"],
+        ["--decoder-gate", "-1"],
+        ["--decoder-gate", "nan"],
         ["--cuda-graphs", "maybe"],
     ],
     ids=lambda f: " ".join(f),

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from .decoder_gate import decode_samples
 from .errors import out_of_memory
 from .interpolation import interpolate_details
 from .progress import Progress, RunControl
 from .sampling import (
     ModelGuidance,
     Row,
-    decode,
     encode_prompts,
     initial_latents,
     iter_denoise_rows,
@@ -114,9 +114,12 @@ def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, ru
             if index + 1 == switch:
                 tail.enter_context(editor.weights.untuned())
 
-    # 5-6. decode each row to pixels in [0, 1]; base-detail interpolation (a post-process of the sample)
-    pairs = zip(rows, requests, strict=True)
-    return [_finish(pipe, row, request.settings, base, runtime) for row, request in pairs]
+    # 5-6. decode each row to pixels in [0, 1] (a tune's fitted decoder behind its gate); base-detail
+    #      interpolation (a post-process of the sample)
+    gates = [request.settings.decoder_gate for request in requests]
+    raws = decode_samples(editor, [row.latents for row in rows], gates, base)
+    pairs = zip(raws, requests, strict=True)
+    return [_finish(raw, request.settings, base) for raw, request in pairs]
 
 
 def _row(editor, request: SampleRequest, base, size, schedule_length: int, encoded) -> Row:
@@ -144,8 +147,7 @@ def _row(editor, request: SampleRequest, base, size, schedule_length: int, encod
     )
 
 
-def _finish(pipe, row: Row, settings: EditSettings, base, runtime) -> tuple[Image.Image, Image.Image]:
-    raw = decode(pipe, row.latents, runtime)
+def _finish(raw: torch.Tensor, settings: EditSettings, base) -> tuple[Image.Image, Image.Image]:
     images = raw
     if base is not None and settings.interpolation > 0:
         images = interpolate_details(raw, to_tensor(base), settings.interpolation)

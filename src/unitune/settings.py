@@ -34,6 +34,8 @@ DEFAULT_TUNE_STEPS = {"full": 128, "lora": 128}  # UniTune's 128 x 4 noised copi
 OPTIMIZERS = ("adamw", "adamw8bit")
 MAX_SAMPLE_BATCH = 64  # images per UNet batch while sampling; beyond, only memory
 MAX_MODEL_GUIDANCE = 20.0  # far past any useful weight (about 1 on the embedded model)
+DEFAULT_DECODER_GATE = 0.3  # chosen on validation (docs/binding.md, "The decoder gate")
+MAX_DECODER_GATE = 10.0  # RGB distances are at most sqrt(3): past it the gate is open everywhere
 CHECKPOINTING = ("auto", "on", "off")
 
 
@@ -242,6 +244,13 @@ class EditSettings:
         "images denoised together in one UNet batch (prompts, seeds, sweep cells, --auto's candidates): "
         "faster on small models; in a batch an image can differ from its run alone by float rounding",
     )
+    decoder_gate: float = _opt(
+        DEFAULT_DECODER_GATE,
+        "--decoder-gate",
+        "with a tune's decoder fit (--decoder-steps): decode with the fitted decoder only where the sample "
+        "is still the image, with the model's where the edit changed it; the gate's width in RGB distance "
+        "(as interpolation's mask; 0 = the fitted decoder everywhere)",
+    )
     auto_model_guidance: float = _opt(
         0.0,
         "--auto-model-guidance",
@@ -271,6 +280,8 @@ class EditSettings:
         ):
             if not 0 <= weight <= MAX_MODEL_GUIDANCE:
                 raise UnituneError(f"{name} must be in [0, {MAX_MODEL_GUIDANCE:g}], got {weight}")
+        if not (math.isfinite(self.decoder_gate) and 0 <= self.decoder_gate <= MAX_DECODER_GATE):
+            raise UnituneError(f"decoder gate must be in [0, {MAX_DECODER_GATE:g}], got {self.decoder_gate}")
         if self.steps < 1:
             raise UnituneError(f"steps must be >= 1, got {self.steps}")
         if int(self.steps * self.strength) < 1:

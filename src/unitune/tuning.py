@@ -352,6 +352,7 @@ class UNetWeights:
         self.decoder = decoder  # the autoencoder's decoder (None: a tune never changes it)
         self._decoder_base: dict[str, torch.Tensor] | None = None  # its CPU copy, at the first fit
         self._decoder_applied = False  # a fitted decoder (or one being fitted) is in place
+        self._showing_model_decoder = False  # inside `model_decoder`: the model's decoder stands in for it
         self._base_state: dict[str, torch.Tensor] | None = None  # the CPU copy, taken at the first full tune
         self._full_applied = False  # a full tune's weights (or a full tune in training) are in the UNet
         self._lora_originals: dict[str, torch.Tensor] | None = None  # the weights a merged LoRA changed
@@ -387,6 +388,11 @@ class UNetWeights:
             self.unet.load_state_dict(self._base_state)
             self._full_applied = False
 
+    @property
+    def decoder_fitted(self) -> bool:
+        """A tune's fitted decoder is in place (the model's is kept on the CPU)."""
+        return self._decoder_applied and not self._showing_model_decoder
+
     def _snapshot_decoder(self) -> None:
         if self._decoder_base is None:
             state = self.decoder.state_dict()
@@ -396,14 +402,16 @@ class UNetWeights:
     def model_decoder(self):
         """The model's own decoder inside the block, the applied tune's fitted one again after it (a no-op
         without one): to see what the UNet's tune alone draws (the benchmark's binding rows)."""
-        if not self._decoder_applied:
+        if not self.decoder_fitted:
             yield
             return
         fitted = {name: t.detach().clone() for name, t in self.decoder.state_dict().items()}
         self.decoder.load_state_dict(self._decoder_base)
+        self._showing_model_decoder = True
         try:
             yield
         finally:
+            self._showing_model_decoder = False
             if self._decoder_applied:  # else an error inside put every base weight back: leave it so
                 self.decoder.load_state_dict(fitted)
 
