@@ -105,8 +105,12 @@ class Decoders:
             gate = unchanged_mask(model, self.model_image, float(tau))
         else:
             distance = (z - self.latent).pow(2).mean(dim=1, keepdim=True).sqrt()
-            gate = F.interpolate(torch.exp(-distance.pow(2) / float(tau) ** 2), size=model.shape[-2:],
-                                 mode="bilinear", align_corners=False).cpu()
+            gate = F.interpolate(
+                torch.exp(-distance.pow(2) / float(tau) ** 2),
+                size=model.shape[-2:],
+                mode="bilinear",
+                align_corners=False,
+            ).cpu()
         return gate * fitted + (1 - gate) * model
 
 
@@ -124,7 +128,9 @@ def measure_scene(editor, number, scene, split, method, fit_spec, gates) -> list
     defaults, seed, rows = editor.default_edit_settings(), number, []
     for guidance in GUIDANCES:
         for strength in (1.0, 0.8):
-            settings = EditSettings(guidance=guidance, strength=strength, steps=20, seed=seed, untuned_tail=0.0)
+            settings = EditSettings(
+                guidance=guidance, strength=strength, steps=20, seed=seed, untuned_tail=0.0
+            )
             with Captured() as captured:
                 editor.edit(base, "", settings, tune)
             for variant in variants(gates):
@@ -209,7 +215,9 @@ def summarise(rows: list[dict]) -> None:
     order = list(dict.fromkeys(row["variant"] for row in rows))
     print("| decoder | guidance | strength | scenes | same and >= 28 dB | median PSNR |")
     print("|---|---|---|---|---|---|")
-    for (variant, guidance, strength), group in sorted(binding.items(), key=lambda i: (order.index(i[0][0]), i[0][1:])):
+    for (variant, guidance, strength), group in sorted(
+        binding.items(), key=lambda i: (order.index(i[0][0]), i[0][1:])
+    ):
         bound = sum(row["same"] and row["psnr"] >= 28 for row in group)
         median = np.median([row["psnr"] for row in group])
         print(f"| {variant} | {guidance:g} | {strength:g} | {len(group)} | {bound} | {median:.1f} |")

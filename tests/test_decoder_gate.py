@@ -99,7 +99,9 @@ def test_without_a_fitted_decoder_the_gate_changes_nothing(editor, base_image):
 
 def test_the_gate_is_part_of_an_edits_settings_and_changes_a_fitted_edit(editor, base_image):
     settings = dict(steps=3, strength=1.0, guidance=3.0)
-    gated = editor.edit(base_image, ["a"], EditSettings(**settings, decoder_gate=GATE), TuneSettings(**FIT))[0]
+    gated = editor.edit(base_image, ["a"], EditSettings(**settings, decoder_gate=GATE), TuneSettings(**FIT))[
+        0
+    ]
     open_ = editor.edit(base_image, ["a"], EditSettings(**settings, decoder_gate=0.0), TuneSettings(**FIT))[0]
     assert gated.settings["decoder_gate"] == GATE
     assert not np.array_equal(np.asarray(gated.image), np.asarray(open_.image))
@@ -116,3 +118,18 @@ def test_inside_the_model_decoder_block_no_fitted_decoder_is_in_place(fitted):
 def test_bad_gates_are_clear_errors(bad):
     with pytest.raises(UnituneError, match="decoder gate"):
         EditSettings(decoder_gate=bad)
+
+
+def test_the_benchmark_report_names_the_gate_where_its_tunes_fit_a_decoder():
+    import types
+
+    from unitune.benchmark.methods import TuneCost
+    from unitune.benchmark.report.document import gate_text
+
+    def results(decoder_steps, gate):
+        cost = TuneCost("lora", "test-000", 1.0, 0.1, {"decoder_steps": decoder_steps})
+        return types.SimpleNamespace(tune_costs=[cost], decoder_gate=gate)
+
+    assert gate_text(results(50, 0.3)) == ", decoder gate 0.3"
+    assert gate_text(results(0, 0.3)) == ""  # no fitted decoder: the gate did nothing
+    assert "before" in gate_text(results(50, None))  # a run from before the gate

@@ -173,7 +173,13 @@ def run_unitune(
     )
     if on_binding is not None:  # the tune alone: R sampled with the tuned weights at every step
         for guidance in grid.guidances:
-            edit = EditSettings(guidance=guidance, steps=grid.steps, seed=seed, untuned_tail=0.0)
+            edit = EditSettings(
+                guidance=guidance,
+                steps=grid.steps,
+                seed=seed,
+                untuned_tail=0.0,
+                decoder_gate=editor.default_edit_settings().decoder_gate,
+            )
             for row in measure_binding(editor, base, tune, edit):
                 on_binding({"family": family, "guidance": guidance, **row})
             if tuned.settings.get("decoder_steps"):  # the same samples decoded by the model's decoder
@@ -199,6 +205,7 @@ def run_unitune(
             untuned_tail=defaults.untuned_tail,
             model_guidance=cell.model_guidance or defaults.model_guidance,
             sample_batch=defaults.sample_batch,
+            decoder_gate=defaults.decoder_gate,
         )
         started = time.perf_counter()
         results = editor.edit(base, [e.prompt for e in edits], settings, tune)

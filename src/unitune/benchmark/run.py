@@ -84,6 +84,7 @@ class Results:
     untuned_tail: float = 0.0  # the model's default, used by every UniTune edit of the run
     model_guidance: float = 0.0  # likewise
     auto_model_guidance: float = 0.0  # the dial's extra candidate: strength 1 with this model guidance
+    decoder_gate: float | None = None  # likewise, where a tune fits its decoder (None: a run before the gate)
 
 
 def record(output: Output, scores: dict) -> dict:
@@ -129,6 +130,7 @@ def run_benchmark(
         untuned_tail=defaults.untuned_tail,
         model_guidance=defaults.model_guidance,
         auto_model_guidance=defaults.auto_model_guidance,
+        decoder_gate=defaults.decoder_gate,
     )
     items = [(split, scene) for split in ("validation", "test") for scene in range(_count(config, split))]
     shares = [items[k :: config.workers] for k in range(config.workers)]

@@ -108,8 +108,8 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         f"strength {list(grid.strengths)} (prompt only: from noise) x interpolation "
         f"{list(grid.interpolations)}; tunes: {tune_settings_text(results)}",
         f"- UniTune's edits: untuned tail {getattr(results, 'untuned_tail', 0.0):g}, model guidance "
-        f"{getattr(results, 'model_guidance', 0.0):g} (the model's defaults; binding samples R with the tune "
-        "at every step, without model guidance)",
+        f"{getattr(results, 'model_guidance', 0.0):g}{gate_text(results)} (the model's defaults; binding "
+        "samples R with the tune at every step, without model guidance)",
         "",
         "## Headline (test split)",
         "",
@@ -168,3 +168,12 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines))
     return report
+
+
+def gate_text(results) -> str:
+    """The decoder gate the run's edits used, where its tunes fit their decoders (runs before the gate
+    had none: their fitted decoders decoded everywhere)."""
+    if not any(cost.settings and cost.settings.get("decoder_steps") for cost in results.tune_costs):
+        return ""
+    gate = getattr(results, "decoder_gate", None)
+    return f", decoder gate {gate:g}" if gate is not None else ", no decoder gate (a run before it)"
