@@ -19,7 +19,7 @@ from .tuning import encode_latent
 
 
 def decode_samples(editor, latents: list[torch.Tensor], gates: list[float], base) -> list[torch.Tensor]:
-    """Each sample's latents ((1, 4, h, w), scaled) to pixels in [0, 1], (1, 3, H, W) on the CPU. With a
+    """Each sample's latents ((1, C, h, w), scaled) to pixels in [0, 1], (1, 3, H, W) on the CPU. With a
     tune's fitted decoder in place, a sample whose gate (`EditSettings.decoder_gate`) is > 0 is decoded by
     both decoders and mixed; else by the decoder in place. `base`: the working image the tune was fitted
     on (None, from pure noise without one: no gate)."""
