@@ -152,6 +152,8 @@ def test_upload_tune_edit_in_browser(server, browser, tmp_path):
     upload(browser, EXAMPLE)
     find(browser, "#base img")
     wait_for(browser, lambda d: "Not tuned yet" in d.find_element("id", "tune-status").text, "tune status")
+    browser.find_element("xpath", "//*[normalize-space(text())='Tune settings']").click()  # the accordion
+    set_text(browser, "#decoder-steps", "3")  # the tune fits the decoder too; its edits decode behind the gate
 
     browser.find_element("id", "tune-btn").click()
     wait_for(browser, lambda d: "Tuned in" in d.find_element("id", "tune-status").text, "the tune to finish")
@@ -180,6 +182,7 @@ def test_upload_tune_edit_in_browser(server, browser, tmp_path):
     assert settings["prompt"] == "on a green background"
     assert settings["steps"] == 4 and settings["tune"]["steps"] == 2
     assert settings["negative_prompt"] == "a red circle"
+    assert settings["tune"]["decoder_steps"] == 3 and settings["decoder_gate"] == 0.3
 
     open_tab(browser, "History")
     wait_for(browser, lambda d: "on a green background" in d.find_element("id", "history").text, "history")

@@ -16,7 +16,7 @@ import gradio as gr  # noqa: E402
 
 from ..api import Editor  # noqa: E402
 from ..errors import Cancelled, UnituneError  # noqa: E402
-from ..settings import MAX_BATCH_SIZE, METHODS, EditSettings, TuneSettings  # noqa: E402
+from ..settings import MAX_BATCH_SIZE, MAX_DECODER_STEPS, METHODS, EditSettings, TuneSettings  # noqa: E402
 from .session import (  # noqa: E402
     EXAMPLES_DIR,
     HISTORY_COLUMNS,
@@ -75,6 +75,7 @@ class Controls:
     tune_steps: gr.Number
     batch_size: gr.Number
     tune_seed: gr.Number
+    decoder_steps: gr.Number
     tune_status: gr.Markdown
     tune_btn: gr.Button
     stop_btn: gr.Button
@@ -86,6 +87,7 @@ class Controls:
     interpolation: gr.Slider
     untuned_tail: gr.Slider
     model_guidance: gr.Slider
+    decoder_gate: gr.Slider
     steps: gr.Slider
     num_images: gr.Slider
     seed: gr.Number
@@ -111,7 +113,7 @@ class Controls:
     @property
     def tune_inputs(self) -> list:
         """The tune settings' controls, in the order `tune_from` takes them."""
-        return [self.method, self.tune_steps, self.batch_size, self.tune_seed]
+        return [self.method, self.tune_steps, self.batch_size, self.tune_seed, self.decoder_steps]
 
 
 def build_app(
@@ -174,6 +176,14 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                     tune.batch_size, label="batch size", precision=0, minimum=1, maximum=MAX_BATCH_SIZE
                 )
                 tune_seed = gr.Number(tune.seed, label="tune seed", precision=0)
+                decoder_steps = gr.Number(
+                    tune.decoder_steps,
+                    label="decoder fit steps (0: off)",
+                    precision=0,
+                    minimum=0,
+                    maximum=MAX_DECODER_STEPS,
+                    elem_id="decoder-steps",
+                )
             tune_status = gr.Markdown("Upload an image or pick an example.", elem_id="tune-status")
             with gr.Row():
                 tune_btn = gr.Button("Tune", variant="primary", elem_id="tune-btn")
@@ -215,6 +225,14 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                             step=0.25,
                             label="model guidance",
                             elem_id="model-guidance",
+                        )
+                        decoder_gate = gr.Slider(
+                            0,
+                            max(1, edit.decoder_gate),
+                            edit.decoder_gate,
+                            step=0.05,
+                            label="decoder gate (with a decoder fit)",
+                            elem_id="decoder-gate",
                         )
                     with gr.Row():
                         steps = gr.Slider(1, max(150, edit.steps), edit.steps, step=1, label="sampling steps")
@@ -298,30 +316,63 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
     edit and sweep share the model, so they run one at a time; everything else at once."""
     has_slider = _has_slider()
 
-    def tune_from(method: str, tune_steps: float, batch_size: float, tune_seed: float) -> TuneSettings:
+    def tune_from(
+        method: str, tune_steps: float, batch_size: float, tune_seed: float, decoder_steps: float
+    ) -> TuneSettings:
         """The tune settings the tune controls show (over the starting values)."""
         return replace(
-            tune, method=method, steps=int(tune_steps), batch_size=int(batch_size), seed=int(tune_seed)
+            tune,
+            method=method,
+            steps=int(tune_steps),
+            batch_size=int(batch_size),
+            seed=int(tune_seed),
+            decoder_steps=int(decoder_steps),
         )
 
     # --- the base image: uploaded or picked -------------------------------------------------------
 
     @friendly
-    def load(state, path, size, method, tune_steps, batch_size, tune_seed, request: gr.Request):
+    def load(
+        state, path, size, method, tune_steps, batch_size, tune_seed, decoder_steps, request: gr.Request
+    ):
         if path:
             state = studio.load(state, path, request.session_hash, size)
-        status = studio.tune_status(state, tune_from(method, tune_steps, batch_size, tune_seed))
+        status = studio.tune_status(
+            state, tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
+        )
         return state, state.base, status, None, [], None, None  # the old image's edits go
 
-    def pick(state, size, method, tune_steps, batch_size, tune_seed, evt: gr.SelectData, request: gr.Request):
-        return load(state, examples[evt.index], size, method, tune_steps, batch_size, tune_seed, request)
+    def pick(
+        state,
+        size,
+        method,
+        tune_steps,
+        batch_size,
+        tune_seed,
+        decoder_steps,
+        evt: gr.SelectData,
+        request: gr.Request,
+    ):
+        return load(
+            state,
+            examples[evt.index],
+            size,
+            method,
+            tune_steps,
+            batch_size,
+            tune_seed,
+            decoder_steps,
+            request,
+        )
 
     @friendly
-    def resize(state, size, method, tune_steps, batch_size, tune_seed, request: gr.Request):
+    def resize(state, size, method, tune_steps, batch_size, tune_seed, decoder_steps, request: gr.Request):
         if working_size(size) == state.size:  # Enter, then leaving the box: once is enough
             return (gr.skip(),) * len(load_outputs)
         state = studio.resize(state, size, request.session_hash)
-        status = studio.tune_status(state, tune_from(method, tune_steps, batch_size, tune_seed))
+        status = studio.tune_status(
+            state, tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
+        )
         return state, state.base, status, None, [], None, None
 
     load_outputs = [c.state, c.base, c.tune_status, c.compare, c.results, c.settings_view, c.downloads]
@@ -334,8 +385,8 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
     c.work_size.blur(resize, sized, load_outputs, concurrency_limit=None)
 
     @friendly
-    def status(state, method, tune_steps, batch_size, tune_seed):
-        return studio.tune_status(state, tune_from(method, tune_steps, batch_size, tune_seed))
+    def status(state, method, tune_steps, batch_size, tune_seed, decoder_steps):
+        return studio.tune_status(state, tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps))
 
     for control in c.tune_inputs:
         control.change(status, [c.state, *c.tune_inputs], c.tune_status, concurrency_limit=None)
@@ -351,9 +402,16 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
 
     @friendly
     def run_tune(
-        state, method, tune_steps, batch_size, tune_seed, request: gr.Request, progress=gr.Progress()
+        state,
+        method,
+        tune_steps,
+        batch_size,
+        tune_seed,
+        decoder_steps,
+        request: gr.Request,
+        progress=gr.Progress(),
     ):
-        tuning = tune_from(method, tune_steps, batch_size, tune_seed)
+        tuning = tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
         return studio.tune(state, tuning, request.session_hash, progress)
 
     c.tune_btn.click(run_tune, [c.state, *c.tune_inputs], [c.state, c.tune_status], **busy)
@@ -364,10 +422,11 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         # the edit
         prompts, negative_prompt,
         # the dials
-        guidance, strength, interpolation, untuned_tail, model_guidance, steps, num_images, seed, random_seed,
+        guidance, strength, interpolation, untuned_tail, model_guidance, decoder_gate, steps, num_images,
+        seed, random_seed,
         auto,
         # the tune
-        method, tune_steps, batch_size, tune_seed,
+        method, tune_steps, batch_size, tune_seed, decoder_steps,
         request: gr.Request,
         progress=gr.Progress(),
     ):  # fmt: skip
@@ -379,13 +438,14 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
             interpolation=interpolation,
             untuned_tail=untuned_tail,
             model_guidance=model_guidance,
+            decoder_gate=decoder_gate,
             steps=int(steps),
             num_images=int(num_images),
             seed=used_seed,
             negative_prompt=(negative_prompt or "").strip(),
             auto=bool(auto),
         )
-        tuning = tune_from(method, tune_steps, batch_size, tune_seed)
+        tuning = tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
         state, paths, message = studio.edit(state, prompts, dials, tuning, request.session_hash, progress)
         gallery = [(str(p), _caption(e["settings"])) for p, e in zip(paths, state.last, strict=True)]
         files = [str(p) for p in paths] + [str(Path(paths[0]).parent / "manifest.json")]
@@ -394,7 +454,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         return state, before_after, gallery, first, files, message, *_history(state), used_seed
 
     edit_inputs = [c.state, c.prompts, c.negative, c.guidance, c.strength, c.interpolation, c.untuned_tail]
-    edit_inputs += [c.model_guidance, c.steps]
+    edit_inputs += [c.model_guidance, c.decoder_gate, c.steps]
     edit_inputs += [c.num_images, c.seed, c.randomize, c.auto, *c.tune_inputs]
     edit_outputs = [c.state, c.compare, c.results, c.settings_view, c.downloads, c.tune_status]
     edit_outputs += [c.history_table, c.history_gallery, c.seed]
@@ -414,9 +474,9 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         # the sweep
         prompt, guidances, strengths,
         # the other dials (from the Edit tab)
-        interpolation, untuned_tail, model_guidance, steps, seed, random_seed, auto,
+        interpolation, untuned_tail, model_guidance, decoder_gate, steps, seed, random_seed, auto,
         # the tune
-        method, tune_steps, batch_size, tune_seed,
+        method, tune_steps, batch_size, tune_seed, decoder_steps,
         request: gr.Request,
         progress=gr.Progress(),
     ):  # fmt: skip
@@ -426,18 +486,19 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
             interpolation=interpolation,
             untuned_tail=untuned_tail,
             model_guidance=model_guidance,
+            decoder_gate=decoder_gate,
             steps=int(steps),
             seed=seed,
         )
         dials = replace(dials, auto=bool(auto))
-        tuning = tune_from(method, tune_steps, batch_size, tune_seed)
+        tuning = tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
         state, sheet, files = studio.sweep(
             state, prompt, guidances, strengths, dials, tuning, request.session_hash, progress
         )
         return state, str(sheet), [str(f) for f in files], studio.tune_status(state, tuning)
 
     sweep_inputs = [c.state, c.sweep_prompt, c.guidances, c.strengths, c.interpolation, c.untuned_tail]
-    sweep_inputs += [c.model_guidance, c.steps, c.seed]
+    sweep_inputs += [c.model_guidance, c.decoder_gate, c.steps, c.seed]
     sweep_inputs += [c.randomize, c.auto, *c.tune_inputs]
     sweep_outputs = [c.state, c.sheet, c.sweep_files, c.tune_status]
     c.sweep_btn.click(run_sweep, sweep_inputs, sweep_outputs, **busy)
