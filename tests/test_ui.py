@@ -153,7 +153,7 @@ def test_upload_tune_edit_in_browser(server, browser, tmp_path):
     find(browser, "#base img")
     wait_for(browser, lambda d: "Not tuned yet" in d.find_element("id", "tune-status").text, "tune status")
     browser.find_element("xpath", "//*[normalize-space(text())='Tune settings']").click()  # the accordion
-    set_text(browser, "#decoder-steps", "3")  # the tune fits the decoder too; its edits decode behind the gate
+    set_text(browser, "#decoder-steps", "3")  # the tune fits the decoder; its edits decode behind the gate
 
     browser.find_element("id", "tune-btn").click()
     wait_for(browser, lambda d: "Tuned in" in d.find_element("id", "tune-status").text, "the tune to finish")
