@@ -171,6 +171,7 @@ def run_unitune(
             tuned.settings,
         )
     )
+    defaults = editor.default_edit_settings()  # the model's (its unitune.json), as `edit` uses
     if on_binding is not None:  # the tune alone: R sampled with the tuned weights at every step
         for guidance in grid.guidances:
             edit = EditSettings(
@@ -178,7 +179,7 @@ def run_unitune(
                 steps=grid.steps,
                 seed=seed,
                 untuned_tail=0.0,
-                decoder_gate=editor.default_edit_settings().decoder_gate,
+                decoder_gate=defaults.decoder_gate,
             )
             for row in measure_binding(editor, base, tune, edit):
                 on_binding({"family": family, "guidance": guidance, **row})
@@ -187,7 +188,6 @@ def run_unitune(
                     for row in measure_binding(editor, base, tune, edit):
                         on_binding({"family": family, "guidance": guidance, "decoder": "model", **row})
     base_pixels = to_tensor(editor.prepare_image(base))
-    defaults = editor.default_edit_settings()  # the model's (its unitune.json), as `edit` uses
     cells = [
         Setting(family, g, s) for g, s in sorted({(s.guidance, s.strength) for s in grid.settings(family)})
     ]
