@@ -10,6 +10,7 @@ m near 1 where the sample is still the image and near 0 where the edit changed i
 
 pix@tau  m = unchanged_mask(model(z), model(z_image), tau) (unitune.interpolation's mask): both sides
          decoded by the model's decoder, so its blur cancels and only a real change closes the gate;
+pix@tau:r  the same mask eroded by r pixels (its minimum over a (2r+1)^2 window): closed near a change too;
 lat@tau  m = exp(-rms_c(z - z_image)^2 / tau^2) per latent pixel, upsampled bilinearly.
 
 Per validation scene, as the benchmark runs UniTune: the model's default tune (full or LoRA, batch 4),
@@ -100,9 +101,13 @@ class Decoders:
         fitted = decoded(self.fitted, self.pipe, z)
         if variant == "fit":
             return fitted
-        kind, _, tau = variant.partition("@")
+        kind, _, width = variant.partition("@")
+        tau, _, erosion = width.partition(":")
         if kind == "pix":
             gate = unchanged_mask(model, self.model_image, float(tau))
+            if erosion:  # the gate closed within `erosion` pixels of a change too
+                radius = int(erosion)
+                gate = -F.max_pool2d(-gate, 2 * radius + 1, stride=1, padding=radius)
         else:
             distance = (z - self.latent).pow(2).mean(dim=1, keepdim=True).sqrt()
             gate = F.interpolate(
