@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from binding import scene_range
 from variant_tunes import edit_row
 
-import unitune.sample_batches as sample_batches
+import unitune.decoder_gate as decoder_gate
 from unitune import Editor, EditSettings, TuneSettings
 from unitune.benchmark.edits import base_scenes, edits_for_scene
 from unitune.benchmark.metrics import psnr
@@ -55,23 +55,24 @@ GATES = ("pix@0.15", "pix@0.3", "pix@0.6", "lat@0.25", "lat@0.5", "lat@1")
 
 
 class Captured:
-    """sample_batches.decode replaced by one that records each sample's latents (and decodes as before)."""
+    """The sampler's decode (`unitune.decoder_gate.decode`; the tune here has no fitted decoder) replaced by
+    one that records each sample's latents and decodes as before."""
 
     def __init__(self):
         self.latents: list[torch.Tensor] = []
 
     def __enter__(self):
-        self.original = sample_batches.decode
+        self.original = decoder_gate.decode
 
         def recording(pipe, latents, runtime):
             self.latents.append(latents.detach().clone())
             return self.original(pipe, latents, runtime)
 
-        sample_batches.decode = recording
+        decoder_gate.decode = recording
         return self
 
     def __exit__(self, *exc):
-        sample_batches.decode = self.original
+        decoder_gate.decode = self.original
 
 
 @torch.no_grad()
