@@ -6,8 +6,9 @@ allows: the embedded model's round trip alone costs 29.9-35 dB, and on thin edge
 is most of what R redrawn from noise misses (docs/binding.md). The fit is part of the tune
 (`TuneSettings.decoder_steps`, the cache key, the cached file: its tensors under `DECODER_PREFIX`) and is
 applied with it by `tuning.UNetWeights`; the encoder is untouched, so the automatic dial reads samples as
-before. Off (0 steps) by default, the embedded model's too: on its test split the fit binds more scenes
-but draws fewer edits (docs/binding.md, "Fitting the decoder to the image").
+before. Off (0 steps) by default; the embedded model fits 50 steps (its `unitune.json`). A fitted decoder
+decodes behind `unitune.decoder_gate`: alone it pulls edits back towards the image (docs/binding.md,
+"Fitting the decoder to the image" and "The decoder gate").
 """
 
 from __future__ import annotations

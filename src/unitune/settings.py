@@ -120,7 +120,7 @@ class TuneSettings:
         0,
         "--decoder-steps",
         "after the UNet's tune, fit the autoencoder's decoder for this many Adam steps to decode the "
-        "image's own latent as the image (0 = off)",
+        "image's own latent as the image (0 = off; edits decode with it behind --decoder-gate)",
     )
     decoder_learning_rate: float = _opt(2e-4, "--decoder-lr", "Adam learning rate of the decoder fit")
     gradient_checkpointing: str = _opt(
