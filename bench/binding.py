@@ -38,6 +38,7 @@ KEYWORDS = {
     "targets": "lora_targets",
     "schedule": "lr_schedule",
     "weights": "noise_weights",  # weights=1;1;1;0.25 (`;`, as the tunes are comma-separated)
+    "decoder": "decoder_steps",  # decoder=50: the decoder fit's steps (the embedded model's default)
 }
 
 
@@ -48,7 +49,7 @@ def parse_tune(text: str) -> TuneSettings:
     for item in (item for item in rest if "=" in item):
         key, value = item.split("=", 1)
         optional[KEYWORDS[key]] = value
-    for key in ("lora_rank", "batch_size"):
+    for key in ("lora_rank", "batch_size", "decoder_steps"):
         if key in optional:
             optional[key] = int(optional[key])
     return TuneSettings(method=method, steps=int(steps), learning_rate=float(lr), **optional)
