@@ -108,7 +108,11 @@ def ceiling_row(widened: float, fixed: float) -> str:
     """What a perfect choice among every sample of the run (the grid and the dial's extra candidates)
     would gain over the fixed setting: the most any dial choosing among them can, so where it is below
     the margin, the model, not the dial, is what misses the target."""
-    reach = "within reach" if widened - fixed >= AUTO_MARGIN else "the margin is above it: the model's limit"
+    reach = (
+        "within reach"
+        if widened - fixed >= AUTO_MARGIN
+        else "the margin is above any choice among these samples"
+    )
     return (
         f"| (its ceiling: the oracle over the grid and the dial's candidates) | {pct(widened)} "
         f"({100 * (widened - fixed):+.0f} points) | {reach} |"
