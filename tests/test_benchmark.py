@@ -260,6 +260,7 @@ def test_benchmark_writes_a_well_formed_report(tiny_model, tmp_path):
     for title in (
         "(a) prompt only",
         "(b) SDEdit",
+        "(b) SDEdit on the edit's words alone",
         "(c) UniTune from pure noise",
         "(d) UniTune",
         "LoRA",
@@ -292,6 +293,46 @@ def test_benchmark_writes_a_well_formed_report(tiny_model, tmp_path):
     again = tmp_path / "again.md"
     main(["--replot", str(tmp_path / "raw" / "results.pkl"), "--report", str(again), "--images", str(images)])
     assert again.read_text().split("- date:")[0] == text.split("- date:")[0]
+
+
+def test_sdedit_gets_the_full_caption_and_sdedit_words_the_fragment_unitune_gets(monkeypatch):
+    import diffusers
+
+    from unitune.benchmark.edits import edit_set
+    from unitune.benchmark.methods import Grid, run_sdedit
+    from unitune.shapes.world import render_pil
+
+    asked = []
+
+    class Img2Img:  # records what each call is asked to draw; returns grey images
+        def __init__(self, **components):
+            pass
+
+        def set_progress_bar_config(self, **kwargs):
+            pass
+
+        def __call__(self, prompt, image, **kwargs):
+            asked.append(list(prompt))
+            return type("Out", (), {"images": np.full((len(prompt), 64, 64, 3), 0.5, dtype=np.float32)})
+
+    class FakeEditor:
+        pipe = type("Pipe", (), {"components": {}})
+        weights = type("Weights", (), {"restore_base": lambda self: None})()
+
+        def prepare_image(self, image):
+            return image
+
+    monkeypatch.setattr(diffusers, "StableDiffusionImg2ImgPipeline", Img2Img)
+    edits = edit_set("test", 1)[:3]
+    grid = Grid(steps=2, guidances=(3.0,), strengths=(0.5,), interpolations=(0.0,))
+    for family, expected in (
+        ("sdedit", [e.caption for e in edits]),
+        ("sdedit-words", [e.prompt for e in edits]),
+    ):
+        asked.clear()
+        outputs = list(run_sdedit(FakeEditor(), edits, render_pil(edits[0].base), grid, 0, family))
+        assert asked == [expected] and {o.setting.family for o in outputs} == {family}
+    assert all(e.prompt != e.caption for e in edits)
 
 
 def test_binding_summary_counts_a_scene_bound_only_when_read_identical_and_close():

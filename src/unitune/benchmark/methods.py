@@ -2,6 +2,7 @@
 
 prompt  the untuned model on the full target caption (text-to-image, `Editor.generate`);
 sdedit  diffusers' StableDiffusionImg2ImgPipeline on the same components, full target caption;
+sdedit-words  the same on the edit's words alone, the fragment UniTune gets (the same input as UniTune);
 full    UniTune (`Editor.edit`, full tune) on the fragment, guidance x strength x interpolation grid;
 lora    the same with a LoRA tune.
 
@@ -29,7 +30,7 @@ from ..shapes.world import IMAGE_SIZE
 from .binding import measure_binding
 from .edits import Edit
 
-FAMILIES = ("prompt", "sdedit", "full", "lora")
+FAMILIES = ("prompt", "sdedit", "sdedit-words", "full", "lora")
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,11 @@ def run_prompt_only(editor, edits: list[Edit], base: Image.Image, grid: Grid, se
             )
 
 
-def run_sdedit(editor, edits: list[Edit], base: Image.Image, grid: Grid, seed: int) -> Iterator[Output]:
-    """SDEdit (Meng et al., arXiv 2108.01073) as diffusers implements it: img2img at `strength`."""
+def run_sdedit(
+    editor, edits: list[Edit], base: Image.Image, grid: Grid, seed: int, family: str = "sdedit"
+) -> Iterator[Output]:
+    """SDEdit (Meng et al., arXiv 2108.01073) as diffusers implements it: img2img at `strength`, on the
+    full target caption (`sdedit`) or on the edit's words alone (`sdedit-words`)."""
     from diffusers import StableDiffusionImg2ImgPipeline
 
     editor.weights.restore_base()  # the untuned UNet, as the other baselines
@@ -122,12 +126,13 @@ def run_sdedit(editor, edits: list[Edit], base: Image.Image, grid: Grid, seed: i
     base = editor.prepare_image(base)
     base_pixels = to_tensor(base)
     pipe.set_progress_bar_config(disable=True)
-    for guidance, strength in sorted({(s.guidance, s.strength) for s in grid.settings("sdedit")}):
-        setting = Setting("sdedit", guidance, strength)
+    prompts = [e.prompt if family == "sdedit-words" else e.caption for e in edits]
+    for guidance, strength in sorted({(s.guidance, s.strength) for s in grid.settings(family)}):
+        setting = Setting(family, guidance, strength)
         started = time.perf_counter()
         with torch.no_grad():
             images = pipe(
-                prompt=[e.caption for e in edits],
+                prompt=prompts,
                 image=[base] * len(edits),
                 strength=setting.strength,
                 guidance_scale=setting.guidance,
@@ -257,8 +262,8 @@ def run_scene(
     for family in families or grid.families:
         if family == "prompt":
             produced = run_prompt_only(editor, edits, base, grid, seed)
-        elif family == "sdedit":
-            produced = run_sdedit(editor, edits, base, grid, seed)
+        elif family in ("sdedit", "sdedit-words"):
+            produced = run_sdedit(editor, edits, base, grid, seed, family)
         else:
             produced = run_unitune(
                 editor, family, edits, base, grid, seed, costs, tune_steps, tune_batch, on_binding, on_signals

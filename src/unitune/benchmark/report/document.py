@@ -29,7 +29,8 @@ What a shorter or longer tune costs in preservation: `bench/tune_length.py`, res
 - **edits**: background recolour (`on a green background`), object recolour (`a blue circle`), shape
   change (`a red square`), resize (`a large red square`), add an object (`and a small yellow
   triangle`; one-object scenes only, as training scenes have at most two objects). UniTune gets the
-  fragment after R; prompt-only and SDEdit get the full target caption.
+  fragment after R; prompt-only and SDEdit get the full target caption, which names every attribute
+  the edit must keep too; "SDEdit on the edit's words alone" gets UniTune's fragment, the same input.
 - **expressive**: the analyzer reads the requested attribute (for an added object: one new object with
   the requested shape, colour and size, anywhere).
 - **preserved**: the background and every object matched by position (centre within 4 px) keep their

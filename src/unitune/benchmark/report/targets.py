@@ -17,7 +17,7 @@ def cost_rows(results) -> list[str]:
     }
     grid = {
         family: [r["seconds"] for r in results.records if r["family"] == family and r["interpolation"] == 0]
-        for family in ("prompt", "sdedit", "full", "lora")
+        for family in ("prompt", "sdedit", "sdedit-words", "full", "lora")
     }
     lines = [
         "| method | tune s per image (benchmark mean, max) | edit s per image (benchmark, grid mean) | "
@@ -43,7 +43,8 @@ def cost_rows(results) -> list[str]:
             f"| UniTune {family} | {np.mean(tune[family]):.2f}, {np.max(tune[family]):.2f} | "
             f"{np.mean(grid[family]):.2f} | {core} |"
         )
-    for family, title in (("prompt", "prompt only"), ("sdedit", "SDEdit")):
+    baselines = (("prompt", "prompt only"), ("sdedit", "SDEdit"), ("sdedit-words", "SDEdit, edit's words"))
+    for family, title in baselines:
         if grid[family]:
             lines.append(f"| {title} | - | {np.mean(grid[family]):.2f} | - | - | - | - | - | - | - |")
     return lines
