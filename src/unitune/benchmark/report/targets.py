@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..methods import FAMILIES
 from ..selection import ranking_key
 from .cells import pct, rate, verdict
 
@@ -17,7 +18,7 @@ def cost_rows(results) -> list[str]:
     }
     grid = {
         family: [r["seconds"] for r in results.records if r["family"] == family and r["interpolation"] == 0]
-        for family in ("prompt", "sdedit", "sdedit-words", "full", "lora")
+        for family in FAMILIES
     }
     lines = [
         "| method | tune s per image (benchmark mean, max) | edit s per image (benchmark, grid mean) | "
