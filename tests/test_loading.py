@@ -226,4 +226,36 @@ def test_a_checkpoint_file_loads_offline_through_diffusers_conversion(
     settings, no_tune = EditSettings(steps=3, strength=0.6, seed=1), TuneSettings(steps=0)
     a = loaded.edit(base_image, ["x"], settings, no_tune)[0].image
     b = from_folder.edit(base_image, ["x"], settings, no_tune)[0].image
+    # Bit for bit holds on any processor because both loaders leave every weight at a fresh, 64-byte
+    # aligned address (loading.align_weights): CPU kernels may sum in another order for unaligned
+    # weights, which moved a pixel by one level on some machines (issue 38).
     assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_weights_loaded_from_a_folder_sit_on_aligned_addresses(tmp_path):
+    """A diffusers folder's safetensors are memory-mapped views at any offset; after Editor.load every
+    CPU parameter and buffer starts on a 64-byte boundary, as a freshly allocated tensor does."""
+    from tiny import save_tiny_xl_pipeline
+    from unitune.loading import WEIGHT_ALIGNMENT
+
+    folder = save_tiny_xl_pipeline(tmp_path / "model")
+    pipe = Editor.load(str(folder), device="cpu", cache_dir=tmp_path / "cache").pipe
+    modules = [m for m in pipe.components.values() if isinstance(m, torch.nn.Module)]
+    tensors = [t for m in modules for t in (*m.parameters(), *m.buffers())]
+    assert tensors and all(t.data_ptr() % WEIGHT_ALIGNMENT == 0 for t in tensors)
+
+
+def test_align_weights_moves_only_what_is_unaligned():
+    from unitune.loading import align_weights
+
+    layer = torch.nn.Linear(3, 2)
+    backing = torch.arange(7.0)
+    layer.weight.data = backing[1:7].view(2, 3)  # 4 bytes past an aligned start
+    aligned_bias = layer.bias.data
+
+    class Pipe:
+        components = {"layer": layer, "name": "not a module"}
+
+    assert align_weights(Pipe) == 1
+    assert layer.weight.data_ptr() % 64 == 0 and torch.equal(layer.weight, backing[1:7].view(2, 3))
+    assert layer.bias.data_ptr() == aligned_bias.data_ptr()

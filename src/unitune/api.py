@@ -27,6 +27,7 @@ from .errors import UnituneError, out_of_memory
 from .images import Sizing, fit, image_hash, load_image, restore_size
 from .loading import (
     Runtime,
+    align_weights,
     load_model_defaults,
     load_pipeline,
     model_identity,
@@ -125,6 +126,7 @@ class Editor:
         resolved = resolve_model(model)
         defaults = load_model_defaults(resolved)
         pipe = load_pipeline(resolved, allow_pickle, prediction_type, native_size).to(runtime.device)
+        align_weights(pipe)  # one memory layout, whatever the loading path: the same pixels
         for module in (pipe.unet, pipe.vae, *text_encoders(pipe)):
             module.requires_grad_(False).eval()
         return cls(pipe, resolved, runtime, cache, defaults, sizing)

@@ -202,6 +202,34 @@ def load_pipeline(
     return img2img
 
 
+WEIGHT_ALIGNMENT = 64  # bytes: PyTorch's CPU allocator aligns every fresh tensor to 64
+
+
+def align_weights(pipe) -> int:
+    """Copy every parameter and buffer of the pipeline's modules that does not start on a 64-byte boundary
+    into a freshly allocated tensor; return how many moved. Call it after moving the pipeline to its device:
+    only CPU tensors are checked (a copy to a GPU is a fresh, aligned allocation already).
+
+    Weights loaded from a diffusers folder can be views into a memory-mapped safetensors file at any
+    offset, while a converted checkpoint file gives fresh tensors. CPU kernels sum in another order for
+    unaligned buffers, so the same weights gave pixels one level apart depending on how they were
+    loaded (and on the processor). One layout for every loading path makes the same inputs and seed give
+    the same pixels whatever the path. Cost, measured (docs/lab/weight-alignment.md): nothing on the
+    embedded model (its weights are aligned already); on an SD 1.5-size UNet about 3 s at load, which
+    reads the weights the first step would have read anyway."""
+    import torch
+
+    moved = 0
+    for module in pipe.components.values():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for tensor in (*module.parameters(), *module.buffers()):
+            if tensor.device.type == "cpu" and tensor.data_ptr() % WEIGHT_ALIGNMENT:
+                tensor.data = tensor.data.clone(memory_format=torch.contiguous_format)
+                moved += 1
+    return moved
+
+
 def as_img2img(pipe, model: str):
     """The img2img pipeline of the same components (no safety checker, no watermark), float32."""
     from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
