@@ -34,6 +34,7 @@ from .loading import (
     pick_runtime,
     resolve_model,
 )
+from .localize import load_mask, mask_record
 from .outputs import EditResult
 from .pipelines import text_encoders
 from .progress import ProgressFn, RunControl, StopFn
@@ -294,55 +295,76 @@ class Editor:
         tune_settings: TuneSettings | None = None,
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
+        mask: ImageInput | None = None,
     ) -> list[EditResult]:
-        """Edit `image` once per prompt and seed; tunes first unless a cached tune exists."""
+        """Edit `image` once per prompt and seed; tunes first unless a cached tune exists. `mask` (a path
+        or image; white = may change, resized to the image) localises every edit to it, whatever
+        `edit_settings.localize` says; each result carries the mask it used (`EditResult.mask`)."""
         edit_settings = edit_settings or self.default_edit_settings()
         tune_settings, prompts = self.resolve_tune(tune_settings), _prompts(prompts)
         run = RunControl(progress, should_stop)
         photo = load_image(image)
         base = fit(photo, self.work_size(photo.size))
+        user_mask = load_mask(mask, base.size) if mask is not None else None
         with self._lock:  # no other call changes the UNet between reading the tune and sampling
             tuned, tensors = self._tuned(base, tune_settings, run=run, load=True)
             with self.weights.applied(tensors, tuned.settings, tuned.key, keep=True):
                 seeds = range(edit_settings.seed, edit_settings.seed + edit_settings.num_images)
                 edits = [(prompt, seed) for prompt in prompts for seed in seeds]
                 if edit_settings.auto:
-                    results = [self._auto_dial(base, p, edit_settings, tuned, s, run=run) for p, s in edits]
+                    results = [
+                        self._auto_dial(base, p, edit_settings, tuned, s, run=run, mask=user_mask)
+                        for p, s in edits
+                    ]
                 else:
                     cells = [(prompt, edit_settings, seed) for prompt, seed in edits]
-                    results = [result for result, _ in self._edit_cells(base, cells, tuned, run=run)]
+                    samples = self._edit_cells(base, cells, tuned, run=run, mask=user_mask)
+                    results = [result for result, _ in samples]
         if edit_settings.original_size:
             return [restore_size(result, photo.size) for result in results]
         return results
 
     def _edit_cells(
-        self, base, cells, tuned: TuneResult, *, run, label: str | None = None
+        self, base, cells, tuned: TuneResult, *, run, label: str | None = None, mask=None
     ) -> list[tuple[EditResult, Image.Image]]:
         """One edited image per (edit words, settings, seed) with its settings, sampled together where they
         can share a batch; each with its raw sample before interpolation (for the automatic dial). `label`
-        names them all in progress reports (default: each its words and seed)."""
+        names them all in progress reports (default: each its words and seed); `mask`: a user's (1, 1, H,
+        W) at the working size, for every cell."""
         rare = tuned.settings["rare_prompt"]
         requests = [
-            SampleRequest(f"{rare} {words}".strip(), settings, seed, label or f"{words} (seed {seed})", words)
+            SampleRequest(
+                f"{rare} {words}".strip(),
+                settings,
+                seed,
+                label or f"{words} (seed {seed})",
+                words,
+                rare,
+                mask,
+            )
             for words, settings, seed in cells
         ]
         samples = sample_requests(self, requests, base, run=run)
         results = []
-        for request, (image, raw) in zip(requests, samples, strict=True):
+        for request, sample in zip(requests, samples, strict=True):
             words = request.edit_words
             settings = self._result_settings(
                 "edit", words, request.prompt, request.settings, request.seed, base.size
             )
             settings.update(tune_key=tuned.key, tune=tuned.settings, image_hash=image_hash(base))
-            results.append((EditResult(image, settings), raw))
+            settings.update(mask_record(request, sample.mask))
+            results.append((EditResult(sample.image, settings, sample.mask), sample.raw))
         return results
 
-    def _auto_dial(self, base, prompt: str, edit_settings: EditSettings, tuned, seed, *, run) -> EditResult:
+    def _auto_dial(
+        self, base, prompt: str, edit_settings: EditSettings, tuned, seed, *, run, mask=None
+    ) -> EditResult:
         """Sample each candidate (same seed, one batch), score the raw samples with the untuned model
         (unitune.auto), and keep the pick, its settings recording the choice (`auto_dial`)."""
         options = candidates(edit_settings)
         label = f"{prompt} (seed {seed}), {len(options)} candidates"
-        samples = self._edit_cells(base, [(prompt, c, seed) for c in options], tuned, run=run, label=label)
+        cells = [(prompt, c, seed) for c in options]
+        samples = self._edit_cells(base, cells, tuned, run=run, label=label, mask=mask)
         raws, rare = [raw for _, raw in samples], tuned.settings["rare_prompt"]
         signals = score_candidates(self.pipe, raws, rare, prompt, self.runtime, self.weights)
         index = pick(signals)
@@ -380,10 +402,12 @@ class Editor:
             samples = sample_requests(self, requests, None, run=run)
         return [
             EditResult(
-                image,
-                self._result_settings("generate", r.prompt, r.prompt, edit_settings, r.seed, image.size),
+                sample.image,
+                self._result_settings(
+                    "generate", r.prompt, r.prompt, edit_settings, r.seed, sample.image.size
+                ),
             )
-            for r, (image, _) in zip(requests, samples, strict=True)
+            for r, sample in zip(requests, samples, strict=True)
         ]
 
     def sweep(
@@ -437,7 +461,7 @@ class Editor:
         [sample] = sample_requests(
             self, [SampleRequest(prompt, settings, seed, label, edit_words)], base, run=run
         )
-        return sample
+        return sample.image, sample.raw
 
     def _result_settings(self, command, prompt, full_prompt, edit_settings: EditSettings, seed, size) -> dict:
         settings = {"command": command, "model": self.model, "prompt": prompt, "full_prompt": full_prompt}

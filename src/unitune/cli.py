@@ -253,16 +253,24 @@ def edit(
     image: Path = typer.Argument(..., help="image to edit"),
     prompts: list[str] = typer.Argument(..., help="one or more edit prompts (they share one tune)"),
     out: Path = typer.Option(Path("out"), "--out", help="output folder"),
+    mask: Path | None = typer.Option(
+        None,
+        "--mask",
+        help="your own mask (white = may change, black = kept; resized to the image): every edit changes "
+        "only there (skips --localize auto's estimate); NAME-mask.png is written beside each edit",
+    ),
     editor_options=None,
     tune_settings=None,
     edit_settings=None,
 ):
     """Edit IMAGE once per PROMPT (tunes first unless a cached tune exists)."""
+    from .localize import read_mask
     from .outputs import save_results
 
+    user_mask = read_mask(mask) if mask is not None else None  # a bad file fails before any work
     editor, loaded = _load(image, editor_options)
     progress = TqdmProgress()
-    results = editor.edit(loaded, prompts, edit_settings, tune_settings, progress=progress)
+    results = editor.edit(loaded, prompts, edit_settings, tune_settings, progress=progress, mask=user_mask)
     progress.close()
     _print_paths(save_results(results, out, "edit", {"image": str(image)}))
 

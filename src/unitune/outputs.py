@@ -26,6 +26,7 @@ class EditResult:
 
     image: Image.Image
     settings: dict = field(default_factory=dict)
+    mask: Image.Image | None = None  # a localised edit's mask at the image's size (white = may change)
 
 
 def save_png(image: Image.Image, path: Path, settings: dict) -> None:
@@ -57,6 +58,11 @@ def result_name(index: int, result: EditResult) -> str:
     return f"{index:03d}-{slug(prompt)}-{dials}-seed{settings.get('seed', 0)}.png"
 
 
+def mask_path(image_path: Path) -> Path:
+    """Where a localised edit's mask is written: beside the image, `NAME-mask.png`."""
+    return image_path.with_name(f"{image_path.stem}-mask.png")
+
+
 def save_results(results: list[EditResult], out_dir: str | Path, command: str, extra: dict | None = None):
     """Write each result as a PNG and `manifest.json` listing them; returns the PNG paths."""
     out = Path(out_dir)
@@ -64,6 +70,8 @@ def save_results(results: list[EditResult], out_dir: str | Path, command: str, e
     paths = []
     for index, result in enumerate(results):
         path = out / result_name(index, result)
+        if result.mask is not None:  # beside its image, written first: an image never lacks its mask
+            save_png(result.mask, mask_path(path), result.settings)
         save_png(result.image, path, result.settings)
         paths.append(path)
     manifest = {

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import functools
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from PIL import Image
@@ -21,6 +22,7 @@ from PIL import Image
 from .decoder_gate import decode_samples
 from .errors import out_of_memory
 from .interpolation import interpolate_details
+from .localize import Blend, base_latent, estimate_mask, mask_image, start_noise, to_latent_size
 from .progress import Progress, RunControl
 from .sampling import (
     ModelGuidance,
@@ -46,6 +48,14 @@ class SampleRequest:
     seed: int
     label: str
     edit_words: str | None = None
+    rare_prompt: str | None = None  # R: the automatic mask compares "R edit words" with it
+    mask: torch.Tensor | None = None  # a user's mask (1, 1, H, W) at the working size; 1 = may change
+
+    def localized(self) -> bool:
+        """Whether this request keeps the base outside a mask: a user's, or the tuned model's own."""
+        if self.mask is not None:
+            return True
+        return self.settings.localize == "auto" and bool(self.edit_words) and self.rare_prompt is not None
 
     def batch_key(self) -> tuple:
         """Requests with the same key can share a UNet batch."""
@@ -53,9 +63,18 @@ class SampleRequest:
         return s.steps, s.untuned_tail, s.guidance > 1.0, s.sample_batch
 
 
-def sample_requests(editor, requests: list[SampleRequest], base, *, run: RunControl) -> list:
-    """(image, raw sample before base-detail interpolation) per request, in order; `base` is the working
-    image (None: from pure noise)."""
+class Sample(NamedTuple):
+    """One sampled image, its raw sample before base-detail interpolation, and the mask it was localised
+    with (at the working size; None when it was not)."""
+
+    image: Image.Image
+    raw: Image.Image
+    mask: Image.Image | None = None
+
+
+def sample_requests(editor, requests: list[SampleRequest], base, *, run: RunControl) -> list[Sample]:
+    """One Sample per request, in order; `base` is the working image (None: from pure noise, where no
+    request may be localised)."""
     results: list = [None] * len(requests)
     for batch in _batches(requests):
         labels = [requests[i].label for i in batch]
@@ -118,8 +137,11 @@ def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, ru
     #      interpolation (a post-process of the sample)
     gates = [request.settings.decoder_gate for request in requests]
     raws = decode_samples(editor, [row.latents for row in rows], gates, base)
-    pairs = zip(raws, requests, strict=True)
-    return [_finish(raw, request.settings, base) for raw, request in pairs]
+    masks = [row.blend.mask if row.blend is not None else None for row in rows]
+    return [
+        _finish(raw, request.settings, base, mask)
+        for raw, request, mask in zip(raws, requests, masks, strict=True)
+    ]
 
 
 def _row(editor, request: SampleRequest, base, size, schedule_length: int, encoded) -> Row:
@@ -129,7 +151,13 @@ def _row(editor, request: SampleRequest, base, size, schedule_length: int, encod
     guided = settings.guidance > 1.0
     conditioning = encoded(request.prompt, settings.negative_prompt, guided)
     own = schedule(pipe, settings.steps, settings.strength, runtime.device)
+    state = generator.get_state()
     latents = initial_latents(pipe, base, own, settings.strength, generator, runtime, size)
+    blend = None
+    if base is not None and request.localized():
+        start_image = base if settings.strength < 1.0 else None
+        noise = start_noise(pipe, start_image, latents, state, runtime)
+        blend = _blend(editor, request, base, noise, encoded)
     model_guidance, edit_conditioning = 0.0, None
     if settings.model_guidance and request.edit_words and editor.weights.applied_key is not None:
         model_guidance = settings.model_guidance  # an edit's words and a tune in the UNet to guide against
@@ -144,11 +172,27 @@ def _row(editor, request: SampleRequest, base, size, schedule_length: int, encod
         settings.guidance_rescale,
         model_guidance,
         edit_conditioning,
+        blend,
     )
 
 
-def _finish(raw: torch.Tensor, settings: EditSettings, base) -> tuple[Image.Image, Image.Image]:
+def _blend(editor, request: SampleRequest, base, noise: torch.Tensor, encoded) -> Blend:
+    """The request's mask at latent size (its user's, else estimated from the UNet now in the pipeline,
+    the tune) and the base it keeps outside it."""
+    pipe, runtime, settings = editor.pipe, editor.runtime, request.settings
+    latent = base_latent(pipe, base, runtime)
+    if request.mask is not None:
+        mask = to_latent_size(request.mask.to(runtime.device), latent.shape)
+    else:
+        edit = encoded(request.prompt, "", False)
+        reference = encoded(request.rare_prompt, "", False)
+        mask = estimate_mask(pipe, latent, edit, reference, settings, request.seed, runtime)
+    return Blend(mask, latent, noise)
+
+
+def _finish(raw: torch.Tensor, settings: EditSettings, base, mask: torch.Tensor | None) -> Sample:
     images = raw
     if base is not None and settings.interpolation > 0:
         images = interpolate_details(raw, to_tensor(base), settings.interpolation)
-    return to_pil(images)[0], to_pil(raw)[0]
+    shown = mask_image(mask, base.size) if mask is not None else None
+    return Sample(to_pil(images)[0], to_pil(raw)[0], shown)

@@ -21,6 +21,7 @@ from PIL import Image
 from . import graphs
 from .errors import UnituneWarning
 from .loading import Runtime
+from .localize import Blend
 from .pipelines import Conditioning, encode, vae_precision
 
 
@@ -99,6 +100,7 @@ class Row:
     guidance_rescale: float = 0.0
     model_guidance: float = 0.0  # SINE's model guidance weight (0: off)
     edit_conditioning: Conditioning | None = None  # [negative, the edit's words], for model guidance
+    blend: Blend | None = None  # a localised edit: what it keeps outside its mask (unitune.localize)
 
 
 @dataclass
@@ -126,7 +128,8 @@ def iter_denoise_rows(
     With guidance each row's prediction is u + g (c - u) (and, with `guidance_rescale` > 0, rescaled
     towards the conditional one's standard deviation: Lin et al. 2023, section 3.4; diffusers'
     `rescale_noise_cfg`, which keeps strong guidance from over-exposing a zero-terminal-SNR model); with
-    `model_guidance`, rows whose weight is > 0 add the untuned model's edit direction at the tuned steps.
+    `model_guidance`, rows whose weight is > 0 add the untuned model's edit direction at the tuned steps;
+    a row with a `blend` keeps the base outside its mask after every step (unitune.localize).
     One row is the diffusers pipelines' loop to the pixel; several give each row's pixels to within float
     rounding of its own run (a batched UNet call rounds differently). `capture=False` keeps the UNet calls
     eager (no CUDA graph), for a caller that changes the UNet's weights between steps; a graph is only
@@ -165,6 +168,9 @@ def iter_denoise_rows(
             if i in directions:
                 pred = pred + directions[i]
             row.latents = row.scheduler.step(pred, t, row.latents, **row.step_kwargs, return_dict=False)[0]
+            if row.blend is not None:
+                following = timesteps[index + 1] if index + 1 < len(timesteps) else None
+                row.latents = row.blend.apply(row.scheduler, row.latents, following)
         yield index
 
 

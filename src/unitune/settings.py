@@ -37,6 +37,9 @@ MAX_MODEL_GUIDANCE = 20.0  # far past any useful weight (about 1 on the embedded
 DEFAULT_DECODER_GATE = 0.3  # chosen on validation (docs/binding.md, "The decoder gate")
 MAX_DECODER_GATE = 10.0  # RGB distances are at most sqrt(3): past it the gate is open everywhere
 CHECKPOINTING = ("auto", "on", "off")
+LOCALIZE_MODES = ("off", "auto")  # unitune.localize
+MAX_MASK_DRAWS = 64  # DiffEdit averages 10
+MAX_MASK_DILATION = 64  # latent cells
 
 
 def _opt(default, flag: str, help: str):
@@ -263,7 +266,44 @@ class EditSettings:
         "the one in which the untuned model reads the edit's words best (unitune.auto; ~3.5x one edit)",
     )
 
+    localize: str = _opt(
+        "off",
+        "--localize",
+        "auto: change only where the tuned model's readings of 'R edit' and 'R' disagree (DiffEdit's mask "
+        "from the tune), keeping the base image elsewhere at every step; off: the whole image may change. "
+        "--mask FILE gives the region yourself",
+    )
+    mask_draws: int = _opt(10, "--mask-draws", "noise draws averaged for the automatic mask (DiffEdit: 10)")
+    mask_strength: float = _opt(
+        0.5, "--mask-strength", "noise level the automatic mask is read at, as a strength in (0, 1]"
+    )
+    mask_ratio: float = _opt(
+        3.0,
+        "--mask-ratio",
+        "the automatic mask's difference map is clamped at this multiple of its mean before rescaling "
+        "(diffusers' mask_thresholding_ratio)",
+    )
+    mask_threshold: float = _opt(
+        0.5, "--mask-threshold", "the rescaled difference above which a cell may change, in [0, 1)"
+    )
+    mask_dilation: int = _opt(0, "--mask-dilation", "grow the automatic mask by this many latent cells")
+
     def __post_init__(self):
+        if self.localize not in LOCALIZE_MODES:
+            choices = " or ".join(LOCALIZE_MODES)
+            raise UnituneError(f"localize must be {choices}, got {self.localize!r}")
+        if not 1 <= self.mask_draws <= MAX_MASK_DRAWS:
+            raise UnituneError(f"mask draws must be in [1, {MAX_MASK_DRAWS}], got {self.mask_draws}")
+        if not 0 < self.mask_strength <= 1:
+            raise UnituneError(f"mask strength must be in (0, 1], got {self.mask_strength}")
+        if not (math.isfinite(self.mask_ratio) and self.mask_ratio > 0):
+            raise UnituneError(f"mask ratio must be > 0, got {self.mask_ratio}")
+        if not 0 <= self.mask_threshold < 1:
+            raise UnituneError(f"mask threshold must be in [0, 1), got {self.mask_threshold}")
+        if not 0 <= self.mask_dilation <= MAX_MASK_DILATION:
+            raise UnituneError(f"mask dilation must be in [0, {MAX_MASK_DILATION}], got {self.mask_dilation}")
+        if int(self.steps * self.mask_strength) < 1:
+            raise UnituneError(f"steps x mask strength must be >= 1, got {self.steps} x {self.mask_strength}")
         if self.guidance < 0:
             raise UnituneError(f"guidance must be >= 0, got {self.guidance}")
         if not 0 <= self.guidance_rescale <= 1:

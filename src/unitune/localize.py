@@ -1,0 +1,161 @@
+"""Localised edits: a mask of where an edit may change the image, and the blend that keeps the rest.
+
+The mask is DiffEdit's estimator (Couairon et al. 2022, arXiv 2210.11427, section 3.2; diffusers'
+`StableDiffusionDiffEditPipeline.generate_mask`) read from the tuned model: noise the base image's latent
+to `mask_strength`, predict the noise under "R edit words" and under "R" alone for `mask_draws` noise
+draws, average |difference| over draws and channels, clamp at `mask_ratio` times its spatial mean,
+rescale to [0, 1] and keep what lies above `mask_threshold`. After a UniTune tune "R" is the image, so
+where the two readings disagree is where the edit wants to act. A user's own mask skips the estimate.
+
+The blend is diffusers' inpainting with a plain UNet (`StableDiffusionInpaintPipeline` for a
+4-channel UNet): after every step, outside the mask, the sample is replaced by the base latent noised to
+the next timestep with the start's own noise, and by the base latent itself after the last step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .errors import UnituneError, first_line
+from .loading import Runtime
+from .pipelines import Conditioning, vae_precision
+
+
+@dataclass
+class Blend:
+    """What a row keeps outside its mask: the mask (1, 1, h, w) in [0, 1] (1 = may change), the base's
+    clean latent and the noise its start was drawn with."""
+
+    mask: torch.Tensor
+    base_latent: torch.Tensor
+    noise: torch.Tensor
+
+    def apply(self, scheduler, latents: torch.Tensor, next_timestep) -> torch.Tensor:
+        """The sample inside the mask, the base noised to `next_timestep` (None: clean) outside it."""
+        kept = self.base_latent
+        if next_timestep is not None:
+            kept = scheduler.add_noise(self.base_latent, self.noise, next_timestep.reshape(1))
+        return self.mask * latents + (1 - self.mask) * kept
+
+
+def base_latent(pipe, image: Image.Image, runtime: Runtime) -> torch.Tensor:
+    """The base image's deterministic latent (1, C, h, w): the VAE's mode (the tiny autoencoder's latents)."""
+    pixels = pipe.image_processor.preprocess(image).to(runtime.device)
+    with torch.no_grad(), vae_precision(pipe, runtime):
+        encoded = pipe.vae.encode(pixels)
+    latent = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
+    return latent.float() * pipe.vae.config.scaling_factor
+
+
+def start_noise(pipe, image, start_latents, state: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """The noise a row's start latents were drawn with. From pure noise it is the start itself (over the
+    scheduler's initial sigma); from a noised base it is drawn again from the generator's `state` before
+    the start, as diffusers' img2img `prepare_latents` draws it: the VAE sample first, then the noise."""
+    if image is None:
+        return start_latents / pipe.scheduler.init_noise_sigma
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
+    from diffusers.utils.torch_utils import randn_tensor
+
+    replay = torch.Generator(state.device if state.device.type != "cpu" else "cpu").set_state(state)
+    pixels = pipe.image_processor.preprocess(image).to(runtime.device)
+    with torch.no_grad(), vae_precision(pipe, runtime):
+        retrieve_latents(pipe.vae.encode(pixels.to(pipe.vae.dtype)), generator=replay)
+    shape = start_latents.shape
+    return randn_tensor(shape, generator=replay, device=runtime.device, dtype=torch.float32)
+
+
+@torch.no_grad()
+def estimate_mask(
+    pipe,
+    latent: torch.Tensor,
+    edit: Conditioning,
+    reference: Conditioning,
+    settings,
+    seed: int,
+    runtime: Runtime,
+) -> torch.Tensor:
+    """DiffEdit's mask (1, 1, h, w) with values 0 or 1, from the UNet now in the pipeline: where its noise
+    predictions for the `edit` and `reference` conditionings (one row each) differ. `settings`: an
+    EditSettings (its mask_* dials)."""
+    from .sampling import noise_predictor, schedule
+
+    timesteps = schedule(pipe, settings.steps, settings.mask_strength, runtime.device)
+    t = timesteps[0]
+    generator = torch.Generator("cpu").manual_seed(seed)
+    draws = settings.mask_draws
+    noise = torch.randn((draws, *latent.shape[1:]), generator=generator).to(runtime.device)
+    noised = pipe.scheduler.add_noise(latent.expand(draws, -1, -1, -1), noise, t.reshape(1))
+    model_input = pipe.scheduler.scale_model_input(torch.cat([noised, noised]), t)
+    stacked = Conditioning.cat([edit] * draws + [reference] * draws)
+    prediction = noise_predictor(pipe.unet, stacked, runtime, 0)(model_input, t)
+    edit_prediction, reference_prediction = prediction.chunk(2)
+    difference = (edit_prediction - reference_prediction).abs().mean(dim=(0, 1), keepdim=True)
+    return threshold(difference, settings.mask_ratio, settings.mask_threshold, settings.mask_dilation)
+
+
+def threshold(difference: torch.Tensor, ratio: float, cut: float, dilation: int) -> torch.Tensor:
+    """diffusers' `generate_mask` rule: clamp at `ratio` x the spatial mean, rescale to [0, 1] by the
+    maximum, 1 above `cut`; then grow the mask by `dilation` latent cells (a square max filter)."""
+    clamped = difference.clamp(0, ratio * difference.mean())
+    top = clamped.amax()
+    scaled = clamped / top if top > 0 else clamped
+    mask = (scaled > cut).float()
+    if dilation > 0:
+        mask = F.max_pool2d(mask, 2 * dilation + 1, stride=1, padding=dilation)
+    return mask
+
+
+def read_mask(path) -> Image.Image:
+    """A mask file as an image, read now (so that a bad file fails before any work): UnituneError, one
+    line, when it is missing, empty or not an image."""
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            return opened.copy()
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise UnituneError(f"{path}: not a readable mask image ({first_line(error)})") from None
+
+
+def load_mask(source, size: tuple[int, int]) -> torch.Tensor:
+    """A user's mask (a path or PIL image; white = may change, black = kept) as (1, 1, H, W) in [0, 1]
+    at `size` (width, height) pixels, resized when it has another size. A transparent layer's alpha is
+    the mask (strokes painted on a clear canvas), else its brightness."""
+    image = source if isinstance(source, Image.Image) else read_mask(source)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        alpha = image.convert("RGBA").getchannel("A")
+        if alpha.getextrema()[0] < 255:  # a painted layer (strokes on a transparent canvas): its alpha
+            image = alpha
+    gray = image.convert("L").resize(size, Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(gray, dtype=np.float32) / 255.0)[None, None]
+
+
+def to_latent_size(mask: torch.Tensor, latent_shape) -> torch.Tensor:
+    """A pixel mask (1, 1, H, W) averaged down to the latent grid (1, 1, h, w)."""
+    return F.adaptive_avg_pool2d(mask, latent_shape[-2:])
+
+
+def mask_image(mask: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+    """A latent- or pixel-size mask as a grayscale PNG-ready image at `size` (width, height); nearest
+    neighbour, so each latent cell shows as the block of pixels it covers."""
+    pixels = (mask[0, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return Image.fromarray(pixels, mode="L").resize(size, Image.Resampling.NEAREST)
+
+
+def mask_record(request, mask: Image.Image | None) -> dict:
+    """What an edit's settings record of its localisation: where the mask came from ("user", "auto" or
+    none), its share of the image that may change and a hash of the mask itself."""
+    if mask is None:
+        return {"mask_source": None}
+    import hashlib
+
+    pixels = np.asarray(mask)
+    return {
+        "mask_source": "user" if request.mask is not None else "auto",
+        "mask_coverage": round(float(pixels.mean()) / 255.0, 4),
+        "mask_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
+    }

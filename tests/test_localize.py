@@ -1,0 +1,188 @@
+"""Localised edits: a user's mask or DiffEdit's estimate from the tune, the base kept outside it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from unitune import EditSettings, TuneSettings, UnituneError
+from unitune.images import fit
+from unitune.localize import estimate_mask, load_mask, read_mask, threshold
+from unitune.pipelines import Conditioning
+from unitune.sampling import decode, to_pil
+
+TUNE = TuneSettings(steps=2, learning_rate=5e-2, seed=91)
+
+
+def _pixels(image) -> np.ndarray:
+    return np.asarray(image).astype(int)
+
+
+def _mask_file(tmp_path, value: int, size=(32, 32), name="mask.png"):
+    path = tmp_path / name
+    Image.new("L", size, value).save(path)
+    return path
+
+
+@pytest.mark.parametrize("strength", [0.6, 1.0])
+def test_an_all_white_mask_gives_the_unlocalised_edit_bit_for_bit(editor, base_image, tmp_path, strength):
+    settings = EditSettings(steps=4, strength=strength, guidance=3.0, seed=2)
+    [plain] = editor.edit(base_image, ["a red circle"], settings, TUNE)
+    [masked] = editor.edit(base_image, ["a red circle"], settings, TUNE, mask=_mask_file(tmp_path, 255))
+    assert np.array_equal(_pixels(plain.image), _pixels(masked.image))
+    assert plain.mask is None and plain.settings["mask_source"] is None
+    assert masked.settings["mask_source"] == "user" and masked.settings["mask_coverage"] == 1.0
+
+
+@pytest.mark.parametrize("strength", [0.6, 1.0])
+def test_an_all_black_mask_returns_the_base_images_own_reconstruction(editor, base_image, tmp_path, strength):
+    """Nothing may change: every step ends on the base noised to the next timestep, the last on the base's
+    latent itself, which decodes as the autoencoder's reconstruction of the image."""
+    settings = EditSettings(steps=4, strength=strength, guidance=3.0, seed=2)
+    [kept] = editor.edit(base_image, ["a red circle"], settings, TUNE, mask=_mask_file(tmp_path, 0))
+    base = fit(base_image, editor.work_size(base_image.size))
+    pipe, runtime = editor.pipe, editor.runtime
+    pixels = pipe.image_processor.preprocess(base)
+    with torch.no_grad():
+        latent = pipe.vae.encode(pixels).latent_dist.mode() * pipe.vae.config.scaling_factor
+    reconstruction = to_pil(decode(pipe, latent, runtime))[0]
+    assert np.abs(_pixels(kept.image) - _pixels(reconstruction)).max() <= 1  # float rounding of the blend
+    assert kept.settings["mask_coverage"] == 0.0
+
+
+def test_a_half_mask_keeps_the_base_latent_on_the_kept_side_only(editor, base_image, tmp_path):
+    """White on the right: after the last step the left latent columns are the base's latent, the right
+    ones the edit's own (pixels mix across the seam in the autoencoder, latents do not; the right side is
+    not the unmasked edit's, as the UNet sees the kept side at every step)."""
+    settings = EditSettings(steps=4, strength=1.0, guidance=3.0, seed=2)
+    right = np.zeros((32, 32), np.uint8)
+    right[:, 16:] = 255
+    Image.fromarray(right).save(tmp_path / "right.png")
+
+    def last_latents(mask):
+        seen = []
+        record = lambda event: seen.append(event.latents)  # noqa: E731
+        editor.edit(base_image, ["x"], settings, TUNE, progress=record, mask=mask)
+        return seen[-1]
+
+    plain, half = last_latents(None), last_latents(tmp_path / "right.png")
+    base = fit(base_image, editor.work_size(base_image.size))
+    pipe = editor.pipe
+    with torch.no_grad():
+        latent = pipe.vae.encode(pipe.image_processor.preprocess(base)).latent_dist.mode()
+    latent = latent * pipe.vae.config.scaling_factor
+    side = latent.shape[-1] // 2
+    assert torch.allclose(half[..., :side], latent[..., :side], atol=1e-6)
+    assert not torch.allclose(half[..., side:], latent[..., side:], atol=1e-2)  # the edit's own there
+    assert not torch.allclose(plain[..., :side], latent[..., :side], atol=1e-2)  # kept only with a mask
+
+
+class _RegionUNet(torch.nn.Module):
+    """A stand-in UNet whose prediction reads the text only inside rows 1-2, columns 3-5 of the latent:
+    where two prompts can disagree."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = type("Config", (), {"in_channels": 4})()
+        self.dtype = torch.float32
+
+    def forward(self, sample, t, encoder_hidden_states, return_dict=False):
+        region = torch.zeros_like(sample)
+        region[:, :, 1:3, 3:6] = 1.0
+        text = encoder_hidden_states.mean(dim=(1, 2)).reshape(-1, 1, 1, 1)
+        return (0.1 * sample + region * text,)
+
+
+def test_the_estimated_mask_is_at_latent_size_binary_and_covers_where_the_readings_differ(editor):
+    pipe, runtime = editor.pipe, editor.runtime
+    unet, pipe.unet = pipe.unet, _RegionUNet()
+    try:
+        latent = torch.randn(1, 4, 6, 8, generator=torch.Generator().manual_seed(0))
+        edit = Conditioning(torch.full((1, 3, 2), 1.0))
+        reference = Conditioning(torch.full((1, 3, 2), -1.0))
+        mask = estimate_mask(pipe, latent, edit, reference, EditSettings(), seed=0, runtime=runtime)
+    finally:
+        pipe.unet = unet
+    expected = torch.zeros(1, 1, 6, 8)
+    expected[:, :, 1:3, 3:6] = 1.0
+    assert mask.shape == (1, 1, 6, 8) and torch.equal(mask, expected)
+
+
+def test_the_estimate_on_a_tuned_model_reads_the_edit_words(editor, base_image):
+    """After a tune, "R a green background" and "R" differ somewhere and the mask says where: binary, at
+    latent size, not empty; its settings and mask image ride with the edit."""
+    settings = EditSettings(steps=4, strength=0.8, guidance=3.0, localize="auto", mask_ratio=1.5)
+    [result] = editor.edit(base_image, ["a green background"], settings, TUNE)
+    mask = np.asarray(result.mask)
+    assert result.mask.size == result.image.size and set(np.unique(mask)) <= {0, 255}
+    assert result.settings["mask_source"] == "auto" and 0 < result.settings["mask_coverage"] <= 1
+    assert result.settings["localize"] == "auto" and result.settings["mask_draws"] == 10
+
+
+def test_threshold_follows_diffusers_generate_mask():
+    """Clamp at ratio x mean, divide by the max, keep what is above the cut; dilation grows it."""
+    difference = torch.tensor([[[[0.0, 1.0, 2.0, 9.0]]]])  # mean 3: clamp at 3 -> 0, 1/3, 2/3, 1
+    assert threshold(difference, 1.0, 0.5, 0).flatten().tolist() == [0, 0, 1, 1]
+    assert threshold(difference, 3.0, 0.5, 0).flatten().tolist() == [0, 0, 0, 1]
+    assert threshold(difference, 3.0, 0.5, 1).flatten().tolist() == [0, 0, 1, 1]
+
+
+def test_a_mask_of_another_size_is_resized_and_a_painted_layers_alpha_is_the_mask(tmp_path):
+    assert load_mask(_mask_file(tmp_path, 255, size=(64, 16)), (32, 32)).shape == (1, 1, 32, 32)
+    layer = Image.new("RGBA", (8, 8), (0, 0, 0, 0))
+    layer.paste((255, 0, 0, 255), (0, 0, 4, 8))  # a red stroke on the left: its colour does not matter
+    mask = load_mask(layer, (8, 8))
+    assert mask[..., :4].min() == 1.0 and mask[..., 4:].max() == 0.0
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image", None], ids=["empty", "text", "missing"])
+def test_a_bad_mask_file_is_a_one_line_error(tmp_path, content):
+    path = tmp_path / "mask.png"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(UnituneError, match="not a readable mask image"):
+        read_mask(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image"], ids=["empty", "text"])
+def test_the_cli_refuses_a_bad_mask_with_exit_code_2_and_writes_nothing(tmp_path, base_image, content):
+    from unitune.cli import app
+
+    image, mask, out = tmp_path / "in.png", tmp_path / "mask.png", tmp_path / "out"
+    base_image.save(image)
+    mask.write_bytes(content)
+    result = CliRunner().invoke(app, ["edit", str(image), "x", "--mask", str(mask), "--out", str(out)])
+    assert result.exit_code == 2 and "not a readable mask image" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_the_cli_writes_each_edits_mask_beside_it(tmp_path, base_image, tiny_model):
+    from unitune.cli import app
+
+    image, out = tmp_path / "in.png", tmp_path / "out"
+    base_image.save(image)
+    args = ["edit", str(image), "x", "--model", tiny_model, "--out", str(out), "--cache-dir", str(tmp_path)]
+    args += ["--tune-steps", "0", "--steps", "2", "--mask", str(_mask_file(tmp_path, 255, size=(7, 5)))]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    [png] = [p for p in out.glob("*.png") if not p.stem.endswith("-mask")]
+    mask = png.with_name(png.stem + "-mask.png")
+    assert mask.exists() and Image.open(mask).size == Image.open(png).size
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["images"][0]["settings"]["mask_source"] == "user"
+
+
+def test_mask_settings_are_checked():
+    for bad in (
+        dict(localize="maybe"),
+        dict(mask_draws=0),
+        dict(mask_strength=0.0),
+        dict(mask_ratio=0.0),
+        dict(mask_threshold=1.0),
+        dict(mask_dilation=-1),
+    ):
+        with pytest.raises(UnituneError):
+            EditSettings(**bad)
