@@ -3,10 +3,11 @@ the region each edit should change, per edit kind, and success / expressive / pr
 localisation, at the embedded model's default dials and tune. Public API only (`Editor.edit`).
 
     python bench/localize.py --split validation --scenes 16 --out runs/localize-validation.jsonl
-    python bench/localize.py --configs off "auto" "auto ratio=1.5 dilation=1"   # any EditSettings mask_*
+    python bench/localize.py --configs off "auto" "auto ratio=1.5 dilation=1" "auto strength=1"
 
-Each config is "off", "auto" or "auto key=value ..." over EditSettings' mask dials (ratio, threshold,
-dilation, draws, strength). Scenes are dealt to `--workers` processes; every tune is the model's default.
+Each config is "off" or "auto", then any EditSettings fields as key=value over the model's defaults
+(ratio, threshold, dilation, draws name the mask_* dials). Scenes are dealt to `--workers` processes;
+every tune is the model's default.
 """
 
 from __future__ import annotations
@@ -26,12 +27,22 @@ DEFAULT_CONFIGS = ("off", "auto", "auto ratio=1.5", "auto ratio=1.5 dilation=1")
 
 
 def parse_config(text: str) -> dict:
-    """ "auto ratio=1.5 dilation=1" -> {"localize": "auto", "mask_ratio": 1.5, "mask_dilation": 1}."""
+    """ "auto mask_ratio=1.5 strength=1" -> {"localize": "auto", "mask_ratio": 1.5, "strength": 1.0}: the
+    mode, then any EditSettings fields over the model's defaults; short mask keys ("ratio=1.5",
+    "dilation=1") name the mask_* fields."""
+    from dataclasses import fields
+
+    from unitune import EditSettings
+
+    kinds = {f.name: f.type for f in fields(EditSettings)}
     mode, *pairs = text.split()
     values: dict = {"localize": mode}
     for pair in pairs:
         key, value = pair.split("=")
-        values[f"mask_{key}"] = int(value) if key in ("dilation", "draws") else float(value)
+        key = key if key in kinds else f"mask_{key}"
+        if key not in kinds:
+            raise SystemExit(f"unknown setting in config {text!r}: {key}")
+        values[key] = int(value) if kinds[key] in ("int", int) else float(value)
     return values
 
 
@@ -99,6 +110,31 @@ def summarize(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired(rows: list[dict], config: str, against: str = "off") -> str:
+    """Success of `config` against `against` on the same edits: wins, losses and a two-sided sign test."""
+    from scipy.stats import binomtest
+
+    def outcome(name):
+        return {(r["split"], r["edit"]): r["success"] for r in rows if r["config"] == name}
+
+    ours, theirs = outcome(config), outcome(against)
+    wins = sum(1 for key in ours if ours[key] > theirs.get(key, 0))
+    losses = sum(1 for key in ours if ours[key] < theirs.get(key, 0))
+    p = binomtest(wins, wins + losses).pvalue if wins + losses else 1.0
+    return f"{config} vs {against}: {wins} wins, {losses} losses (sign test p = {p:.3f})"
+
+
+def intervals(rows: list[dict]) -> str:
+    from unitune.benchmark.selection import wilson_interval
+
+    lines = []
+    for config in dict.fromkeys(r["config"] for r in rows):
+        hits = [r["success"] for r in rows if r["config"] == config]
+        low, high = wilson_interval(sum(hits), len(hits))
+        lines.append(f"{config}: success {sum(hits):.0f}/{len(hits)} [{low:.0%}-{high:.0%}]")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -109,7 +145,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/localize.jsonl"))
+    parser.add_argument("--report", type=Path, help="print the report of a saved run's JSONL, no run")
     args = parser.parse_args()
+    if args.report:
+        print(report([json.loads(line) for line in args.report.read_text().splitlines()]))
+        return
     for config in args.configs:
         parse_config(config)  # a typo fails now, not after the first tune
     shares = [list(range(args.scenes))[k :: args.workers] for k in range(args.workers)]
@@ -121,7 +161,12 @@ def main() -> None:
         rows = [row for future in futures for row in future.result()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    print(summarize(rows))
+    print(report(rows))
+
+
+def report(rows: list[dict]) -> str:
+    configs = [c for c in dict.fromkeys(r["config"] for r in rows) if c != "off"]
+    return "\n".join([summarize(rows), "", intervals(rows), *[paired(rows, c) for c in configs]])
 
 
 if __name__ == "__main__":

@@ -186,3 +186,32 @@ def test_mask_settings_are_checked():
     ):
         with pytest.raises(UnituneError):
             EditSettings(**bad)
+
+
+def test_bench_localize_reads_its_configs_and_scores_masks():
+    """bench/localize.py's smoke test: its config grammar, its IoU and its report on two records."""
+    from test_gpu_check import bench_module
+
+    bench = bench_module("localize")
+    config = bench.parse_config("auto ratio=1.5 strength=1 dilation=1")
+    assert config == {"localize": "auto", "mask_ratio": 1.5, "strength": 1.0, "mask_dilation": 1}
+    with pytest.raises(SystemExit):
+        bench.parse_config("auto nonsense=1")
+    truth = np.zeros((4, 4), bool)
+    truth[:2] = True
+    assert bench.iou(truth, truth) == 1.0 and bench.iou(~truth, truth) == 0.0
+    rows = [
+        {
+            "split": "v",
+            "edit": "e",
+            "kind": "colour",
+            "config": c,
+            "success": s,
+            "expressive": s,
+            "preserved": 1,
+        }
+        for c, s in (("off", 0.0), ("auto", 1.0))
+    ]
+    rows[1].update(mask_iou=0.5, mask_coverage=0.25)
+    text = bench.report(rows)
+    assert "colour 0.50 (0.25)" in text and "auto vs off: 1 wins, 0 losses" in text
