@@ -5,7 +5,8 @@ localisation, at the embedded model's default dials and tune. Public API only (`
     python bench/localize.py --split validation --scenes 16 --out runs/localize-validation.jsonl
     python bench/localize.py --configs off "auto" "auto ratio=1.5 dilation=1" "auto strength=1"
 
-Each config is "off" or "auto", then any EditSettings fields as key=value over the model's defaults
+Each config is "off", "auto" or "oracle" (the edit's true changed region given as a user mask,
+grown by "truth=N" pixels), then any EditSettings fields as key=value over the model's defaults
 (ratio, threshold, dilation, draws name the mask_* dials). Scenes are dealt to `--workers` processes;
 every tune is the model's default.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_CONFIGS = ("off", "auto", "auto ratio=1.5", "auto ratio=1.5 dilation=1")
+ORACLE = "oracle"  # the edit's true changed region as a user mask: what blending can do with a perfect mask
 
 
 def parse_config(text: str) -> dict:
@@ -36,13 +38,18 @@ def parse_config(text: str) -> dict:
 
     kinds = {f.name: f.type for f in fields(EditSettings)}
     mode, *pairs = text.split()
-    values: dict = {"localize": mode}
+    values: dict = {"localize": "off" if mode == ORACLE else mode}
     for pair in pairs:
+        if pair.startswith("truth="):  # the oracle's pixel dilation of the true region
+            continue
         key, value = pair.split("=")
         key = key if key in kinds else f"mask_{key}"
         if key not in kinds:
             raise SystemExit(f"unknown setting in config {text!r}: {key}")
-        values[key] = int(value) if kinds[key] in ("int", int) else float(value)
+        if kinds[key] in ("bool", bool):
+            values[key] = value.lower() in ("1", "true", "on", "yes")
+        else:
+            values[key] = int(value) if kinds[key] in ("int", int) else float(value)
     return values
 
 
@@ -71,7 +78,14 @@ def run_scenes(split: str, scenes: list[int], count: int, configs: list[str], se
         base_pixels = render(base)
         for config in configs:
             settings = replace(defaults, seed=seed + scene, **parse_config(config))
-            results = editor.edit(render_pil(base), [e.prompt for e in scene_edits], settings)
+            if config.split()[0] == ORACLE:  # one edit at a time, each with its own true region
+                grow = next((int(p[6:]) for p in config.split() if p.startswith("truth=")), 0)
+                results = [
+                    editor.edit(render_pil(base), [e.prompt], settings, mask=_truth_image(e, grow))[0]
+                    for e in scene_edits
+                ]
+            else:
+                results = editor.edit(render_pil(base), [e.prompt for e in scene_edits], settings)
             for edit, result in zip(scene_edits, results, strict=True):
                 target = render(edit.target)
                 scores = metrics.score(to_array(result.image), edit, base_pixels, target)
@@ -84,6 +98,17 @@ def run_scenes(split: str, scenes: list[int], count: int, configs: list[str], se
                 rows.append(row)
         print(f"{split} scene {scene} done", flush=True)
     return rows
+
+
+def _truth_image(edit, dilation: int):
+    """The pixels base and target differ at, grown by `dilation` px, as a mask image."""
+    from PIL import Image
+
+    from unitune.benchmark import metrics
+    from unitune.shapes.world import render
+
+    truth = metrics.change_mask(render(edit.base), render(edit.target), dilation)
+    return Image.fromarray(truth.astype(np.uint8) * 255)
 
 
 def summarize(rows: list[dict]) -> str:

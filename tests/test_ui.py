@@ -272,3 +272,39 @@ def test_the_working_size_box_fits_the_image_again(server, browser):
     set_text(browser, "#work-size", "100000\n")
     wait_for(browser, lambda d: "size must be <= 4096 pixels, got 100000" in toasts(d), "the size error")
     assert "Traceback" not in page_text(browser)
+
+
+def test_a_painted_mask_reaches_the_edit_and_its_settings(server, browser, tmp_path):
+    """Paint a stroke on the brush canvas over the base image; the edit is localised to it: its saved
+    settings say the mask was the user's, its mask file is offered, and the overlay is shown."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    open_app(browser, server)
+    upload(browser, EXAMPLE)
+    find(browser, "#base img")
+    [accordion] = [b for b in browser.find_elements("css selector", "button") if "Localise" in b.text]
+    accordion.click()
+    canvas = wait_for(browser, lambda d: _brush_canvas(d), "the brush canvas with the base image")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", canvas)
+    # from the canvas centre (the image is shown centred, zoomed to fit), a short stroke to the right
+    stroke = ActionChains(browser).move_to_element_with_offset(canvas, -30, 0).click_and_hold()
+    for _ in range(6):
+        stroke = stroke.move_by_offset(10, 1)
+    stroke.release().perform()
+    browser.save_screenshot(str(tmp_path / "ui-brush.png"))
+
+    browser.find_element("css selector", "#prompts textarea").send_keys("on a green background")
+    browser.find_element("id", "edit-btn").click()
+    find(browser, "#results img")
+    find(browser, "#masks img")
+    browser.save_screenshot(str(tmp_path / "ui-localised.png"))
+    link = find(browser, "#downloads a[href$='-mask.png']")
+    mask = Image.open(io.BytesIO(fetch(link.get_attribute("href")))).convert("L")
+    settings = json.loads(mask.info["unitune"])
+    assert settings["mask_source"] == "user" and 0 < settings["mask_coverage"] < 0.5
+    assert 0 < sum(mask.point(lambda v: v > 127 and 255).histogram()[255:]) < mask.width * mask.height
+
+
+def _brush_canvas(driver):
+    canvases = [c for c in driver.find_elements("css selector", "#brush canvas") if c.size["width"] > 20]
+    return canvases[0] if canvases else None

@@ -139,9 +139,14 @@ def to_latent_size(mask: torch.Tensor, latent_shape) -> torch.Tensor:
     return F.adaptive_avg_pool2d(mask, latent_shape[-2:])
 
 
+def to_pixel_size(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A latent mask (1, 1, h, w) enlarged to (1, 1, H, W) pixels, `size` (height, width): bilinear, so
+    a pixel composite fades over about one latent cell at the mask's edge instead of a blocky seam."""
+    return F.interpolate(mask, size=size, mode="bilinear", align_corners=False).clamp(0, 1)
+
+
 def mask_image(mask: torch.Tensor, size: tuple[int, int]) -> Image.Image:
-    """A latent- or pixel-size mask as a grayscale PNG-ready image at `size` (width, height); nearest
-    neighbour, so each latent cell shows as the block of pixels it covers."""
+    """A mask (1, 1, H, W) in [0, 1] as a grayscale image at `size` (width, height)."""
     pixels = (mask[0, 0].clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     return Image.fromarray(pixels, mode="L").resize(size, Image.Resampling.NEAREST)
 

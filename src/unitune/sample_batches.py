@@ -22,7 +22,15 @@ from PIL import Image
 from .decoder_gate import decode_samples
 from .errors import out_of_memory
 from .interpolation import interpolate_details
-from .localize import Blend, base_latent, estimate_mask, mask_image, start_noise, to_latent_size
+from .localize import (
+    Blend,
+    base_latent,
+    estimate_mask,
+    mask_image,
+    start_noise,
+    to_latent_size,
+    to_pixel_size,
+)
 from .progress import Progress, RunControl
 from .sampling import (
     ModelGuidance,
@@ -137,7 +145,7 @@ def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, ru
     #      interpolation (a post-process of the sample)
     gates = [request.settings.decoder_gate for request in requests]
     raws = decode_samples(editor, [row.latents for row in rows], gates, base)
-    masks = [row.blend.mask if row.blend is not None else None for row in rows]
+    masks = [_pixel_mask(row, request, base) for row, request in zip(rows, requests, strict=True)]
     return [
         _finish(raw, request.settings, base, mask)
         for raw, request, mask in zip(raws, requests, masks, strict=True)
@@ -190,9 +198,21 @@ def _blend(editor, request: SampleRequest, base, noise: torch.Tensor, encoded) -
     return Blend(mask, latent, noise)
 
 
+def _pixel_mask(row: Row, request: SampleRequest, base) -> torch.Tensor | None:
+    """The row's mask at the image's size (1, 1, H, W) on the CPU: the user's own, else the estimated
+    latent mask enlarged (bilinear: soft at its edges); None when the row was not localised."""
+    if row.blend is None:
+        return None
+    if request.mask is not None:
+        return request.mask.cpu()
+    return to_pixel_size(row.blend.mask.cpu(), (base.height, base.width))
+
+
 def _finish(raw: torch.Tensor, settings: EditSettings, base, mask: torch.Tensor | None) -> Sample:
     images = raw
     if base is not None and settings.interpolation > 0:
         images = interpolate_details(raw, to_tensor(base), settings.interpolation)
+    if mask is not None and settings.mask_composite:  # outside the mask, the base's own pixels
+        images = mask * images + (1 - mask) * to_tensor(base)
     shown = mask_image(mask, base.size) if mask is not None else None
     return Sample(to_pil(images)[0], to_pil(raw)[0], shown)

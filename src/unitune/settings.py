@@ -287,6 +287,12 @@ class EditSettings:
         0.5, "--mask-threshold", "the rescaled difference above which a cell may change, in [0, 1)"
     )
     mask_dilation: int = _opt(0, "--mask-dilation", "grow the automatic mask by this many latent cells")
+    mask_composite: bool = _opt(
+        False,
+        "--mask-composite",
+        "after decoding, put the base image's own pixels back outside the mask (soft at its edge), so the "
+        "kept part is exact instead of the autoencoder's reconstruction",
+    )
 
     def __post_init__(self):
         if self.localize not in LOCALIZE_MODES:

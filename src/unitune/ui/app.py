@@ -16,6 +16,7 @@ import gradio as gr  # noqa: E402
 
 from ..api import Editor  # noqa: E402
 from ..errors import Cancelled, UnituneError  # noqa: E402
+from ..outputs import mask_path  # noqa: E402
 from ..settings import MAX_BATCH_SIZE, MAX_DECODER_STEPS, METHODS, EditSettings, TuneSettings  # noqa: E402
 from .session import (  # noqa: E402
     EXAMPLES_DIR,
@@ -25,6 +26,8 @@ from .session import (  # noqa: E402
     Studio,
     example_images,
     history_rows,
+    mask_overlay,
+    painted_mask,
     pick_seed,
     working_size,
 )
@@ -93,10 +96,16 @@ class Controls:
     seed: gr.Number
     randomize: gr.Checkbox
     auto: gr.Checkbox
+    localize: gr.Radio
+    mask_ratio: gr.Slider
+    mask_dilation: gr.Slider
+    mask_composite: gr.Checkbox
+    brush: gr.ImageEditor
     edit_btn: gr.Button
     compare: gr.Component  # an ImageSlider where gradio has one, else a two-image Gallery
     results: gr.Gallery
     settings_view: gr.JSON
+    masks: gr.Gallery
     downloads: gr.File
     # the Sweep tab
     sweep_prompt: gr.Textbox
@@ -244,6 +253,38 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                         auto = gr.Checkbox(
                             edit.auto, label="auto dial (picks a candidate; ~3.5x the time)", elem_id="auto"
                         )
+                    with gr.Accordion("Localise: change only part of the image", open=False):
+                        with gr.Row():
+                            localize = gr.Radio(
+                                ["off", "auto"],
+                                value=edit.localize,
+                                label="automatic mask (from the tune: where 'R edit' and 'R' disagree)",
+                                elem_id="localize",
+                            )
+                            mask_ratio = gr.Slider(
+                                0.5, 6, edit.mask_ratio, step=0.25, label="mask ratio (lower: larger mask)"
+                            )
+                            mask_dilation = gr.Slider(
+                                0, 4, edit.mask_dilation, step=1, label="mask dilation (latent cells)"
+                            )
+                            mask_composite = gr.Checkbox(
+                                edit.mask_composite,
+                                label="exact base pixels outside the mask",
+                                elem_id="mask-composite",
+                            )
+                        brush = gr.ImageEditor(
+                            label="Or paint where the edit may change (replaces the automatic mask)",
+                            type="numpy",
+                            image_mode="RGBA",
+                            sources=(),
+                            transforms=(),
+                            layers=False,
+                            brush=gr.Brush(colors=["#00e5ff"], color_mode="fixed", default_size=6),
+                            format="png",
+                            height=320,
+                            elem_id="brush",
+                            elem_classes="pixelated",
+                        )
                     edit_btn = gr.Button("Edit", variant="primary", elem_id="edit-btn")
                     with gr.Row():
                         if _has_slider():
@@ -266,6 +307,13 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                             elem_classes="pixelated",
                         )
                     settings_view = gr.JSON(label="Settings of the selected edit", elem_id="settings")
+                    masks = gr.Gallery(
+                        label="Masks of localised edits (the part each had to keep, dimmed)",
+                        columns=4,
+                        height=200,
+                        elem_id="masks",
+                        elem_classes="pixelated",
+                    )
                     downloads = gr.File(
                         label="Download (PNGs carry their settings)",
                         file_count="multiple",
@@ -340,7 +388,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         status = studio.tune_status(
             state, tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
         )
-        return state, state.base, status, None, [], None, None  # the old image's edits go
+        return state, state.base, status, None, [], None, None, _canvas(state.base)  # old edits go
 
     def pick(
         state,
@@ -373,9 +421,10 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         status = studio.tune_status(
             state, tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
         )
-        return state, state.base, status, None, [], None, None
+        return state, state.base, status, None, [], None, None, _canvas(state.base)
 
     load_outputs = [c.state, c.base, c.tune_status, c.compare, c.results, c.settings_view, c.downloads]
+    load_outputs += [c.brush]
     sized = [c.state, c.work_size, *c.tune_inputs]
     c.upload.upload(
         load, [c.state, c.upload, c.work_size, *c.tune_inputs], load_outputs, concurrency_limit=None
@@ -425,6 +474,8 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         guidance, strength, interpolation, untuned_tail, model_guidance, decoder_gate, steps, num_images,
         seed, random_seed,
         auto,
+        # localisation
+        localize, mask_ratio, mask_dilation, mask_composite, brush,
         # the tune
         method, tune_steps, batch_size, tune_seed, decoder_steps,
         request: gr.Request,
@@ -444,20 +495,35 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
             seed=used_seed,
             negative_prompt=(negative_prompt or "").strip(),
             auto=bool(auto),
+            localize=localize,
+            mask_ratio=float(mask_ratio),
+            mask_dilation=int(mask_dilation),
+            mask_composite=bool(mask_composite),
         )
         tuning = tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
-        state, paths, message = studio.edit(state, prompts, dials, tuning, request.session_hash, progress)
+        painted = painted_mask(brush)
+        state, paths, message = studio.edit(
+            state, prompts, dials, tuning, request.session_hash, progress, mask=painted
+        )
         gallery = [(str(p), _caption(e["settings"])) for p, e in zip(paths, state.last, strict=True)]
         files = [str(p) for p in paths] + [str(Path(paths[0]).parent / "manifest.json")]
         before_after = _pair(state.base, paths[0], has_slider)
         first = state.last[0]["settings"]
-        return state, before_after, gallery, first, files, message, *_history(state), used_seed
+        files += [str(mask_path(p)) for p in paths if mask_path(p).exists()]
+        overlays = [
+            (o, _caption(e["settings"]))
+            for o, e in zip(map(mask_overlay, paths), state.last, strict=True)
+            if o is not None
+        ]
+        history = _history(state)
+        return state, before_after, gallery, first, files, message, *history, used_seed, overlays
 
     edit_inputs = [c.state, c.prompts, c.negative, c.guidance, c.strength, c.interpolation, c.untuned_tail]
     edit_inputs += [c.model_guidance, c.decoder_gate, c.steps]
-    edit_inputs += [c.num_images, c.seed, c.randomize, c.auto, *c.tune_inputs]
+    edit_inputs += [c.num_images, c.seed, c.randomize, c.auto]
+    edit_inputs += [c.localize, c.mask_ratio, c.mask_dilation, c.mask_composite, c.brush, *c.tune_inputs]
     edit_outputs = [c.state, c.compare, c.results, c.settings_view, c.downloads, c.tune_status]
-    edit_outputs += [c.history_table, c.history_gallery, c.seed]
+    edit_outputs += [c.history_table, c.history_gallery, c.seed, c.masks]
     c.edit_btn.click(run_edit, edit_inputs, edit_outputs, **busy)
 
     def select_result(state, evt: gr.SelectData):
@@ -515,6 +581,13 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         gr.Info("Stopping after the current step…")
 
     c.stop_btn.click(stop, None, None, concurrency_limit=None, queue=False)
+
+
+def _canvas(base: str | None):
+    """The brush's value for a newly loaded base image: the image to paint over, no strokes yet."""
+    if base is None:
+        return None
+    return {"background": base, "layers": [], "composite": base}
 
 
 def _has_slider() -> bool:

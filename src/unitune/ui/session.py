@@ -15,11 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from ..api import Editor, TuneResult
 from ..auto import AUTO_STRENGTHS
 from ..errors import UnituneError
 from ..images import image_hash
-from ..outputs import save_png, save_results, slug
+from ..outputs import mask_path, save_png, save_results, slug
 from ..progress import Progress
 from ..settings import EditSettings, TuneSettings
 from ..sweep import parse_floats
@@ -54,6 +57,30 @@ class SessionState:
 def working_size(value: float | int | None) -> int | None:
     """The UI's working-size box as `Sizing.size`: 0 or empty means the model's (None)."""
     return int(value) if value else None
+
+
+def painted_mask(editor_value) -> Image.Image | None:
+    """The brush strokes of gradio's ImageEditor (its value: background, layers, composite; numpy RGBA)
+    as a mask image (white = painted, may change); None when nothing is painted."""
+    layers = [np.asarray(layer) for layer in (editor_value or {}).get("layers") or [] if layer is not None]
+    alphas = [layer[..., 3] for layer in layers if layer.ndim == 3 and layer.shape[-1] == 4]
+    if not alphas or not any(alpha.any() for alpha in alphas):
+        return None
+    painted = np.maximum.reduce(alphas)
+    return Image.fromarray(np.where(painted > 0, 255, 0).astype(np.uint8), mode="L")
+
+
+def mask_overlay(image_path: str | Path) -> np.ndarray | None:
+    """A localised edit with the part it had to keep dimmed (from its NAME-mask.png beside it), RGB
+    uint8; None when the edit was not localised."""
+    image_path = Path(image_path)
+    mask_file = mask_path(image_path)
+    if not mask_file.exists():
+        return None
+    with Image.open(image_path) as image, Image.open(mask_file) as mask:
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+        may_change = np.asarray(mask.convert("L").resize(image.size), dtype=np.float32)[..., None] / 255
+    return (pixels * (0.3 + 0.7 * may_change)).round().astype(np.uint8)
 
 
 def parse_prompts(text: str) -> list[str]:
@@ -192,8 +219,10 @@ class Studio:
         tune: TuneSettings,
         session: str,
         bar: BarFn | None = None,
+        mask=None,
     ) -> tuple[SessionState, list[Path], str]:
-        """Edit the base image once per prompt line and seed; returns the saved PNGs and the tune message."""
+        """Edit the base image once per prompt line and seed; returns the saved PNGs and the tune message.
+        `mask`: a painted mask (`painted_mask`), else None (the edit's own `localize` setting decides)."""
         base, prompts = self._base(state), parse_prompts(prompts_text)
         samples = len(prompts) * edit.num_images * (len(AUTO_STRENGTHS) if edit.auto else 1)
         stop, progress = self._start(session), ProgressBar(bar, samples)
@@ -201,7 +230,7 @@ class Studio:
         editor = self._editor(state.size)
         tuned = editor.tune(base, tune, progress=progress, should_stop=stop)
         message = self._tune_message(tuned, time.monotonic() - started)
-        results = editor.edit(base, prompts, edit, tune, progress=progress, should_stop=stop)
+        results = editor.edit(base, prompts, edit, tune, progress=progress, should_stop=stop, mask=mask)
         state.runs += 1
         folder = self._folder(session, f"edit-{state.runs:03d}")
         paths = save_results(results, folder, "edit", {"image": state.name})
