@@ -160,6 +160,35 @@ def intervals(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def time_edits(configs: list[str], repeats: int, prompts: int) -> str:
+    """Seconds per edit call (`prompts` prompts of one scene, the tune cached) for each config, the median
+    of `repeats` calls after one warm-up: the cost of localising."""
+    import statistics
+    import time
+
+    from unitune import Editor
+    from unitune.benchmark.edits import edit_set
+    from unitune.shapes.world import render_pil
+
+    editor = Editor.load(device="cpu", cache_dir="runs/localize-cache-validation")
+    defaults = editor.default_edit_settings()
+    scene = edit_set("validation", 1)
+    base, words = render_pil(scene[0].base), [e.prompt for e in scene][:prompts]
+    lines, reference = [], None
+    for config in configs:
+        settings = replace(defaults, **parse_config(config))
+        editor.edit(base, words, settings)  # the tune (cached after the first config) and warm-up
+        seconds = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            editor.edit(base, words, settings)
+            seconds.append(time.perf_counter() - started)
+        median = statistics.median(seconds)
+        reference = reference or median
+        lines.append(f"{config}: {median:.3f} s per call of {len(words)} edits ({median / reference:.2f}x)")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -171,7 +200,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/localize.jsonl"))
     parser.add_argument("--report", type=Path, help="print the report of a saved run's JSONL, no run")
+    parser.add_argument("--timing", type=int, metavar="REPEATS", help="time the configs' edits instead")
     args = parser.parse_args()
+    if args.timing:
+        print(time_edits(args.configs, args.timing, prompts=5))
+        return
     if args.report:
         print(report([json.loads(line) for line in args.report.read_text().splitlines()]))
         return

@@ -98,6 +98,23 @@ def test_a_half_mask_keeps_the_base_latent_on_the_kept_side_only(editor, base_im
     assert not torch.allclose(plain[..., :side], latent[..., :side], atol=1e-2)  # kept only with a mask
 
 
+@pytest.mark.parametrize("scheduler", ["EulerDiscreteScheduler", "DPMSolverMultistepScheduler"])
+def test_an_automatic_mask_that_lets_everything_change_gives_the_unlocalised_edit(
+    editor, base_image, scheduler
+):
+    """Threshold 0: every cell whose readings differ at all may change. Estimating the mask must leave
+    the sampler's scheduler as it was (a scheduler with a begin index would otherwise start elsewhere)."""
+    import diffusers
+
+    editor.pipe.scheduler = getattr(diffusers, scheduler).from_config(editor.pipe.scheduler.config)
+    settings = EditSettings(steps=5, strength=0.6, guidance=3.0, seed=4)
+    [plain] = editor.edit(base_image, ["a red circle", "x"], settings, TUNE)[:1]
+    auto = EditSettings(**{**settings.to_dict(), "localize": "auto", "mask_threshold": 0.0})
+    [everywhere] = editor.edit(base_image, ["a red circle", "x"], auto, TUNE)[:1]
+    assert everywhere.settings["mask_coverage"] == 1.0
+    assert np.array_equal(_pixels(plain.image), _pixels(everywhere.image))
+
+
 class _RegionUNet(torch.nn.Module):
     """A stand-in UNet whose prediction reads the text only inside rows 1-2, columns 3-5 of the latent:
     where two prompts can disagree."""
@@ -233,3 +250,15 @@ def test_bench_localize_reads_its_configs_and_scores_masks():
     rows[1].update(mask_iou=0.5, mask_coverage=0.25)
     text = bench.report(rows)
     assert "colour 0.50 (0.25)" in text and "auto vs off: 1 wins, 0 losses" in text
+
+
+def test_a_localised_edit_on_a_v_prediction_model(tmp_path, base_image):
+    """The estimate reads the model's raw output: for v-prediction, its difference between the prompts."""
+    from tiny import save_tiny_pipeline
+    from unitune import Editor
+
+    folder = save_tiny_pipeline(tmp_path / "v", prediction_type="v_prediction")
+    editor = Editor.load(str(folder), device="cpu", cache_dir=tmp_path / "cache")
+    settings = EditSettings(steps=4, strength=0.8, guidance=3.0, localize="auto", mask_ratio=1.5)
+    [result] = editor.edit(base_image, ["a green background"], settings, TUNE)
+    assert result.settings["mask_source"] == "auto" and 0 < result.settings["mask_coverage"] <= 1

@@ -167,3 +167,27 @@ def test_sdxl_in_the_web_ui_session(xl, tmp_path):
     assert message.startswith("**Tuned**")
     state, paths, _ = studio.edit(state, "x", EditSettings(steps=2, strength=0.5), tune, "s1")
     assert Image.open(paths[0]).size == (42, 28)  # 3:2 kept
+
+
+@pytest.mark.parametrize("scheduler_cls", [DDIMScheduler, EulerDiscreteScheduler], ids=lambda c: c.__name__)
+def test_a_localised_sdxl_edit_estimates_its_mask_and_keeps_the_base_outside_it(
+    xl, base_image, tmp_path, scheduler_cls
+):
+    """The automatic mask works with SDXL's two encoders and size conditioning; a white mask gives the
+    unlocalised edit bit for bit and a black one the base's reconstruction, with a sigma-based scheduler
+    (Euler: the blend noises the base with the row's own scheduler) as with DDIM."""
+    xl.pipe.scheduler = scheduler_cls.from_config(xl.pipe.scheduler.config)
+    settings = EditSettings(steps=4, strength=0.6, guidance=3.0, seed=1)
+    tune = TuneSettings(steps=1, learning_rate=1e-2)
+    [auto] = xl.edit(
+        base_image, ["a red circle"], EditSettings(**{**settings.to_dict(), "localize": "auto"}), tune
+    )
+    assert auto.settings["mask_source"] == "auto" and auto.mask.size == auto.image.size
+    [plain] = xl.edit(base_image, ["a red circle"], settings, tune)
+    white, black = tmp_path / "white.png", tmp_path / "black.png"
+    Image.new("L", (8, 8), 255).save(white)
+    Image.new("L", (8, 8), 0).save(black)
+    [same] = xl.edit(base_image, ["a red circle"], settings, tune, mask=white)
+    assert np.array_equal(np.asarray(same.image), np.asarray(plain.image))
+    [kept] = xl.edit(base_image, ["a red circle"], settings, tune, mask=black)
+    assert not np.array_equal(np.asarray(kept.image), np.asarray(plain.image))

@@ -7,9 +7,10 @@ draws, average |difference| over draws and channels, clamp at `mask_ratio` times
 rescale to [0, 1] and keep what lies above `mask_threshold`. After a UniTune tune "R" is the image, so
 where the two readings disagree is where the edit wants to act. A user's own mask skips the estimate.
 
-The blend is diffusers' inpainting with a plain UNet (`StableDiffusionInpaintPipeline` for a
-4-channel UNet): after every step, outside the mask, the sample is replaced by the base latent noised to
-the next timestep with the start's own noise, and by the base latent itself after the last step.
+The blend (`unitune.sampling.Blend`) is diffusers' inpainting with a plain UNet
+(`StableDiffusionInpaintPipeline` for a 4-channel UNet): after every step, outside the mask, the
+sample is replaced by the base latent noised to the next timestep with the start's own noise, and by
+the base latent itself after the last step. `--mask-composite` then pastes the base's pixels back.
 """
 
 from __future__ import annotations
@@ -24,49 +25,39 @@ from PIL import Image
 from .errors import UnituneError, first_line
 from .loading import Runtime
 from .pipelines import Conditioning, vae_precision
+from .sampling import noise_predictor
 
 
 @dataclass
-class Blend:
-    """What a row keeps outside its mask: the mask (1, 1, h, w) in [0, 1] (1 = may change), the base's
-    clean latent and the noise its start was drawn with."""
+class BaseEncoding:
+    """The base image through the VAE's encoder, once per batch: its deterministic latent (the mode; the
+    tiny autoencoder's latents), scaled, and the encoder's output, to replay a row's start noise."""
 
-    mask: torch.Tensor
-    base_latent: torch.Tensor
-    noise: torch.Tensor
+    encoded: object
+    latent: torch.Tensor
 
-    def apply(self, scheduler, latents: torch.Tensor, next_timestep) -> torch.Tensor:
-        """The sample inside the mask, the base noised to `next_timestep` (None: clean) outside it."""
-        kept = self.base_latent
-        if next_timestep is not None:
-            kept = scheduler.add_noise(self.base_latent, self.noise, next_timestep.reshape(1))
-        return self.mask * latents + (1 - self.mask) * kept
+    @classmethod
+    @torch.no_grad()
+    def of(cls, pipe, image: Image.Image, runtime: Runtime) -> BaseEncoding:
+        pixels = pipe.image_processor.preprocess(image).to(runtime.device)
+        with vae_precision(pipe, runtime):
+            encoded = pipe.vae.encode(pixels.to(pipe.vae.dtype))
+        mode = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
+        return cls(encoded, mode.float() * pipe.vae.config.scaling_factor)
 
+    def start_noise(self, pipe, start_latents, state: torch.Tensor | None, runtime: Runtime) -> torch.Tensor:
+        """The noise a row's start latents were drawn with. From pure noise (`state` None) it is the start
+        itself over the scheduler's initial sigma; from a noised base it is drawn again from the
+        generator's `state` before the start as diffusers' img2img `prepare_latents` draws it: the VAE
+        sample first (`retrieve_latents`, which draws only for a Gaussian latent), then the noise."""
+        if state is None:
+            return start_latents / pipe.scheduler.init_noise_sigma
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
+        from diffusers.utils.torch_utils import randn_tensor
 
-def base_latent(pipe, image: Image.Image, runtime: Runtime) -> torch.Tensor:
-    """The base image's deterministic latent (1, C, h, w): the VAE's mode (the tiny autoencoder's latents)."""
-    pixels = pipe.image_processor.preprocess(image).to(runtime.device)
-    with torch.no_grad(), vae_precision(pipe, runtime):
-        encoded = pipe.vae.encode(pixels)
-    latent = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
-    return latent.float() * pipe.vae.config.scaling_factor
-
-
-def start_noise(pipe, image, start_latents, state: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """The noise a row's start latents were drawn with. From pure noise it is the start itself (over the
-    scheduler's initial sigma); from a noised base it is drawn again from the generator's `state` before
-    the start, as diffusers' img2img `prepare_latents` draws it: the VAE sample first, then the noise."""
-    if image is None:
-        return start_latents / pipe.scheduler.init_noise_sigma
-    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
-    from diffusers.utils.torch_utils import randn_tensor
-
-    replay = torch.Generator(state.device if state.device.type != "cpu" else "cpu").set_state(state)
-    pixels = pipe.image_processor.preprocess(image).to(runtime.device)
-    with torch.no_grad(), vae_precision(pipe, runtime):
-        retrieve_latents(pipe.vae.encode(pixels.to(pipe.vae.dtype)), generator=replay)
-    shape = start_latents.shape
-    return randn_tensor(shape, generator=replay, device=runtime.device, dtype=torch.float32)
+        replay = torch.Generator(state.device if state.device.type != "cpu" else "cpu").set_state(state)
+        retrieve_latents(self.encoded, generator=replay)
+        return randn_tensor(start_latents.shape, generator=replay, device=runtime.device, dtype=torch.float32)
 
 
 @torch.no_grad()
@@ -78,24 +69,41 @@ def estimate_mask(
     settings,
     seed: int,
     runtime: Runtime,
+    readings: dict | None = None,
 ) -> torch.Tensor:
     """DiffEdit's mask (1, 1, h, w) with values 0 or 1, from the UNet now in the pipeline: where its noise
     predictions for the `edit` and `reference` conditionings (one row each) differ. `settings`: an
-    EditSettings (its mask_* dials)."""
-    from .sampling import noise_predictor, schedule
-
-    timesteps = schedule(pipe, settings.steps, settings.mask_strength, runtime.device)
-    t = timesteps[0]
+    EditSettings (its mask_* dials). `readings`: a dict shared by the masks of one batch, in which the
+    reference's predictions are kept, since edits of one image with the same seed draw the same noise.
+    The pipeline's scheduler is left as it was (a copy is set to the mask's noise level)."""
+    scheduler, t = _mask_timestep(pipe, settings.steps, settings.mask_strength, latent.device)
     generator = torch.Generator("cpu").manual_seed(seed)
     draws = settings.mask_draws
     noise = torch.randn((draws, *latent.shape[1:]), generator=generator).to(runtime.device)
-    noised = pipe.scheduler.add_noise(latent.expand(draws, -1, -1, -1), noise, t.reshape(1))
-    model_input = pipe.scheduler.scale_model_input(torch.cat([noised, noised]), t)
-    stacked = Conditioning.cat([edit] * draws + [reference] * draws)
-    prediction = noise_predictor(pipe.unet, stacked, runtime, 0)(model_input, t)
-    edit_prediction, reference_prediction = prediction.chunk(2)
-    difference = (edit_prediction - reference_prediction).abs().mean(dim=(0, 1), keepdim=True)
+    noised = scheduler.add_noise(latent.expand(draws, -1, -1, -1), noise, t.reshape(1))
+    model_input = scheduler.scale_model_input(noised, t)
+
+    def predict(conditioning: Conditioning) -> torch.Tensor:
+        stacked = Conditioning.cat([conditioning] * draws)
+        return noise_predictor(pipe.unet, stacked, runtime, 0)(model_input, t)
+
+    readings = {} if readings is None else readings
+    key = (seed, draws, settings.steps, settings.mask_strength, reference.embeds.data_ptr())
+    if key not in readings:
+        readings[key] = predict(reference)
+    difference = (predict(edit) - readings[key]).abs().mean(dim=(0, 1), keepdim=True)
     return threshold(difference, settings.mask_ratio, settings.mask_threshold, settings.mask_dilation)
+
+
+def _mask_timestep(pipe, steps: int, strength: float, device):
+    """A copy of the pipeline's scheduler set for `steps` steps, and the first timestep of the last
+    `strength` share of them (img2img's `get_timesteps`)."""
+    import copy
+
+    scheduler = copy.deepcopy(pipe.scheduler)
+    scheduler.set_timesteps(steps, device=device)
+    start = max(steps - min(int(steps * strength), steps), 0) * scheduler.order
+    return scheduler, scheduler.timesteps[start]
 
 
 def threshold(difference: torch.Tensor, ratio: float, cut: float, dilation: int) -> torch.Tensor:

@@ -23,16 +23,15 @@ from .decoder_gate import decode_samples
 from .errors import out_of_memory
 from .interpolation import interpolate_details
 from .localize import (
-    Blend,
-    base_latent,
+    BaseEncoding,
     estimate_mask,
     mask_image,
-    start_noise,
     to_latent_size,
     to_pixel_size,
 )
 from .progress import Progress, RunControl
 from .sampling import (
+    Blend,
     ModelGuidance,
     Row,
     encode_prompts,
@@ -118,7 +117,12 @@ def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, ru
     # 2-3. per request: its conditioning, its start latents and its own scheduler, joining the schedule at
     #      its strength's first step
     encoded = functools.cache(functools.partial(encode_prompts, pipe, runtime=runtime, size=size))
-    rows = [_row(editor, request, base, size, len(timesteps), encoded) for request in requests]
+    localized = base is not None and any(request.localized() for request in requests)
+    encoding = BaseEncoding.of(pipe, base, runtime) if localized else None  # once for the batch
+    readings: dict = {}  # the automatic masks' reference predictions, shared by the batch's rows
+    rows = [
+        _row(editor, request, base, size, len(timesteps), encoded, encoding, readings) for request in requests
+    ]
 
     # 4. denoise, reporting every step and stopping when asked; the low-noise tail with the untuned weights
     #    when `untuned_tail` asks for it, model guidance at the tuned steps before it
@@ -152,7 +156,9 @@ def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, ru
     ]
 
 
-def _row(editor, request: SampleRequest, base, size, schedule_length: int, encoded) -> Row:
+def _row(
+    editor, request: SampleRequest, base, size, schedule_length: int, encoded, encoding, readings
+) -> Row:
     """`encoded(prompt, negative prompt, guided)`: the batch's prompt encoder (each text encoded once)."""
     pipe, runtime, settings = editor.pipe, editor.runtime, request.settings
     generator = torch.Generator("cpu").manual_seed(request.seed)  # all its randomness, drawn on the CPU
@@ -163,9 +169,8 @@ def _row(editor, request: SampleRequest, base, size, schedule_length: int, encod
     latents = initial_latents(pipe, base, own, settings.strength, generator, runtime, size)
     blend = None
     if base is not None and request.localized():
-        start_image = base if settings.strength < 1.0 else None
-        noise = start_noise(pipe, start_image, latents, state, runtime)
-        blend = _blend(editor, request, base, noise, encoded)
+        noise = encoding.start_noise(pipe, latents, state if settings.strength < 1.0 else None, runtime)
+        blend = _blend(editor, request, encoding.latent, noise, encoded, readings)
     model_guidance, edit_conditioning = 0.0, None
     if settings.model_guidance and request.edit_words and editor.weights.applied_key is not None:
         model_guidance = settings.model_guidance  # an edit's words and a tune in the UNet to guide against
@@ -184,17 +189,18 @@ def _row(editor, request: SampleRequest, base, size, schedule_length: int, encod
     )
 
 
-def _blend(editor, request: SampleRequest, base, noise: torch.Tensor, encoded) -> Blend:
+def _blend(
+    editor, request: SampleRequest, latent: torch.Tensor, noise: torch.Tensor, encoded, readings
+) -> Blend:
     """The request's mask at latent size (its user's, else estimated from the UNet now in the pipeline,
     the tune) and the base it keeps outside it."""
     pipe, runtime, settings = editor.pipe, editor.runtime, request.settings
-    latent = base_latent(pipe, base, runtime)
     if request.mask is not None:
         mask = to_latent_size(request.mask.to(runtime.device), latent.shape)
     else:
         edit = encoded(request.prompt, "", False)
         reference = encoded(request.rare_prompt, "", False)
-        mask = estimate_mask(pipe, latent, edit, reference, settings, request.seed, runtime)
+        mask = estimate_mask(pipe, latent, edit, reference, settings, request.seed, runtime, readings)
     return Blend(mask, latent, noise)
 
 

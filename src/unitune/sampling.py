@@ -21,7 +21,6 @@ from PIL import Image
 from . import graphs
 from .errors import UnituneWarning
 from .loading import Runtime
-from .localize import Blend
 from .pipelines import Conditioning, encode, vae_precision
 
 
@@ -83,6 +82,24 @@ def initial_latents(
     with vae_precision(pipe, runtime):
         latents = pipe.prepare_latents(pixels, timesteps[:1], 1, 1, torch.float32, runtime.device, generator)
     return latents.float()
+
+
+@dataclass
+class Blend:
+    """What a localised row (unitune.localize) keeps outside its mask: the mask (1, 1, h, w) in [0, 1]
+    (1 = may change), the base's clean latent and the noise its start was drawn with. The blend of
+    diffusers' inpainting with a plain UNet, after every step."""
+
+    mask: torch.Tensor
+    base_latent: torch.Tensor
+    noise: torch.Tensor
+
+    def apply(self, scheduler, latents: torch.Tensor, next_timestep) -> torch.Tensor:
+        """The sample inside the mask, the base noised to `next_timestep` (None: clean) outside it."""
+        kept = self.base_latent
+        if next_timestep is not None:
+            kept = scheduler.add_noise(self.base_latent, self.noise, next_timestep.reshape(1))
+        return self.mask * latents + (1 - self.mask) * kept
 
 
 @dataclass

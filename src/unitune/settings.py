@@ -308,7 +308,7 @@ class EditSettings:
             raise UnituneError(f"mask threshold must be in [0, 1), got {self.mask_threshold}")
         if not 0 <= self.mask_dilation <= MAX_MASK_DILATION:
             raise UnituneError(f"mask dilation must be in [0, {MAX_MASK_DILATION}], got {self.mask_dilation}")
-        if int(self.steps * self.mask_strength) < 1:
+        if self.localize == "auto" and int(self.steps * self.mask_strength) < 1:
             raise UnituneError(f"steps x mask strength must be >= 1, got {self.steps} x {self.mask_strength}")
         if self.guidance < 0:
             raise UnituneError(f"guidance must be >= 0, got {self.guidance}")
