@@ -158,3 +158,18 @@ def test_generate_and_tune_commands(tiny_model, good_image, tmp_path):
     tune = ["tune", good_image, "--model", tiny_model, "--cache-dir", tmp_path / "c", "--tune-steps", "1"]
     first, second = run(*tune), run(*tune)
     assert json.loads(first.stdout)["status"] == "tuned" and json.loads(second.stdout)["status"] == "cached"
+
+
+def test_the_reference_documents_every_flag():
+    """docs/reference.md lists every tune, edit and model option the commands take."""
+    from dataclasses import fields
+    from pathlib import Path
+
+    from unitune.cli import _MODEL_OPTIONS
+    from unitune.settings import EditSettings, TuneSettings
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "reference.md").read_text()
+    flags = [f.metadata["flag"] for cls in (TuneSettings, EditSettings) for f in fields(cls)]
+    flags += ["--" + name.replace("_", "-") for name, *_ in _MODEL_OPTIONS]
+    missing = [flag for flag in flags if f"`{flag}" not in text and f" {flag}`" not in text]
+    assert not missing, f"docs/reference.md lacks {missing}"
