@@ -1,6 +1,7 @@
 """Edits per minute of `unitune batch`, in-process against `--ray auto`, on the embedded model.
 
 Usage: HF_HUB_OFFLINE=1 python bench/batch_throughput.py [--rounds 2] [--work runs/batch-throughput]
+           [--modes in-process,ray]
            [-- extra unitune batch flags, e.g. --method lora]
 
 The jobs: the four bundled example images x three prompts (12 edits, 4 tunes) at the model's recommended
@@ -55,15 +56,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--work", type=Path, default=ROOT / "runs/batch-throughput")
+    parser.add_argument("--modes", default=",".join(MODES), help="in-process, ray or both")
     parser.add_argument("extra", nargs="*", help="more unitune batch flags (after --)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     jobs = args.work / "jobs.jsonl"
     lines = [json.dumps({"image": str(EXAMPLES / image), "prompts": PROMPTS}) for image in IMAGES]
     jobs.write_text("\n".join(lines) + "\n")
+    modes = [mode for mode in args.modes.split(",") if mode]
+    if unknown := [mode for mode in modes if mode not in MODES]:
+        raise SystemExit(f"unknown modes {unknown}; choose from {', '.join(MODES)}")
     runs = []
     for round_index in range(args.rounds):
-        for mode in MODES:
+        for mode in modes:
             run = run_once(mode, jobs, args.work, len(runs), args.extra)
             runs.append(run)
             print(f"round {round_index + 1} {mode}: {run['wall']:.1f} s, {run['summary']}", file=sys.stderr)
@@ -83,7 +88,7 @@ def main() -> None:
             rate(run["edits"], run["wall"]),
         ]
         print("| " + " | ".join(map(str, row)) + " |")
-    for mode in MODES:
+    for mode in modes:
         wall = sum(r["wall"] for r in runs if r["mode"] == mode)
         edits = sum(r["edits"] for r in runs if r["mode"] == mode)
         print(f"| all | {mode} | | {wall:.1f} | {edits} | {rate(edits, wall)} |")

@@ -3,6 +3,7 @@
 are from the one-at-a-time ones. A benchmark, not a test (tests/test_sample_batches.py checks behaviour).
 
 Usage: HF_HUB_OFFLINE=1 python bench/sample_batch.py [--method lora] [--batches 1,8] [--repeats 3]
+           [--model FOLDER] [--tune-steps N] [--cache-dir DIR]
 
 Each cell is the median of `--repeats` calls after a warm-up, on the example image after the model's
 default tune (cached before timing). Prints a markdown table.
@@ -39,9 +40,12 @@ def main() -> None:
     parser.add_argument("--method", default="lora", choices=["full", "lora"])
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--model", default=None, help="a diffusers folder [default: the embedded model]")
+    parser.add_argument("--tune-steps", type=int, default=None, help="[default: the model's]")
+    parser.add_argument("--cache-dir", default=None, help="[default: the user's tune cache]")
     args = parser.parse_args()
-    editor = Editor.load(None)
-    tune = replace(editor.default_tune_settings(), method=args.method)
+    editor = Editor.load(args.model, cache_dir=args.cache_dir)
+    tune = replace(editor.default_tune_settings(), method=args.method, steps=args.tune_steps)
     editor.tune(EXAMPLE, tune)
     default = editor.default_edit_settings()
     cases = {

@@ -140,8 +140,9 @@ def score_candidates(
 
 def pick(signals: list[Signals]) -> int:
     """The index of the candidate to keep: the one with the most `evidence`, i.e. whose edit the untuned
-    model reads best. Chosen on 127 validation edits (`bench/auto_regions.py`, LoRA tune, guidance 3,
-    the untuned tail 0.2; docs/core.md): over three seeds 32.7 successes on average against 30.3 for the
-    largest tuned `gain` (the rule before it) and 30.3 for the best fixed strength; between two candidates
-    of one edit of which one succeeds, the more evidence marks it 96% of the time, the larger gain 77%."""
+    model reads best. Chosen on 127 validation edits (`git show bdc5c4e:bench/auto_regions.py`, LoRA
+    tune, guidance 3, the untuned tail 0.2; docs/core.md): over three seeds 32.7 successes on average
+    against 30.3 for the largest tuned `gain` (the rule before it) and 30.3 for the best fixed strength;
+    between two candidates of one edit of which one succeeds, the more evidence marks it 96% of the
+    time, the larger gain 77%."""
     return max(range(len(signals)), key=lambda index: signals[index].evidence)

@@ -23,7 +23,10 @@ def measure_binding(editor, base: Image.Image, tune, edit, strengths=BINDING_STR
     rows = []
     for strength in strengths:
         settings = replace(edit, strength=strength, interpolation=0.0, num_images=1)
-        pixels = np.asarray(editor.edit(base, "", settings, tune)[0].image.convert("RGB"))
+        image = editor.edit(base, "", settings, tune)[0].image.convert("RGB")
+        if image.size != base.size:  # a model of another native size: read at the scene's own
+            image = image.resize(base.size, Image.BICUBIC)
+        pixels = np.asarray(image)
         same = same_reading(analyze(pixels), truth)
         rows.append({"strength": strength, "same_scene": same, "psnr": psnr(pixels, base_pixels)})
     return rows

@@ -21,8 +21,8 @@ loading the tune), at the benchmark's sampler steps and strength. The core_costs
 `bench/core_costs.py`'s measurement on the same model, one subprocess per method: a tune step vs a bare
 diffusers-style UNet training step, an edit from pure noise, and the peak RSS (`ru_maxrss`) of that
 process.
-What a shorter or longer tune costs in preservation: `bench/tune_length.py`, results in docs/core.md
-("Tune length on the embedded model").
+What a shorter or longer tune costs in preservation: `git show bdc5c4e:bench/tune_length.py`, results in
+docs/core.md ("Tune length on the embedded model").
 
 ## How it is scored
 

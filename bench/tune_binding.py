@@ -1,7 +1,7 @@
 """Does the tune bind? Tune settings x benchmark validation scenes: sample R alone from pure noise and
 from strength 0.8, read it back with the analyzer and measure PSNR to the base. A benchmark, not a test.
 
-Usage: HF_HUB_OFFLINE=1 python bench/binding.py [--scenes 10 | --scenes 20:40] [--split validation] \
+Usage: HF_HUB_OFFLINE=1 python bench/tune_binding.py [--scenes 10 | --scenes 20:40] [--split validation] \
            [--guidances 5] [--strengths 1,0.8] [--steps 20,50] [--out rows.json] \
            [--tunes "full:128:1e-4:schedule=constant,lora:128:3e-3"]
 
