@@ -11,7 +11,8 @@ from unitune import EditSettings, TuneSettings
 from unitune.decoder_fit import DECODER_PREFIX, fit_decoder, split_decoder
 from unitune.errors import UnituneError
 from unitune.sampling import decode
-from unitune.tuning import UNetWeights, encode_latent
+from unitune.tuning import encode_latent
+from unitune.weights import UNetWeights
 
 FIT = dict(steps=2, learning_rate=5e-2, seed=71, decoder_steps=12, decoder_learning_rate=1e-3)
 

@@ -214,7 +214,7 @@ def test_unknown_lora_targets_are_a_clear_error():
 
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_unet_weights_put_the_base_back_when_a_block_raises(editor, base_image, method):
-    """tuning.UNetWeights, the one owner of the swap: a tune applied (or in training) inside the block,
+    """weights.UNetWeights, the one owner of the swap: a tune applied (or in training) inside the block,
     the base weights again after it, bit for bit, also when the block fails."""
     from unitune.tuning import trainable_parameters
 

@@ -41,8 +41,9 @@ from .progress import ProgressFn, RunControl, StopFn
 from .sample_batches import SampleRequest, sample_requests
 from .settings import EditSettings, ModelDefaults, TuneSettings, settings_json
 from .sweep import SweepResult, contact_sheet, grid
-from .tuning import TUNE_RECIPE_VERSION, UNetWeights, encode_latent, encode_text, frozen_dtype, train
+from .tuning import TUNE_RECIPE_VERSION, encode_latent, encode_text, frozen_dtype, train
 from .version import __version__
+from .weights import UNetWeights
 
 ImageInput = str | Path | Image.Image
 

@@ -27,7 +27,8 @@ import torch
 from .loading import Runtime
 from .pipelines import Conditioning
 from .settings import EditSettings
-from .tuning import UNetWeights, encode_latent, encode_text, noised, training_scheduler
+from .tuning import encode_latent, encode_text, noised, training_scheduler
+from .weights import UNetWeights
 
 SCORE_TIMESTEPS = (250, 450, 650, 850)  # of the 1000 training timesteps
 SCORE_SEED = 0

@@ -5,7 +5,7 @@ The UNet's tune binds the scene to R in latent space, but no latent decodes bett
 allows: the embedded model's round trip alone costs 29.9-35 dB, and on thin edges and fine texture that
 is most of what R redrawn from noise misses (docs/binding.md). The fit is part of the tune
 (`TuneSettings.decoder_steps`, the cache key, the cached file: its tensors under `DECODER_PREFIX`) and is
-applied with it by `tuning.UNetWeights`; the encoder is untouched, so the automatic dial reads samples as
+applied with it by `weights.UNetWeights`; the encoder is untouched, so the automatic dial reads samples as
 before. Off (0 steps) by default; the embedded model fits 50 steps (its `unitune.json`). A fitted decoder
 decodes behind `unitune.decoder_gate`: alone it pulls edits back towards the image (docs/binding.md,
 "Fitting the decoder to the image" and "The decoder gate").
