@@ -34,7 +34,7 @@ from .loading import (
     pick_runtime,
     resolve_model,
 )
-from .localize import load_mask, mask_record
+from .localize import load_mask, mask_record, read_mask
 from .outputs import EditResult
 from .pipelines import text_encoders
 from .progress import ProgressFn, RunControl, StopFn
@@ -304,26 +304,34 @@ class Editor:
         edit_settings = edit_settings or self.default_edit_settings()
         tune_settings, prompts = self.resolve_tune(tune_settings), _prompts(prompts)
         run = RunControl(progress, should_stop)
+        if mask is not None and not isinstance(mask, Image.Image):
+            mask = read_mask(mask)  # a bad file fails before the tune
+        with self._tuned_and_applied(image, tune_settings, run) as (photo, base, tuned):
+            user_mask = load_mask(mask, base.size) if mask is not None else None
+            seeds = range(edit_settings.seed, edit_settings.seed + edit_settings.num_images)
+            edits = [(prompt, seed) for prompt in prompts for seed in seeds]
+            if edit_settings.auto:
+                results = [
+                    self._auto_dial(base, p, edit_settings, tuned, s, run=run, mask=user_mask)
+                    for p, s in edits
+                ]
+            else:
+                cells = [(prompt, edit_settings, seed) for prompt, seed in edits]
+                samples = self._edit_cells(base, cells, tuned, run=run, mask=user_mask)
+                results = [result for result, _ in samples]
+        return _at_size(results, photo, edit_settings)
+
+    @contextlib.contextmanager
+    def _tuned_and_applied(self, image: ImageInput, tune_settings: TuneSettings, run: RunControl):
+        """The shared first half of `edit` and `sweep`: load and fit the image, read or train its tune, and
+        hold the tune's weights in the UNet inside the block, under the editor's lock (no other call
+        changes the UNet between reading the tune and sampling). Yields (photo, working image, tune)."""
         photo = load_image(image)
         base = fit(photo, self.work_size(photo.size))
-        user_mask = load_mask(mask, base.size) if mask is not None else None
-        with self._lock:  # no other call changes the UNet between reading the tune and sampling
+        with self._lock:
             tuned, tensors = self._tuned(base, tune_settings, run=run, load=True)
             with self.weights.applied(tensors, tuned.settings, tuned.key, keep=True):
-                seeds = range(edit_settings.seed, edit_settings.seed + edit_settings.num_images)
-                edits = [(prompt, seed) for prompt in prompts for seed in seeds]
-                if edit_settings.auto:
-                    results = [
-                        self._auto_dial(base, p, edit_settings, tuned, s, run=run, mask=user_mask)
-                        for p, s in edits
-                    ]
-                else:
-                    cells = [(prompt, edit_settings, seed) for prompt, seed in edits]
-                    samples = self._edit_cells(base, cells, tuned, run=run, mask=user_mask)
-                    results = [result for result, _ in samples]
-        if edit_settings.original_size:
-            return [restore_size(result, photo.size) for result in results]
-        return results
+                yield photo, base, tuned
 
     def _edit_cells(
         self, base, cells, tuned: TuneResult, *, run, label: str | None = None, mask=None
@@ -366,9 +374,7 @@ class Editor:
         label = f"{prompt} (seed {seed}), {len(options)} candidates"
         cells = [(prompt, c, seed) for c in options]
         samples = self._edit_cells(base, cells, tuned, run=run, label=label, mask=mask)
-        raws, rare = [raw for _, raw in samples], tuned.settings["rare_prompt"]
-        signals = score_candidates(self.pipe, raws, rare, prompt, self.runtime, self.weights)
-        index = pick(signals)
+        index, signals = self._score_dial(prompt, tuned, [raw for _, raw in samples])
         result = samples[index][0]
         result.settings["auto_dial"] = {
             "picked_strength": options[index].strength,
@@ -432,27 +438,25 @@ class Editor:
             raise UnituneError("a sweep needs at least one guidance and one strength")
         tune_settings, prompt = self.resolve_tune(tune_settings), _prompts(prompt)[0]
         run = RunControl(progress, should_stop)
-        photo = load_image(image)
-        base = fit(photo, self.work_size(photo.size))
-        with self._lock:
-            tuned, tensors = self._tuned(base, tune_settings, run=run, load=True)
-            with self.weights.applied(tensors, tuned.settings, tuned.key, keep=True):
-                samples = self._edit_cells(base, [(prompt, c, c.seed) for c in cells], tuned, run=run)
-                results, raws = [result for result, _ in samples], [raw for _, raw in samples]
-                picked = self._mark_pick(prompt, tuned, results, raws) if auto else None
+        with self._tuned_and_applied(image, tune_settings, run) as (photo, base, tuned):
+            samples = self._edit_cells(base, [(prompt, c, c.seed) for c in cells], tuned, run=run)
+            results, raws = [result for result, _ in samples], [raw for _, raw in samples]
+            picked = self._mark_pick(prompt, tuned, results, raws) if auto else None
         sheet = contact_sheet([r.image for r in results], list(guidances), list(strengths), picked)
-        if edit_settings.original_size:
-            results = [restore_size(result, photo.size) for result in results]
+        results = _at_size(results, photo, edit_settings)
         return SweepResult(results, list(guidances), list(strengths), sheet, picked)
 
     def _mark_pick(self, prompt: str, tuned: TuneResult, results: list[EditResult], raws) -> int:
-        signals = score_candidates(
-            self.pipe, raws, tuned.settings["rare_prompt"], prompt, self.runtime, self.weights
-        )
-        index = pick(signals)
+        index, signals = self._score_dial(prompt, tuned, raws)
         for result, signal in zip(results, signals, strict=True):
             result.settings["auto_dial"] = {"picked": result is results[index], **signal.to_dict()}
         return index
+
+    def _score_dial(self, prompt: str, tuned: TuneResult, raws) -> tuple[int, list]:
+        """The automatic dial on raw samples of one edit: (the index it picks, every candidate's signals)."""
+        rare = tuned.settings["rare_prompt"]
+        signals = score_candidates(self.pipe, raws, rare, prompt, self.runtime, self.weights)
+        return pick(signals), signals
 
     def _sample(
         self, prompt: str, settings: EditSettings, seed: int, base, label: str, *, run, edit_words=None
@@ -472,6 +476,11 @@ class Editor:
         settings.update(width=size[0], height=size[1])  # the working size the model sampled at
         settings.update(dtype=str(self.runtime.dtype).removeprefix("torch."), unitune_version=__version__)
         return settings
+
+
+def _at_size(results: list[EditResult], photo: Image.Image, settings: EditSettings) -> list[EditResult]:
+    """The results at the photo's own size when the settings ask for it (`original_size`)."""
+    return [restore_size(r, photo.size) for r in results] if settings.original_size else results
 
 
 def _prompts(prompts: list[str] | str) -> list[str]:
