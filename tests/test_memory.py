@@ -8,6 +8,7 @@ from unitune import EditSettings, TuneSettings, UnituneError
 from unitune.images import fit
 from unitune.loading import Runtime
 from unitune.progress import RunControl
+from unitune.sample_batches import SampleRequest, sample_requests
 from unitune.tuning import make_optimizer, uses_checkpointing
 
 EDIT = EditSettings(steps=2, strength=0.6, guidance=3.0)
@@ -148,7 +149,8 @@ def test_an_untuned_tail_over_the_whole_schedule_is_the_base_models_sample(edito
     editor.restore_base()
     base = fit(base_image, editor.work_size(base_image.size))
     plain = EditSettings(**{**settings.to_dict(), "untuned_tail": 0.0})
-    image, _ = editor._sample(tail.settings["full_prompt"], plain, 0, base, "base", run=_no_run())
+    request = SampleRequest(tail.settings["full_prompt"], plain, 0, "base")
+    [(image, *_)] = sample_requests(editor.sampling_model(), [request], base, run=_no_run())
     assert np.array_equal(np.asarray(tail.image), np.asarray(image))
 
 

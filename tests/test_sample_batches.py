@@ -35,7 +35,7 @@ def test_each_row_of_a_batch_is_its_own_diffusers_sample(editor, base_image, sch
         SampleRequest(prompt, EditSettings(guidance=5.0, strength=s, steps=6, sample_batch=3), seed, prompt)
         for prompt, s, seed in ROWS
     ]
-    ours = sample_requests(editor, requests, base, run=RunControl(None, None))
+    ours = sample_requests(editor.sampling_model(), requests, base, run=RunControl(None, None))
     theirs = [_reference(editor, base, p, s, seed, scheduler_cls) for p, s, seed in ROWS]
     differences = [[np.abs(pixels(o) - pixels(t)).max() for t in theirs] for o, *_ in ours]
     for row, row_differences in enumerate(differences):

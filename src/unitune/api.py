@@ -38,7 +38,7 @@ from .localize import load_mask, mask_record, read_mask
 from .outputs import EditResult
 from .pipelines import text_encoders
 from .progress import ProgressFn, RunControl, StopFn
-from .sample_batches import SampleRequest, sample_requests
+from .sample_batches import SampleRequest, SamplingModel, sample_requests
 from .settings import EditSettings, ModelDefaults, TuneSettings, settings_json
 from .sweep import SweepResult, contact_sheet, grid
 from .tuning import TUNE_RECIPE_VERSION, encode_latent, encode_text, frozen_dtype, train
@@ -166,6 +166,12 @@ class Editor:
         view = copy.copy(self)
         view.sizing = Sizing(size, width, height)
         return view
+
+    def sampling_model(self) -> SamplingModel:
+        """What the sampler uses of this editor: the pipeline, the runtime, the weights' owner and the size
+        to generate at."""
+        size = self.sizing.generate_size(self.native_size, self.stride)
+        return SamplingModel(self.pipe, self.runtime, self.weights, size)
 
     def work_size(self, photo_size: tuple[int, int]) -> tuple[int, int]:
         """(width, height) a photo of `photo_size` is edited at (see `images.Sizing`)."""
@@ -353,7 +359,7 @@ class Editor:
             )
             for words, settings, seed in cells
         ]
-        samples = sample_requests(self, requests, base, run=run)
+        samples = sample_requests(self.sampling_model(), requests, base, run=run)
         results = []
         for request, sample in zip(requests, samples, strict=True):
             words = request.edit_words
@@ -406,7 +412,7 @@ class Editor:
                 for prompt in prompts
                 for seed in seeds
             ]
-            samples = sample_requests(self, requests, None, run=run)
+            samples = sample_requests(self.sampling_model(), requests, None, run=run)
         return [
             EditResult(
                 sample.image,
@@ -457,16 +463,6 @@ class Editor:
         rare = tuned.settings["rare_prompt"]
         signals = score_candidates(self.pipe, raws, rare, prompt, self.runtime, self.weights)
         return pick(signals), signals
-
-    def _sample(
-        self, prompt: str, settings: EditSettings, seed: int, base, label: str, *, run, edit_words=None
-    ):
-        """One image of `prompt` (the full prompt) from `base` noised to the settings' strength (None: from
-        pure noise): (the image, the raw sample before base-detail interpolation)."""
-        [sample] = sample_requests(
-            self, [SampleRequest(prompt, settings, seed, label, edit_words)], base, run=run
-        )
-        return sample.image, sample.raw
 
     def _result_settings(self, command, prompt, full_prompt, edit_settings: EditSettings, seed, size) -> dict:
         settings = {"command": command, "model": self.model, "prompt": prompt, "full_prompt": full_prompt}

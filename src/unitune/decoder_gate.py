@@ -18,12 +18,13 @@ from .sampling import decode
 from .tuning import encode_latent
 
 
-def decode_samples(editor, latents: list[torch.Tensor], gates: list[float], base) -> list[torch.Tensor]:
-    """Each sample's latents ((1, C, h, w), scaled) to pixels in [0, 1], (1, 3, H, W) on the CPU. With a
+def decode_samples(model, latents: list[torch.Tensor], gates: list[float], base) -> list[torch.Tensor]:
+    """`model`: anything with the loaded `pipe`, `runtime` and `weights` (a `SamplingModel`, an Editor).
+    Each sample's latents ((1, C, h, w), scaled) to pixels in [0, 1], (1, 3, H, W) on the CPU. With a
     tune's fitted decoder in place, a sample whose gate (`EditSettings.decoder_gate`) is > 0 is decoded by
     both decoders and mixed; else by the decoder in place. `base`: the working image the tune was fitted
     on (None, from pure noise without one: no gate)."""
-    pipe, runtime, weights = editor.pipe, editor.runtime, editor.weights
+    pipe, runtime, weights = model.pipe, model.runtime, model.weights
     decoded = [decode(pipe, z, runtime) for z in latents]
     gated = [i for i, gate in enumerate(gates) if gate > 0]
     if not (weights.decoder_fitted and gated and base is not None):

@@ -22,6 +22,7 @@ from PIL import Image
 from .decoder_gate import decode_samples
 from .errors import out_of_memory
 from .interpolation import interpolate_details
+from .loading import Runtime
 from .localize import (
     BaseEncoding,
     estimate_mask,
@@ -43,6 +44,19 @@ from .sampling import (
     untuned_start,
 )
 from .settings import EditSettings
+from .weights import UNetWeights
+
+
+@dataclass(frozen=True)
+class SamplingModel:
+    """What sampling uses of a loaded model (`Editor.sampling_model()`): the pipeline, where and how it
+    runs, the owner of the UNet's weights (the untuned tail and model guidance swap them), and the size
+    (width, height) to generate at when there is no base image."""
+
+    pipe: object
+    runtime: Runtime
+    weights: UNetWeights
+    generate_size: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -79,7 +93,9 @@ class Sample(NamedTuple):
     mask: Image.Image | None = None
 
 
-def sample_requests(editor, requests: list[SampleRequest], base, *, run: RunControl) -> list[Sample]:
+def sample_requests(
+    model: SamplingModel, requests: list[SampleRequest], base, *, run: RunControl
+) -> list[Sample]:
     """One Sample per request, in order; `base` is the working image (None: from pure noise, where no
     request may be localised)."""
     results: list = [None] * len(requests)
@@ -87,8 +103,8 @@ def sample_requests(editor, requests: list[SampleRequest], base, *, run: RunCont
         labels = [requests[i].label for i in batch]
         label = labels[0] if len(set(labels)) == 1 else f"{labels[0]} and {len(batch) - 1} more"
         hint = "try a smaller --size" + (" or --sample-batch 1" if len(batch) > 1 else "")
-        with out_of_memory(editor.runtime.device.type, f"an edit ({label})", hint):
-            samples = _sample_batch(editor, [requests[i] for i in batch], base, label, run=run)
+        with out_of_memory(model.runtime.device.type, f"an edit ({label})", hint):
+            samples = _sample_batch(model, [requests[i] for i in batch], base, label, run=run)
         for index, sample in zip(batch, samples, strict=True):
             results[index] = sample
     return results
@@ -107,11 +123,13 @@ def _batches(requests: list[SampleRequest]) -> list[list[int]]:
     return batches
 
 
-def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, run: RunControl) -> list:
-    pipe, runtime, shared = editor.pipe, editor.runtime, requests[0].settings
+def _sample_batch(
+    model: SamplingModel, requests: list[SampleRequest], base, label: str, *, run: RunControl
+) -> list:
+    pipe, runtime, shared = model.pipe, model.runtime, requests[0].settings
 
     # 1. the shared timesteps (the full schedule) and the image size (SDXL conditions on it)
-    size = base.size if base is not None else editor.sizing.generate_size(editor.native_size, editor.stride)
+    size = base.size if base is not None else model.generate_size
     timesteps = schedule(pipe, shared.steps, 1.0, runtime.device)
 
     # 2-3. per request: its conditioning, its start latents and its own scheduler, joining the schedule at
@@ -121,7 +139,7 @@ def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, ru
     encoding = BaseEncoding.of(pipe, base, runtime) if localized else None  # once for the batch
     readings: dict = {}  # the automatic masks' reference predictions, shared by the batch's rows
     rows = [
-        _row(editor, request, base, size, len(timesteps), encoded, encoding, readings) for request in requests
+        _row(model, request, base, size, len(timesteps), encoded, encoding, readings) for request in requests
     ]
 
     # 4. denoise, reporting every step and stopping when asked; the low-noise tail with the untuned weights
@@ -129,13 +147,13 @@ def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, ru
     switch = untuned_start(pipe, timesteps, shared.untuned_tail)
     tuned_steps = len(timesteps) if switch is None else switch
     guidance = (
-        ModelGuidance(editor.weights.untuned, tuned_steps) if any(r.model_guidance for r in rows) else None
+        ModelGuidance(model.weights.untuned, tuned_steps) if any(r.model_guidance for r in rows) else None
     )
     first = min(row.start for row in rows)
     steps = iter_denoise_rows(pipe, rows, timesteps, runtime, capture=switch is None, model_guidance=guidance)
     with contextlib.ExitStack() as tail:
         if switch is not None and switch <= first:
-            tail.enter_context(editor.weights.untuned())
+            tail.enter_context(model.weights.untuned())
         for index in steps:
             latents = torch.cat([row.latents for row in rows])
             run.report(
@@ -143,12 +161,12 @@ def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, ru
             )
             run.check_stop()
             if index + 1 == switch:
-                tail.enter_context(editor.weights.untuned())
+                tail.enter_context(model.weights.untuned())
 
     # 5-6. decode each row to pixels in [0, 1] (a tune's fitted decoder behind its gate); base-detail
     #      interpolation (a post-process of the sample)
     gates = [request.settings.decoder_gate for request in requests]
-    raws = decode_samples(editor, [row.latents for row in rows], gates, base)
+    raws = decode_samples(model, [row.latents for row in rows], gates, base)
     masks = [_pixel_mask(row, request, base) for row, request in zip(rows, requests, strict=True)]
     return [
         _finish(raw, request.settings, base, mask)
@@ -156,11 +174,9 @@ def _sample_batch(editor, requests: list[SampleRequest], base, label: str, *, ru
     ]
 
 
-def _row(
-    editor, request: SampleRequest, base, size, schedule_length: int, encoded, encoding, readings
-) -> Row:
+def _row(model, request: SampleRequest, base, size, schedule_length: int, encoded, encoding, readings) -> Row:
     """`encoded(prompt, negative prompt, guided)`: the batch's prompt encoder (each text encoded once)."""
-    pipe, runtime, settings = editor.pipe, editor.runtime, request.settings
+    pipe, runtime, settings = model.pipe, model.runtime, request.settings
     generator = torch.Generator("cpu").manual_seed(request.seed)  # all its randomness, drawn on the CPU
     guided = settings.guidance > 1.0
     conditioning = encoded(request.prompt, settings.negative_prompt, guided)
@@ -170,9 +186,9 @@ def _row(
     blend = None
     if base is not None and request.localized():
         noise = encoding.start_noise(pipe, latents, state if settings.strength < 1.0 else None, runtime)
-        blend = _blend(editor, request, encoding.latent, noise, encoded, readings)
+        blend = _blend(model, request, encoding.latent, noise, encoded, readings)
     model_guidance, edit_conditioning = 0.0, None
-    if settings.model_guidance and request.edit_words and editor.weights.applied_key is not None:
+    if settings.model_guidance and request.edit_words and model.weights.applied_key is not None:
         model_guidance = settings.model_guidance  # an edit's words and a tune in the UNet to guide against
         edit_conditioning = encoded(request.edit_words, settings.negative_prompt, True)
     return Row(
@@ -190,11 +206,11 @@ def _row(
 
 
 def _blend(
-    editor, request: SampleRequest, latent: torch.Tensor, noise: torch.Tensor, encoded, readings
+    model, request: SampleRequest, latent: torch.Tensor, noise: torch.Tensor, encoded, readings
 ) -> Blend:
     """The request's mask at latent size (its user's, else estimated from the UNet now in the pipeline,
     the tune) and the base it keeps outside it."""
-    pipe, runtime, settings = editor.pipe, editor.runtime, request.settings
+    pipe, runtime, settings = model.pipe, model.runtime, request.settings
     if request.mask is not None:
         mask = to_latent_size(request.mask.to(runtime.device), latent.shape)
     else:
