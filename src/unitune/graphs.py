@@ -2,7 +2,7 @@
 
 A full-size UNet step is bound by the host on a fast GPU: on an H100 an SD 1.5 LoRA tune step kept the
 GPU busy for 57 of about 170 ms, the rest Python and some 2,000 kernel launches
-(docs/gpu-profile-h100.txt). `torch.cuda.graph` records the kernels of one call and replays them all
+(docs/lab/data/gpu-profile-h100.txt). `torch.cuda.graph` records the kernels of one call and replays them all
 with one launch: the same kernels on the same memory, so the numbers are those of the eager call.
 PyTorch's recipe is followed (docs: "CUDA Graphs"): warm-up calls on a side stream, then one capture per
 call site and input shape; before each replay the inputs are copied into the captured (static) ones.

@@ -4,7 +4,7 @@
 
 Measures (not asserted): generation accuracy per attribute on 200 held-out full captions and on fragment
 prompts, the autoencoder round trip (PSNR, analyzer agreement), and plots the training curves from the
-run's log. Writes docs/model-results.json, docs/images/model-*.png.
+run's log. Writes docs/lab/data/model-results.json, docs/images/model-*.png.
 """
 
 from __future__ import annotations
