@@ -299,20 +299,10 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                             compare = gr.Gallery(
                                 label="Before / after", columns=2, elem_id="compare", elem_classes="pixelated"
                             )
-                        results = gr.Gallery(
-                            label="Edits (select one to compare)",
-                            columns=4,
-                            height=320,
-                            elem_id="results",
-                            elem_classes="pixelated",
-                        )
+                        results = _gallery("Edits (select one to compare)", "results", height=320)
                     settings_view = gr.JSON(label="Settings of the selected edit", elem_id="settings")
-                    masks = gr.Gallery(
-                        label="Masks of localised edits (the part each had to keep, dimmed)",
-                        columns=4,
-                        height=200,
-                        elem_id="masks",
-                        elem_classes="pixelated",
+                    masks = _gallery(
+                        "Masks of localised edits (the part each had to keep, dimmed)", "masks", height=200
                     )
                     downloads = gr.File(
                         label="Download (PNGs carry their settings)",
@@ -581,6 +571,11 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         gr.Info("Stopping after the current step…")
 
     c.stop_btn.click(stop, None, None, concurrency_limit=None, queue=False)
+
+
+def _gallery(label: str, elem_id: str, height: int) -> gr.Gallery:
+    """Four images a row, shown at their own pixels (the shapes model works at 64 x 64)."""
+    return gr.Gallery(label=label, columns=4, height=height, elem_id=elem_id, elem_classes="pixelated")
 
 
 def _canvas(base: str | None):
