@@ -262,3 +262,41 @@ def test_a_localised_edit_on_a_v_prediction_model(tmp_path, base_image):
     settings = EditSettings(steps=4, strength=0.8, guidance=3.0, localize="auto", mask_ratio=1.5)
     [result] = editor.edit(base_image, ["a green background"], settings, TUNE)
     assert result.settings["mask_source"] == "auto" and 0 < result.settings["mask_coverage"] <= 1
+
+
+def test_the_estimate_equals_diffusers_generate_mask_on_the_same_latent_and_seed(editor):
+    """Our estimator is DiffEdit's as diffusers ships it (StableDiffusionDiffEditPipeline.generate_mask):
+    the same latent, the same seed for the noise draws, the same prompts, the same mask. diffusers guides
+    both readings against the empty prompt (its path without guidance fails); guidance scales their
+    difference by g, which the rule divides out, so ours reads them unguided."""
+    from diffusers import DDIMInverseScheduler, DDIMScheduler, StableDiffusionDiffEditPipeline
+
+    from unitune.sampling import encode_prompts
+
+    pipe, runtime = editor.pipe, editor.runtime
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    diffedit = StableDiffusionDiffEditPipeline(
+        **{k: v for k, v in pipe.components.items() if k not in ("image_encoder",)},
+        inverse_scheduler=DDIMInverseScheduler.from_config(pipe.scheduler.config),
+        requires_safety_checker=False,
+    )
+    diffedit.set_progress_bar_config(disable=True)
+    latent = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    settings = EditSettings(steps=10, mask_draws=6, mask_strength=0.5, mask_ratio=1.5)
+    theirs = diffedit.generate_mask(
+        image=latent,
+        source_prompt="a red square",
+        target_prompt="a blue circle on a green background",
+        num_maps_per_mask=settings.mask_draws,
+        mask_encode_strength=settings.mask_strength,
+        mask_thresholding_ratio=settings.mask_ratio,
+        num_inference_steps=settings.steps,
+        generator=torch.Generator().manual_seed(11),
+        output_type="np",
+    )
+    size = (64, 64)
+    edit = encode_prompts(pipe, "a blue circle on a green background", "", False, runtime, size)
+    reference = encode_prompts(pipe, "a red square", "", False, runtime, size)
+    ours = estimate_mask(pipe, latent, edit, reference, settings, seed=11, runtime=runtime)
+    assert 0 < ours.sum() < ours.numel()  # a mask with both sides, so the comparison means something
+    assert np.array_equal(ours[0, 0].numpy(), np.asarray(theirs)[0].astype(np.float32))

@@ -107,11 +107,10 @@ def _mask_timestep(pipe, steps: int, strength: float, device):
 
 
 def threshold(difference: torch.Tensor, ratio: float, cut: float, dilation: int) -> torch.Tensor:
-    """diffusers' `generate_mask` rule: clamp at `ratio` x the spatial mean, rescale to [0, 1] by the
-    maximum, 1 above `cut`; then grow the mask by `dilation` latent cells (a square max filter)."""
-    clamped = difference.clamp(0, ratio * difference.mean())
-    top = clamped.amax()
-    scaled = clamped / top if top > 0 else clamped
+    """diffusers' `generate_mask` rule: clamp at `ratio` x the spatial mean, divide by that clamp, 1 above
+    `cut`; then grow the mask by `dilation` latent cells (a square max filter)."""
+    clamp = ratio * difference.mean()
+    scaled = difference.clamp(0, clamp) / clamp if clamp > 0 else difference
     mask = (scaled > cut).float()
     if dilation > 0:
         mask = F.max_pool2d(mask, 2 * dilation + 1, stride=1, padding=dilation)
