@@ -1,14 +1,16 @@
 """Localised edits on the benchmark's shapes-world edits: the automatic mask's intersection over union with
 the region each edit should change, per edit kind, and success / expressive / preserved with and without
-localisation, at the embedded model's default dials and tune. Public API only (`Editor.edit`).
+localisation, at the embedded model's default dials and tune.
 
     python bench/localize.py --split validation --scenes 16 --out runs/localize-validation.jsonl
     python bench/localize.py --configs off "auto" "auto ratio=1.5 dilation=1" "auto strength=1"
 
-Each config is "off", "auto" or "oracle" (the edit's true changed region given as a user mask,
-grown by "truth=N" pixels), then any EditSettings fields as key=value over the model's defaults
-(ratio, threshold, dilation, draws name the mask_* dials). Scenes are dealt to `--workers` processes;
-every tune is the model's default.
+Each config is "off", "auto", "oracle" (the edit's true changed region given as a user mask, grown
+by "truth=N" pixels) or "diffedit" (no tune: DiffEdit's mask from the untuned model's target against
+source caption, the target caption sampled with the base kept outside it), then any EditSettings
+fields as key=value over the model's defaults (ratio, threshold, dilation, draws name the mask_* dials).
+Scenes are dealt to `--workers` processes; every tune is the model's default. Public API only
+(`Editor.edit`, `Editor.restore_base`, `sample_batches.sample_requests`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 DEFAULT_CONFIGS = ("off", "auto", "auto ratio=1.5", "auto ratio=1.5 dilation=1")
 ORACLE = "oracle"  # the edit's true changed region as a user mask: what blending can do with a perfect mask
+DIFFEDIT = "diffedit"  # no tune: DiffEdit's mask from the untuned model's target vs source captions
 
 
 def parse_config(text: str) -> dict:
@@ -38,7 +41,7 @@ def parse_config(text: str) -> dict:
 
     kinds = {f.name: f.type for f in fields(EditSettings)}
     mode, *pairs = text.split()
-    values: dict = {"localize": "off" if mode == ORACLE else mode}
+    values: dict = {"localize": {ORACLE: "off", DIFFEDIT: "auto"}.get(mode, mode)}
     for pair in pairs:
         if pair.startswith("truth="):  # the oracle's pixel dilation of the true region
             continue
@@ -84,6 +87,8 @@ def run_scenes(split: str, scenes: list[int], count: int, configs: list[str], se
                     editor.edit(render_pil(base), [e.prompt], settings, mask=_truth_image(e, grow))[0]
                     for e in scene_edits
                 ]
+            elif config.split()[0] == DIFFEDIT:
+                results = diffedit(editor, render_pil(base), scene_edits, settings)
             else:
                 results = editor.edit(render_pil(base), [e.prompt for e in scene_edits], settings)
             for edit, result in zip(scene_edits, results, strict=True):
@@ -98,6 +103,28 @@ def run_scenes(split: str, scenes: list[int], count: int, configs: list[str], se
                 rows.append(row)
         print(f"{split} scene {scene} done", flush=True)
     return rows
+
+
+def diffedit(editor, base, edits, settings) -> list:
+    """DiffEdit's recipe on the untuned model with the same operator as ours: the mask from the target
+    caption against the source caption (the base scene's), then the target caption sampled from the base
+    noised to `strength` (img2img's start; DiffEdit itself starts from a DDIM inversion) with the base kept
+    outside the mask. Public API: `Editor.restore_base` and `sample_batches.sample_requests`."""
+    from unitune.progress import RunControl
+    from unitune.sample_batches import SampleRequest, sample_requests
+    from unitune.shapes.world import caption
+
+    editor.restore_base()  # the untuned model, as the other baselines
+    working = editor.prepare_image(base)
+    source = caption(edits[0].base)
+    requests = [SampleRequest(e.caption, settings, settings.seed, e.name, e.caption, source) for e in edits]
+    samples = sample_requests(editor.sampling_model(), requests, working, run=RunControl(None, None))
+    return [_Result(sample.image, sample.mask) for sample in samples]
+
+
+class _Result:
+    def __init__(self, image, mask):
+        self.image, self.mask = image, mask
 
 
 def _truth_image(edit, dilation: int):
