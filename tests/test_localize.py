@@ -157,6 +157,18 @@ def test_the_estimate_on_a_tuned_model_reads_the_edit_words(editor, base_image):
     assert result.settings["localize"] == "auto" and result.settings["mask_draws"] == 10
 
 
+def test_the_untuned_reading_compares_the_edit_words_with_none_before_the_tune(editor, base_image):
+    """--mask-reading untuned: the mask comes from the model before the tune, and the tune is in place
+    again for the edit itself (the same pixels as a user's copy of that mask would give)."""
+    settings = EditSettings(steps=4, strength=0.8, guidance=3.0, localize="auto", mask_reading="untuned")
+    [result] = editor.edit(base_image, ["a green background"], settings, TUNE)
+    assert result.settings["mask_reading"] == "untuned" and result.settings["mask_source"] == "auto"
+    tuned = {k: v.clone() for k, v in editor.pipe.unet.state_dict().items()}
+    [again] = editor.edit(base_image, ["a green background"], settings, TUNE)
+    assert np.array_equal(_pixels(result.image), _pixels(again.image))
+    assert all(torch.equal(tuned[k], v) for k, v in editor.pipe.unet.state_dict().items())
+
+
 def test_threshold_follows_diffusers_generate_mask():
     """Clamp at ratio x mean, divide by the max, keep what is above the cut; dilation grows it."""
     difference = torch.tensor([[[[0.0, 1.0, 2.0, 9.0]]]])  # mean 3: clamp at 3 -> 0, 1/3, 2/3, 1
@@ -213,6 +225,7 @@ def test_the_cli_writes_each_edits_mask_beside_it(tmp_path, base_image, tiny_mod
 def test_mask_settings_are_checked():
     for bad in (
         dict(localize="maybe"),
+        dict(mask_reading="both"),
         dict(mask_draws=0),
         dict(mask_strength=0.0),
         dict(mask_ratio=0.0),

@@ -88,7 +88,14 @@ def estimate_mask(
         return noise_predictor(pipe.unet, stacked, runtime, 0)(model_input, t)
 
     readings = {} if readings is None else readings
-    key = (seed, draws, settings.steps, settings.mask_strength, reference.embeds.data_ptr())
+    key = (
+        seed,
+        draws,
+        settings.steps,
+        settings.mask_strength,
+        settings.mask_reading,
+        reference.embeds.data_ptr(),
+    )
     if key not in readings:
         readings[key] = predict(reference)
     difference = (predict(edit) - readings[key]).abs().mean(dim=(0, 1), keepdim=True)

@@ -213,6 +213,10 @@ def _blend(
     pipe, runtime, settings = model.pipe, model.runtime, request.settings
     if request.mask is not None:
         mask = to_latent_size(request.mask.to(runtime.device), latent.shape)
+    elif settings.mask_reading == "untuned":  # the edit's words against none, before the tune
+        edit, reference = encoded(request.edit_words, "", False), encoded("", "", False)
+        with model.weights.untuned():
+            mask = estimate_mask(pipe, latent, edit, reference, settings, request.seed, runtime, readings)
     else:
         edit = encoded(request.prompt, "", False)
         reference = encoded(request.rare_prompt, "", False)

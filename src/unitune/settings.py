@@ -38,6 +38,7 @@ DEFAULT_DECODER_GATE = 0.3  # chosen on validation (docs/binding.md, "The decode
 MAX_DECODER_GATE = 10.0  # RGB distances are at most sqrt(3): past it the gate is open everywhere
 CHECKPOINTING = ("auto", "on", "off")
 LOCALIZE_MODES = ("off", "auto")  # unitune.localize
+MASK_READINGS = ("tuned", "untuned")
 MAX_MASK_DRAWS = 64  # DiffEdit averages 10
 MAX_MASK_DILATION = 64  # latent cells
 
@@ -273,6 +274,12 @@ class EditSettings:
         "from the tune), keeping the base image elsewhere at every step; off: the whole image may change. "
         "--mask FILE gives the region yourself",
     )
+    mask_reading: str = _opt(
+        "tuned",
+        "--mask-reading",
+        "which readings the automatic mask compares: tuned ('R edit' against 'R', with the tune) or untuned "
+        "(the edit's words against no words, with the model before the tune)",
+    )
     mask_draws: int = _opt(10, "--mask-draws", "noise draws averaged for the automatic mask (DiffEdit: 10)")
     mask_strength: float = _opt(
         0.5, "--mask-strength", "noise level the automatic mask is read at, as a strength in (0, 1]"
@@ -298,6 +305,9 @@ class EditSettings:
         if self.localize not in LOCALIZE_MODES:
             choices = " or ".join(LOCALIZE_MODES)
             raise UnituneError(f"localize must be {choices}, got {self.localize!r}")
+        if self.mask_reading not in MASK_READINGS:
+            choices = " or ".join(MASK_READINGS)
+            raise UnituneError(f"mask reading must be {choices}, got {self.mask_reading!r}")
         if not 1 <= self.mask_draws <= MAX_MASK_DRAWS:
             raise UnituneError(f"mask draws must be in [1, {MAX_MASK_DRAWS}], got {self.mask_draws}")
         if not 0 < self.mask_strength <= 1:
