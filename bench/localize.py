@@ -51,6 +51,8 @@ def parse_config(text: str) -> dict:
             raise SystemExit(f"unknown setting in config {text!r}: {key}")
         if kinds[key] in ("bool", bool):
             values[key] = value.lower() in ("1", "true", "on", "yes")
+        elif kinds[key] in ("str", str):
+            values[key] = value
         else:
             values[key] = int(value) if kinds[key] in ("int", int) else float(value)
     return values
