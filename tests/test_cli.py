@@ -173,3 +173,25 @@ def test_the_reference_documents_every_flag():
     flags += ["--" + name.replace("_", "-") for name, *_ in _MODEL_OPTIONS]
     missing = [flag for flag in flags if f"`{flag}" not in text and f" {flag}`" not in text]
     assert not missing, f"docs/reference.md lacks {missing}"
+
+
+def test_load_options_are_the_one_list_of_model_options():
+    """The CLI's model flags come from LoadOptions; Editor.load and the batch runner take the same names."""
+    import inspect
+    from dataclasses import fields
+
+    from unitune import Editor
+    from unitune.batch import run_batch
+    from unitune.cli import _MODEL_OPTIONS
+    from unitune.settings import LoadOptions
+
+    names = [f.name for f in fields(LoadOptions)]
+    assert [name for name, *_ in _MODEL_OPTIONS] == names
+    assert list(inspect.signature(Editor.load).parameters) == names
+    batch = inspect.signature(run_batch).parameters
+    assert any(p.kind is inspect.Parameter.VAR_KEYWORD for p in batch.values())  # the rest pass through
+    assert all(
+        batch[name].default is LoadOptions.__dataclass_fields__[name].default
+        for name in names
+        if name in batch
+    )

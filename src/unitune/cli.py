@@ -32,7 +32,7 @@ from pathlib import Path
 import typer
 
 from .errors import UnituneError
-from .settings import EditSettings, ModelDefaults, TuneSettings
+from .settings import EditSettings, LoadOptions, ModelDefaults, TuneSettings
 
 app = typer.Typer(
     help=__doc__,
@@ -42,47 +42,12 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-_CACHE_DIR_HELP = "tune cache [default: $UNITUNE_CACHE_DIR or ~/.cache/unitune]"
-_CACHE_MAX_SIZE_HELP = (
-    "tune cache limit, e.g. 20GB or none: least recently used tunes are evicted beyond it "
-    "[default: $UNITUNE_CACHE_MAX_SIZE or 20GB]"
-)
+_CACHE_DIR_HELP = LoadOptions.__dataclass_fields__["cache_dir"].metadata["help"]
 
-# (name, type, default, help) of the options every command has: how to load the model
+# (name, type, default, help) of the options every command has: how to load the model (LoadOptions)
 _MODEL_OPTIONS = [
-    ("model", str | None, None, "hub id, diffusers folder or .safetensors file [default: embedded]"),
-    ("device", str | None, None, "cuda, mps or cpu [default: best available]"),
-    ("dtype", str | None, None, "auto, float32, float16 or bfloat16 (autocast precision)"),
-    ("allow_pickle", bool, False, "allow loading pickle (.ckpt / .bin) weights, which can run code"),
-    ("cache_dir", Path | None, None, _CACHE_DIR_HELP),
-    ("cache_max_size", str | None, None, _CACHE_MAX_SIZE_HELP),
-    (
-        "size",
-        int | None,
-        None,
-        "work at about SIZE x SIZE pixels, the photo's aspect kept [default: the model's]",
-    ),
-    (
-        "width",
-        int | None,
-        None,
-        "work at this width (a multiple of 8 for Stable Diffusion); alone: height follows",
-    ),
-    ("height", int | None, None, "work at this height; alone: the width follows the photo's aspect"),
-    (
-        "prediction_type",
-        str | None,
-        None,
-        "epsilon or v_prediction: override the model's (an SD 2.x file is taken as v_prediction)",
-    ),
-    ("native_size", int | None, None, "pixels per side the model was trained at, e.g. 512 for SD 2.x base"),
-    (
-        "cuda_graphs",
-        str | None,
-        None,
-        "auto, on or off: replay the UNet's calls as CUDA graphs (same numbers, less host time) "
-        "[default: auto = on with CUDA]",
-    ),
+    (f.name, typing.get_type_hints(LoadOptions)[f.name], f.default, f.metadata["help"])
+    for f in dataclasses.fields(LoadOptions)
 ]
 
 
@@ -139,7 +104,8 @@ def _model_defaults(model: str | None) -> ModelDefaults:
 def command(*settings_classes):
     """Register a command whose signature gains the model options and the settings classes' flags.
 
-    The function receives `editor_options` (a dict for `Editor.load`) and one settings object per class
+    The function receives `editor_options` (a `LoadOptions` as keyword arguments for `Editor.load`) and one
+    settings object per class
     (`tune_settings`, `edit_settings`): the flags given, over the model's recommended settings (see
     `Editor.default_edit_settings`). UnituneError becomes `unitune: error: ...` and exit code 2.
     """
@@ -157,7 +123,8 @@ def command(*settings_classes):
         def wrapper(**values):
             with _clean_exit():
                 given = {cls: _given(cls, values) for cls in settings_classes}
-                built = {"editor_options": {name: values.pop(name) for name, *_ in _MODEL_OPTIONS}}
+                load = LoadOptions(**{name: values.pop(name) for name, *_ in _MODEL_OPTIONS})
+                built = {"editor_options": load.to_dict()}
                 defaults = _model_defaults(built["editor_options"]["model"])
                 for cls, flags in given.items():
                     model_settings = defaults.edit if cls is EditSettings else defaults.tune

@@ -6,6 +6,7 @@ import json
 import math
 import typing
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 from .errors import UnituneError
 
@@ -348,6 +349,57 @@ class EditSettings:
             raise UnituneError(f"sample batch must be in [1, {MAX_SAMPLE_BATCH}], got {self.sample_batch}")
 
     def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load a model: the one list of these options. The CLI's model flags are made from its
+    fields, and `Editor.load` and the batch runner take the same names (tests/test_cli.py checks)."""
+
+    model: str | None = _opt(
+        None, "--model", "hub id, diffusers folder or .safetensors file [default: embedded]"
+    )
+    device: str | None = _opt(None, "--device", "cuda, mps or cpu [default: best available]")
+    dtype: str | None = _opt(None, "--dtype", "auto, float32, float16 or bfloat16 (autocast precision)")
+    allow_pickle: bool = _opt(
+        False, "--allow-pickle", "allow loading pickle (.ckpt / .bin) weights, which can run code"
+    )
+    cache_dir: Path | None = _opt(
+        None, "--cache-dir", "tune cache [default: $UNITUNE_CACHE_DIR or ~/.cache/unitune]"
+    )
+    cache_max_size: str | None = _opt(
+        None,
+        "--cache-max-size",
+        "tune cache limit, e.g. 20GB or none: least recently used tunes are evicted beyond it "
+        "[default: $UNITUNE_CACHE_MAX_SIZE or 20GB]",
+    )
+    size: int | None = _opt(
+        None, "--size", "work at about SIZE x SIZE pixels, the photo's aspect kept [default: the model's]"
+    )
+    width: int | None = _opt(
+        None, "--width", "work at this width (a multiple of 8 for Stable Diffusion); alone: height follows"
+    )
+    height: int | None = _opt(
+        None, "--height", "work at this height; alone: the width follows the photo's aspect"
+    )
+    prediction_type: str | None = _opt(
+        None,
+        "--prediction-type",
+        "epsilon or v_prediction: override the model's (an SD 2.x file is taken as v_prediction)",
+    )
+    native_size: int | None = _opt(
+        None, "--native-size", "pixels per side the model was trained at, e.g. 512 for SD 2.x base"
+    )
+    cuda_graphs: str | None = _opt(
+        None,
+        "--cuda-graphs",
+        "auto, on or off: replay the UNet's calls as CUDA graphs (same numbers, less host time) "
+        "[default: auto = on with CUDA]",
+    )
+
+    def to_dict(self) -> dict:
+        """Keyword arguments for `Editor.load` (and the batch runner)."""
         return asdict(self)
 
 
