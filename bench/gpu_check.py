@@ -248,6 +248,7 @@ def graph_check(family: str, editor, image) -> dict:
     import numpy as np
 
     from unitune import EditSettings, TuneSettings
+    from unitune.cache import key_settings
 
     tune = TuneSettings(method="lora", steps=16, batch_size=4, seed=5)
     edit = EditSettings(steps=16, strength=1.0, guidance=7.5, seed=3)
@@ -258,7 +259,7 @@ def graph_check(family: str, editor, image) -> dict:
         started = time.perf_counter()
         tensors, losses = editor.train(image, tune)
         editor.weights.restore_base()
-        with editor.weights.applied(tensors, tune.resolved().to_dict()):
+        with editor.weights.applied(tensors, key_settings(tune)):
             pixels = np.asarray(editor.generate(["a photo"], edit)[0].image, dtype=np.float64)
         _sync(editor.runtime.device)
         results[captured] = (np.array(losses), pixels, time.perf_counter() - started)

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from unitune import Editor, EditSettings, TuneSettings, UnituneError, UnituneWarning, tuning
 from unitune import cache as cache_module
-from unitune.cache import TuneCache, parse_size
+from unitune.cache import TuneCache, key_settings, parse_size, tune_key
 from unitune.cli import app
 from unitune.loading import load_pipeline, model_identity
 from unitune.settings import LORA_TARGET_SETS
@@ -227,7 +227,7 @@ def test_format_1_files_are_never_read_and_are_removed_as_strays(cached, base_im
     other = cached.tune(base_image.rotate(90), LORA).key
     old_key = "0123456789abcdef0123456789abcdef"
     for name in (key, old_key):
-        metadata = {"format": "unitune-tune/1", "settings": json.dumps(LORA.to_dict())}
+        metadata = {"format": "unitune-tune/1", "settings": json.dumps(key_settings(LORA))}
         save_file({"weight": torch.zeros(2)}, folder / f"{name}.safetensors", metadata=metadata)
     (folder / f"{old_key}.lock").touch()
     assert not cached.cache.has(key) and [entry.key for entry in cached.cache.entries()] == [other]
@@ -342,3 +342,20 @@ def test_bad_cache_commands_fail_in_one_line(tmp_path, args):
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("unitune: error: ") and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    "settings, key",
+    [
+        (TuneSettings(), "9e50e6fdc86ff10d9505def683623b3b"),
+        (TuneSettings(method="lora"), "7eab51a9ebca99e17bdde734aaec775e"),
+        (
+            TuneSettings(decoder_steps=50, noise_weights="1,1,1,0.25", optimizer="adamw8bit"),
+            "88d7fb48157738c61baab163a6adfe66",
+        ),
+    ],
+)
+def test_keys_stay_what_they_were(settings, key):
+    """Keys recorded when the compatibility rules moved from TuneSettings.to_dict to cache.key_settings
+    (the same three keys from both): a change to what a key depends on must not go unnoticed."""
+    assert tune_key("model-x", "image-y", key_settings(settings), 3) == key

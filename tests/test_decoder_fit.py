@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from unitune import EditSettings, TuneSettings
+from unitune.cache import key_settings
 from unitune.decoder_fit import DECODER_PREFIX, fit_decoder, split_decoder
 from unitune.errors import UnituneError
 from unitune.sampling import decode
@@ -68,9 +69,9 @@ def test_the_unet_tune_is_the_same_with_or_without_the_fit_and_only_the_decoding
 
 
 def test_no_fit_keeps_the_keys_tunes_had_before_the_setting():
-    assert "decoder_steps" not in TuneSettings().to_dict()
-    assert "decoder_learning_rate" not in TuneSettings(decoder_learning_rate=1e-3).to_dict()
-    assert TuneSettings(decoder_steps=5).to_dict()["decoder_steps"] == 5
+    assert "decoder_steps" not in key_settings(TuneSettings())
+    assert "decoder_learning_rate" not in key_settings(TuneSettings(decoder_learning_rate=1e-3))
+    assert key_settings(TuneSettings(decoder_steps=5))["decoder_steps"] == 5
 
 
 def test_the_fitted_decoder_stays_across_edits_of_the_tune_and_leaves_with_it(editor, base_image):

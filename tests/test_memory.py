@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from unitune import EditSettings, TuneSettings, UnituneError
+from unitune.cache import key_settings
 from unitune.images import fit
 from unitune.loading import Runtime
 from unitune.progress import RunControl
@@ -103,7 +104,7 @@ def test_the_optimizer_is_fused_and_8_bit_on_request(editor, base_image):
         make_optimizer(params, eight_bit.resolved(), CPU)
     assert "\n" not in str(error.value)
     assert editor.tune_key(base_image, eight_bit) != editor.tune_key(base_image, TuneSettings())
-    assert "optimizer" not in TuneSettings().to_dict()  # keys made before it was a setting stay valid
+    assert "optimizer" not in key_settings(TuneSettings())  # keys made before it was a setting stay valid
 
 
 @pytest.mark.parametrize("where", ["train", "iter_denoise_rows"])

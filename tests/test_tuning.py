@@ -9,6 +9,7 @@ import torch
 from diffusers import DDIMScheduler
 
 from unitune import Cancelled, EditSettings, TuneSettings
+from unitune.cache import key_settings
 from unitune.sampling import decode, to_pil
 from unitune.tuning import encode_latent, encode_text, evaluate_loss
 
@@ -227,7 +228,7 @@ def test_unet_weights_put_the_base_back_when_a_block_raises(editor, base_image, 
         after = unet.state_dict()
         return after.keys() == before.keys() and all(torch.equal(after[k], before[k]) for k in before)
 
-    with pytest.raises(RuntimeError), weights.applied(tensors, settings.to_dict()):
+    with pytest.raises(RuntimeError), weights.applied(tensors, key_settings(settings)):
         assert not is_base()
         raise RuntimeError("an edit failed")
     assert is_base()

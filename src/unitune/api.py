@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from .auto import candidates, pick, score_candidates
-from .cache import TuneCache, tune_key
+from .cache import TuneCache, key_settings, tune_key
 from .decoder_fit import decoder_tensors, fit_decoder
 from .errors import UnituneError, out_of_memory
 from .images import Sizing, fit, image_hash, load_image, restore_size
@@ -186,7 +186,7 @@ class Editor:
 
     def tune_key(self, image: ImageInput, tune_settings: TuneSettings | None = None) -> str:
         base = self.prepare_image(image)
-        settings = self.resolve_tune(tune_settings).to_dict()
+        settings = key_settings(self.resolve_tune(tune_settings))
         identity = f"{model_identity(self.model, self.pipe)}|compute={self.runtime.dtype}"
         return tune_key(identity, image_hash(base), settings, TUNE_RECIPE_VERSION)
 
@@ -230,12 +230,14 @@ class Editor:
             cached = self.cache.read(key, tensors=load and key != self.weights.applied_key)
             if cached is not None:
                 tensors, metadata = cached
-                result = TuneResult(key, self.cache.path(key), False, settings.to_dict(), _losses(metadata))
+                result = TuneResult(
+                    key, self.cache.path(key), False, key_settings(settings), _losses(metadata)
+                )
                 return result, tensors
             tensors, losses, decoder_losses = self._train(base, settings, run=run)
             path = self.cache.save(key, tensors, self._metadata(base, settings, losses, decoder_losses))
             self.cache.enforce_limit()  # under the key's lock: the new entry is never the one evicted
-        return TuneResult(key, path, True, settings.to_dict(), losses), tensors
+        return TuneResult(key, path, True, key_settings(settings), losses), tensors
 
     def _train(self, base, settings: TuneSettings, *, run: RunControl):
         what = f"a {settings.method} tune at {base.width}x{base.height} px, batch {settings.batch_size}"
@@ -266,7 +268,7 @@ class Editor:
             "compute_dtype": str(self.runtime.dtype),
             "recipe_version": str(TUNE_RECIPE_VERSION),
             "image_hash": image_hash(base),
-            "settings": settings_json(settings.to_dict()),
+            "settings": settings_json(key_settings(settings)),
             "seed": str(settings.seed),
             "versions": settings_json(library_versions()),
             "losses": json.dumps(losses),

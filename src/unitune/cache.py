@@ -23,13 +23,13 @@ import os
 import re
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import locks
 from .errors import UnituneError, UnituneWarning
 from .files import file_sha256, fsync_folder, safetensors_header, write_durably
-from .settings import settings_json
+from .settings import TuneSettings, settings_json, uniform_noise_weights
 
 # 1: `<key>.safetensors` alone, keyed without versions (unitune 0.1.0); never read, removed by `prune`
 CACHE_FORMAT = 2
@@ -82,6 +82,26 @@ def format_size(size: float) -> str:
         if size < 1000:
             return f"{size:.1f} {unit}"
     return f"{size / 1000:.1f} TB"
+
+
+def key_settings(settings: TuneSettings) -> dict:
+    """What a tune's weights depend on, as its cache key and record carry them: the resolved settings
+    less what changes only the memory a tune takes (checkpointing), and less the settings that were
+    added after keys were first made, while they have their old value (the default optimizer, uniform
+    noise weights, no decoder fit; LoRA's rank and targets for a full tune), so those keys stay valid."""
+    resolved = asdict(settings.resolved())
+    resolved.pop("gradient_checkpointing")
+    if settings.optimizer == "adamw":
+        resolved.pop("optimizer")
+    if uniform_noise_weights(resolved["noise_weights"]):
+        resolved.pop("noise_weights")
+    if settings.method != "lora":
+        resolved.pop("lora_rank")
+        resolved.pop("lora_targets")
+    if not settings.decoder_steps:
+        resolved.pop("decoder_steps")
+        resolved.pop("decoder_learning_rate")
+    return resolved
 
 
 def tune_key(model_identity: str, image_hash: str, settings: dict, recipe_version: int) -> str:

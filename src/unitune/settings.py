@@ -189,24 +189,6 @@ class TuneSettings:
         weights = ",".join(f"{w:g}" for w in parse_noise_weights(weights))  # one spelling per weighting
         return replace(self, steps=steps, learning_rate=lr, lr_schedule=schedule, noise_weights=weights)
 
-    def to_dict(self) -> dict:
-        """What the tune's weights depend on (the cache key's settings): checkpointing changes only the
-        memory a tune takes, and the default optimizer is left out so keys made before it was a
-        setting stay valid."""
-        settings = asdict(self.resolved())
-        settings.pop("gradient_checkpointing")
-        if self.optimizer == "adamw":
-            settings.pop("optimizer")
-        if uniform_noise_weights(settings["noise_weights"]):  # keys made before it was a setting
-            settings.pop("noise_weights")  # stay valid
-        if self.method != "lora":
-            settings.pop("lora_rank")
-            settings.pop("lora_targets")
-        if not self.decoder_steps:  # no decoder fit: keys made before it was a setting stay valid
-            settings.pop("decoder_steps")
-            settings.pop("decoder_learning_rate")
-        return settings
-
 
 @dataclass(frozen=True)
 class EditSettings:
