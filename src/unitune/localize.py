@@ -15,6 +15,7 @@ the base latent itself after the last step. `--mask-composite` then pastes the b
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +56,7 @@ class BaseEncoding:
         from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
         from diffusers.utils.torch_utils import randn_tensor
 
-        replay = torch.Generator(state.device if state.device.type != "cpu" else "cpu").set_state(state)
+        replay = torch.Generator("cpu").set_state(state)  # rows draw all their randomness on the CPU
         retrieve_latents(self.encoded, generator=replay)
         return randn_tensor(start_latents.shape, generator=replay, device=runtime.device, dtype=torch.float32)
 
@@ -105,8 +106,6 @@ def estimate_mask(
 def _mask_timestep(pipe, steps: int, strength: float, device):
     """A copy of the pipeline's scheduler set for `steps` steps, and the first timestep of the last
     `strength` share of them (img2img's `get_timesteps`)."""
-    import copy
-
     scheduler = copy.deepcopy(pipe.scheduler)
     scheduler.set_timesteps(steps, device=device)
     start = max(steps - min(int(steps * strength), steps), 0) * scheduler.order
