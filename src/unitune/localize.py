@@ -44,7 +44,7 @@ class BaseEncoding:
         with vae_precision(pipe, runtime):
             encoded = pipe.vae.encode(pixels.to(pipe.vae.dtype))
         mode = encoded.latent_dist.mode() if hasattr(encoded, "latent_dist") else encoded.latents
-        return cls(encoded, mode.float() * pipe.vae.config.scaling_factor)
+        return cls(encoded, mode.float() * pipe.vae.config.scaling_factor)  # as tuning.encode_latent
 
     def start_noise(self, pipe, start_latents, state: torch.Tensor | None, runtime: Runtime) -> torch.Tensor:
         """The noise a row's start latents were drawn with. From pure noise (`state` None) it is the start
@@ -75,7 +75,7 @@ def estimate_mask(
     """DiffEdit's mask (1, 1, h, w) with values 0 or 1, from the UNet now in the pipeline: where its noise
     predictions for the `edit` and `reference` conditionings (one row each) differ. `settings`: an
     EditSettings (its mask_* dials). `readings`: a dict shared by the masks of one batch, in which the
-    reference's predictions are kept, since edits of one image with the same seed draw the same noise.
+    predictions are kept (requests of one image with the same seed draw the same noise).
     The pipeline's scheduler is left as it was (a copy is set to the mask's noise level)."""
     scheduler, t = _mask_timestep(pipe, settings.steps, settings.mask_strength, latent.device)
     generator = torch.Generator("cpu").manual_seed(seed)
@@ -84,22 +84,19 @@ def estimate_mask(
     noised = scheduler.add_noise(latent.expand(draws, -1, -1, -1), noise, t.reshape(1))
     model_input = scheduler.scale_model_input(noised, t)
 
-    def predict(conditioning: Conditioning) -> torch.Tensor:
-        stacked = Conditioning.cat([conditioning] * draws)
-        return noise_predictor(pipe.unet, stacked, runtime, 0)(model_input, t)
-
     readings = {} if readings is None else readings
-    key = (
-        seed,
-        draws,
-        settings.steps,
-        settings.mask_strength,
-        settings.mask_reading,
-        reference.embeds.data_ptr(),
-    )
-    if key not in readings:
-        readings[key] = predict(reference)
-    difference = (predict(edit) - readings[key]).abs().mean(dim=(0, 1), keepdim=True)
+    shared = (seed, draws, settings.steps, settings.mask_strength, settings.mask_reading)
+
+    def read(conditioning: Conditioning) -> torch.Tensor:
+        """The UNet's predictions for one conditioning at the draws, computed once per batch: the edits of
+        one image share R's, and --auto's candidates and a sweep's cells share their words' too."""
+        key = (*shared, conditioning.embeds.data_ptr())  # the batch's conditionings are cached objects
+        if key not in readings:
+            stacked = Conditioning.cat([conditioning] * draws)
+            readings[key] = noise_predictor(pipe.unet, stacked, runtime, 0)(model_input, t)
+        return readings[key]
+
+    difference = (read(edit) - read(reference)).abs().mean(dim=(0, 1), keepdim=True)
     return threshold(difference, settings.mask_ratio, settings.mask_threshold, settings.mask_dilation)
 
 
