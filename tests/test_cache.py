@@ -9,6 +9,8 @@ import inspect
 import json
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 import warnings
 
@@ -261,6 +263,37 @@ def test_a_held_lock_makes_others_wait_and_a_free_one_does_not(tmp_path):
         with locks.exclusive(tmp_path / "locks" / "other.lock", wait=False) as free:
             assert free
     assert not path.exists() and not locks.is_held(path)
+
+
+COUNT_UNDER_LOCK = """
+import sys, threading
+from pathlib import Path
+from unitune import locks
+
+lock, counter, threads, times = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+
+def count():
+    for _ in range(times):
+        with locks.exclusive(lock):
+            counter.write_text(str(int(counter.read_text()) + 1))
+
+workers = [threading.Thread(target=count) for _ in range(threads)]
+for worker in workers:
+    worker.start()
+for worker in workers:
+    worker.join()
+"""
+
+
+def test_no_count_is_lost_when_processes_and_threads_share_a_lock_whose_file_each_holder_deletes(tmp_path):
+    """Each holder deletes the lock file before it lets go; a waiter that then wins the lock of the deleted
+    file must lock the path again, or two holders would overlap and a count would be lost."""
+    lock, counter = tmp_path / "locks" / "count.lock", tmp_path / "count"
+    counter.write_text("0")
+    command = [sys.executable, "-c", COUNT_UNDER_LOCK, str(lock), str(counter), "3", "100"]
+    workers = [subprocess.Popen(command) for _ in range(4)]
+    assert [worker.wait(timeout=120) for worker in workers] == [0] * 4
+    assert int(counter.read_text()) == 4 * 3 * 100 and not lock.exists()
 
 
 # --- size limit and LRU --------------------------------------------------------------------------------

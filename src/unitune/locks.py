@@ -1,10 +1,11 @@
-"""Exclusive locks between processes and threads: `fcntl.flock` on a lock file per name.
+"""Exclusive locks between processes and threads, one lock file per name, on the `filelock` package.
 
-The kernel drops a flock when its holder dies, even by SIGKILL, so a crashed holder never blocks anyone.
-The holder deletes its lock file before it lets go, so lock files do not pile up; a waiter that then wins
-the lock of the deleted file sees that the path no longer names the file it locked, and locks the path
-again. Only a killed holder leaves its file behind, until the next lock of that name removes it.
-Without fcntl (Windows) nothing is locked.
+`filelock` takes an OS lock on the file (`flock` on Unix, `msvcrt.locking` on Windows), which the kernel
+drops when its holder dies, even by SIGKILL, so a crashed holder never blocks anyone. What this module
+adds is tidiness: the holder deletes its lock file before it lets go, so a cache of many keys does not
+collect one lock file per key. That is safe because `filelock` checks, after it wins an OS lock, that the
+file still has a name (`st_nlink`), and otherwise opens the path again. Only a killed holder leaves its
+file behind, until the next lock of that name removes it.
 """
 
 from __future__ import annotations
@@ -13,71 +14,39 @@ import contextlib
 import os
 from pathlib import Path
 
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
+import filelock
 
 
 @contextlib.contextmanager
 def exclusive(path: Path, wait: bool = True):
     """Hold the lock `path` names inside the block; yields True, or False at once when `wait` is False
     and someone else holds it."""
-    if fcntl is None:
-        yield True
-        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = _acquire(path, wait)
-    if handle is None:
+    lock = filelock.FileLock(path, blocking=wait, thread_local=False)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
         yield False
         return
     try:
         yield True
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)  # still our file: only a holder deletes it, and we hold it
-        handle.close()  # releases the flock
-
-
-def _acquire(path: Path, wait: bool):
-    """An open handle holding the flock of the file `path` names now, or None if it is held (no `wait`)."""
-    flags = fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB
-    while True:
-        handle = open(path, "a")  # noqa: SIM115 (closed on release)
-        try:
-            fcntl.flock(handle, flags)
-        except BlockingIOError:
-            handle.close()
-            return None
-        if _names(path, handle):
-            return handle
-        handle.close()  # the holder before us deleted this file: lock whatever the path names now
-
-
-def _names(path: Path, handle) -> bool:
-    try:
-        on_disk = os.stat(path)
-    except FileNotFoundError:
-        return False
-    held = os.fstat(handle.fileno())
-    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            os.unlink(path)  # still our file: only a holder deletes it (Windows refuses; its file stays)
+        lock.release()
 
 
 def is_held(path: Path) -> bool:
     """Whether a live process holds this lock now (a snapshot; the file is left as it is)."""
-    if fcntl is None:
+    if not path.exists():
         return False
+    probe = filelock.FileLock(path, blocking=False, thread_local=False, preserve_lock_file=True)
     try:
-        handle = open(path)  # noqa: SIM115
-    except FileNotFoundError:
-        return False
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        return False
+        probe.acquire()
+    except filelock.Timeout:
+        return True
+    probe.release()
+    return False
 
 
 def remove_if_free(path: Path) -> None:
