@@ -65,6 +65,29 @@ def friendly(fn):
 
 
 @dataclass
+class TuneControls:
+    """The tune settings' controls, one group: handlers read them together into a `TuneSettings`."""
+
+    method: gr.Radio
+    steps: gr.Number
+    batch_size: gr.Number
+    seed: gr.Number
+    decoder_steps: gr.Number
+
+    @property
+    def components(self) -> list:
+        return [getattr(self, field.name) for field in fields(self)]
+
+    def read(self, values: dict, start: TuneSettings) -> TuneSettings:
+        """The tune settings these controls show in `values` (a handler's inputs by component), over
+        `start`'s other fields."""
+        numbers = {name: int(values[getattr(self, name)]) for name in ("steps", "batch_size", "seed")}
+        return replace(
+            start, method=values[self.method], decoder_steps=int(values[self.decoder_steps]), **numbers
+        )
+
+
+@dataclass
 class Controls:
     """Every component of the page, by name: what the handlers read and write."""
 
@@ -74,11 +97,7 @@ class Controls:
     picker: gr.Gallery
     base: gr.Image
     work_size: gr.Number
-    method: gr.Radio
-    tune_steps: gr.Number
-    batch_size: gr.Number
-    tune_seed: gr.Number
-    decoder_steps: gr.Number
+    tuning: TuneControls
     tune_status: gr.Markdown
     tune_btn: gr.Button
     stop_btn: gr.Button
@@ -118,11 +137,6 @@ class Controls:
     history_table: gr.Dataframe
     history_gallery: gr.Gallery
     history_settings: gr.JSON
-
-    @property
-    def tune_inputs(self) -> list:
-        """The tune settings' controls, in the order `tune_from` takes them."""
-        return [self.method, self.tune_steps, self.batch_size, self.tune_seed, self.decoder_steps]
 
 
 def build_app(
@@ -193,6 +207,7 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                     maximum=MAX_DECODER_STEPS,
                     elem_id="decoder-steps",
                 )
+                tuning = TuneControls(method, tune_steps, batch_size, tune_seed, decoder_steps)
             tune_status = gr.Markdown("Upload an image or pick an example.", elem_id="tune-status")
             with gr.Row():
                 tune_btn = gr.Button("Tune", variant="primary", elem_id="tune-btn")
@@ -351,149 +366,102 @@ _CONTROL_NAMES = {field.name for field in fields(Controls)}
 
 def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, edit: EditSettings) -> None:
     """The handlers: what each button, upload and selection does to the session and the page. Tune,
-    edit and sweep share the model, so they run one at a time; everything else at once."""
+    edit and sweep share the model, so they run one at a time; everything else at once. A handler with
+    many inputs takes them as one dict by component (gradio's set of inputs)."""
     has_slider = _has_slider()
-
-    def tune_from(
-        method: str, tune_steps: float, batch_size: float, tune_seed: float, decoder_steps: float
-    ) -> TuneSettings:
-        """The tune settings the tune controls show (over the starting values)."""
-        return replace(
-            tune,
-            method=method,
-            steps=int(tune_steps),
-            batch_size=int(batch_size),
-            seed=int(tune_seed),
-            decoder_steps=int(decoder_steps),
-        )
+    tuning = c.tuning.components
 
     # --- the base image: uploaded or picked -------------------------------------------------------
 
-    @friendly
-    def load(
-        state, path, size, method, tune_steps, batch_size, tune_seed, decoder_steps, request: gr.Request
-    ):
-        if path:
-            state = studio.load(state, path, request.session_hash, size)
-        status = studio.tune_status(
-            state, tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
-        )
+    def loaded(state: SessionState, values: dict):
+        status = studio.tune_status(state, c.tuning.read(values, tune))
         return state, state.base, status, None, [], None, None, _canvas(state.base)  # old edits go
 
-    def pick(
-        state,
-        size,
-        method,
-        tune_steps,
-        batch_size,
-        tune_seed,
-        decoder_steps,
-        evt: gr.SelectData,
-        request: gr.Request,
-    ):
-        return load(
-            state,
-            examples[evt.index],
-            size,
-            method,
-            tune_steps,
-            batch_size,
-            tune_seed,
-            decoder_steps,
-            request,
-        )
+    @friendly
+    def load(values: dict, request: gr.Request):
+        state, path = values[c.state], values[c.upload]
+        if path:
+            state = studio.load(state, path, request.session_hash, values[c.work_size])
+        return loaded(state, values)
 
     @friendly
-    def resize(state, size, method, tune_steps, batch_size, tune_seed, decoder_steps, request: gr.Request):
+    def pick(values: dict, evt: gr.SelectData, request: gr.Request):
+        state = studio.load(values[c.state], examples[evt.index], request.session_hash, values[c.work_size])
+        return loaded(state, values)
+
+    @friendly
+    def resize(values: dict, request: gr.Request):
+        state, size = values[c.state], values[c.work_size]
         if working_size(size) == state.size:  # Enter, then leaving the box: once is enough
             return (gr.skip(),) * len(load_outputs)
-        state = studio.resize(state, size, request.session_hash)
-        status = studio.tune_status(
-            state, tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
-        )
-        return state, state.base, status, None, [], None, None, _canvas(state.base)
+        return loaded(studio.resize(state, size, request.session_hash), values)
 
     load_outputs = [c.state, c.base, c.tune_status, c.compare, c.results, c.settings_view, c.downloads]
     load_outputs += [c.brush]
-    sized = [c.state, c.work_size, *c.tune_inputs]
-    c.upload.upload(
-        load, [c.state, c.upload, c.work_size, *c.tune_inputs], load_outputs, concurrency_limit=None
-    )
+    sized = {c.state, c.work_size, *tuning}
+    c.upload.upload(load, {c.upload, *sized}, load_outputs, concurrency_limit=None)
     c.picker.select(pick, sized, load_outputs, concurrency_limit=None)
     c.work_size.submit(resize, sized, load_outputs, concurrency_limit=None)
     c.work_size.blur(resize, sized, load_outputs, concurrency_limit=None)
 
     @friendly
-    def status(state, method, tune_steps, batch_size, tune_seed, decoder_steps):
-        return studio.tune_status(state, tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps))
+    def status(values: dict):
+        return studio.tune_status(values[c.state], c.tuning.read(values, tune))
 
-    for control in c.tune_inputs:
-        control.change(status, [c.state, *c.tune_inputs], c.tune_status, concurrency_limit=None)
+    for control in tuning:
+        control.change(status, {c.state, *tuning}, c.tune_status, concurrency_limit=None)
 
     def method_steps(method: str) -> int:
         return studio.tune_steps_for(tune, method)
 
-    c.method.change(method_steps, c.method, c.tune_steps, concurrency_limit=None)
+    c.tuning.method.change(method_steps, c.tuning.method, c.tuning.steps, concurrency_limit=None)
 
     # --- tune, edit, sweep: one at a time on the shared model ----------------------------------------
 
     busy = {"concurrency_id": "model", "concurrency_limit": 1}
 
     @friendly
-    def run_tune(
-        state,
-        method,
-        tune_steps,
-        batch_size,
-        tune_seed,
-        decoder_steps,
-        request: gr.Request,
-        progress=gr.Progress(),
-    ):
-        tuning = tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
-        return studio.tune(state, tuning, request.session_hash, progress)
+    def run_tune(values: dict, request: gr.Request, progress=gr.Progress()):
+        settings = c.tuning.read(values, tune)
+        return studio.tune(values[c.state], settings, request.session_hash, progress)
 
-    c.tune_btn.click(run_tune, [c.state, *c.tune_inputs], [c.state, c.tune_status], **busy)
+    c.tune_btn.click(run_tune, {c.state, *tuning}, [c.state, c.tune_status], **busy)
+
+    def common_dials(values: dict, seed: int) -> EditSettings:
+        """The dials the Edit and Sweep tabs share, over the starting settings."""
+        return replace(
+            edit,
+            interpolation=values[c.interpolation],
+            untuned_tail=values[c.untuned_tail],
+            model_guidance=values[c.model_guidance],
+            decoder_gate=values[c.decoder_gate],
+            steps=int(values[c.steps]),
+            seed=seed,
+            auto=bool(values[c.auto]),
+        )
 
     @friendly
-    def run_edit(
-        state,
-        # the edit
-        prompts, negative_prompt,
-        # the dials
-        guidance, strength, interpolation, untuned_tail, model_guidance, decoder_gate, steps, num_images,
-        seed, random_seed,
-        auto,
-        # localisation
-        localize, mask_ratio, mask_dilation, mask_composite, brush,
-        # the tune
-        method, tune_steps, batch_size, tune_seed, decoder_steps,
-        request: gr.Request,
-        progress=gr.Progress(),
-    ):  # fmt: skip
-        used_seed = pick_seed(seed, random_seed)
+    def run_edit(values: dict, request: gr.Request, progress=gr.Progress()):
+        used_seed = pick_seed(values[c.seed], values[c.randomize])
         dials = replace(
-            edit,
-            guidance=guidance,
-            strength=strength,
-            interpolation=interpolation,
-            untuned_tail=untuned_tail,
-            model_guidance=model_guidance,
-            decoder_gate=decoder_gate,
-            steps=int(steps),
-            num_images=int(num_images),
-            seed=used_seed,
-            negative_prompt=(negative_prompt or "").strip(),
-            auto=bool(auto),
-            localize=localize,
-            mask_ratio=float(mask_ratio),
-            mask_dilation=int(mask_dilation),
-            mask_composite=bool(mask_composite),
+            common_dials(values, used_seed),
+            guidance=values[c.guidance],
+            strength=values[c.strength],
+            num_images=int(values[c.num_images]),
+            negative_prompt=(values[c.negative] or "").strip(),
+            localize=values[c.localize],
+            mask_ratio=float(values[c.mask_ratio]),
+            mask_dilation=int(values[c.mask_dilation]),
+            mask_composite=bool(values[c.mask_composite]),
         )
-        tuning = tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
-        painted = painted_mask(brush)
         state, paths, message = studio.edit(
-            state, prompts, dials, tuning, request.session_hash, progress, mask=painted
+            values[c.state],
+            values[c.prompts],
+            dials,
+            c.tuning.read(values, tune),
+            request.session_hash,
+            progress,
+            mask=painted_mask(values[c.brush]),
         )
         gallery = [(str(p), _caption(e["settings"])) for p, e in zip(paths, state.last, strict=True)]
         files = [str(p) for p in paths] + [str(Path(paths[0]).parent / "manifest.json")]
@@ -508,10 +476,10 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         history = _history(state)
         return state, before_after, gallery, first, files, message, *history, used_seed, overlays
 
-    edit_inputs = [c.state, c.prompts, c.negative, c.guidance, c.strength, c.interpolation, c.untuned_tail]
-    edit_inputs += [c.model_guidance, c.decoder_gate, c.steps]
-    edit_inputs += [c.num_images, c.seed, c.randomize, c.auto]
-    edit_inputs += [c.localize, c.mask_ratio, c.mask_dilation, c.mask_composite, c.brush, *c.tune_inputs]
+    shared_dials = {c.interpolation, c.untuned_tail, c.model_guidance, c.decoder_gate, c.steps, c.seed}
+    shared_dials |= {c.randomize, c.auto}
+    edit_inputs = {c.state, c.prompts, c.negative, c.guidance, c.strength, c.num_images, *shared_dials}
+    edit_inputs |= {c.localize, c.mask_ratio, c.mask_dilation, c.mask_composite, c.brush, *tuning}
     edit_outputs = [c.state, c.compare, c.results, c.settings_view, c.downloads, c.tune_status]
     edit_outputs += [c.history_table, c.history_gallery, c.seed, c.masks]
     c.edit_btn.click(run_edit, edit_inputs, edit_outputs, **busy)
@@ -525,37 +493,22 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
     c.results.select(select_result, c.state, [c.compare, c.settings_view], concurrency_limit=None)
 
     @friendly
-    def run_sweep(
-        state,
-        # the sweep
-        prompt, guidances, strengths,
-        # the other dials (from the Edit tab)
-        interpolation, untuned_tail, model_guidance, decoder_gate, steps, seed, random_seed, auto,
-        # the tune
-        method, tune_steps, batch_size, tune_seed, decoder_steps,
-        request: gr.Request,
-        progress=gr.Progress(),
-    ):  # fmt: skip
-        seed = pick_seed(seed, random_seed)
-        dials = replace(
-            edit,
-            interpolation=interpolation,
-            untuned_tail=untuned_tail,
-            model_guidance=model_guidance,
-            decoder_gate=decoder_gate,
-            steps=int(steps),
-            seed=seed,
-        )
-        dials = replace(dials, auto=bool(auto))
-        tuning = tune_from(method, tune_steps, batch_size, tune_seed, decoder_steps)
+    def run_sweep(values: dict, request: gr.Request, progress=gr.Progress()):
+        dials = common_dials(values, pick_seed(values[c.seed], values[c.randomize]))
+        settings = c.tuning.read(values, tune)
         state, sheet, files = studio.sweep(
-            state, prompt, guidances, strengths, dials, tuning, request.session_hash, progress
+            values[c.state],
+            values[c.sweep_prompt],
+            values[c.guidances],
+            values[c.strengths],
+            dials,
+            settings,
+            request.session_hash,
+            progress,
         )
-        return state, str(sheet), [str(f) for f in files], studio.tune_status(state, tuning)
+        return state, str(sheet), [str(f) for f in files], studio.tune_status(state, settings)
 
-    sweep_inputs = [c.state, c.sweep_prompt, c.guidances, c.strengths, c.interpolation, c.untuned_tail]
-    sweep_inputs += [c.model_guidance, c.decoder_gate, c.steps, c.seed]
-    sweep_inputs += [c.randomize, c.auto, *c.tune_inputs]
+    sweep_inputs = {c.state, c.sweep_prompt, c.guidances, c.strengths, *shared_dials, *tuning}
     sweep_outputs = [c.state, c.sheet, c.sweep_files, c.tune_status]
     c.sweep_btn.click(run_sweep, sweep_inputs, sweep_outputs, **busy)
 
