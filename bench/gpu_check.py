@@ -18,7 +18,7 @@ must hold (a CUDA graph's private memory counts there, not in the allocated peak
 the process's peak RSS so far. `--cuda-graphs off` times the eager calls; `--check-graphs` first compares
 a short tune and edit replayed and eager.
 Prints a markdown table with the issue's targets; `--json` writes the rows. A tune that runs out of
-memory is a row that says so. The H100 table and what limits it: docs/core.md, "GPU check".
+memory is a row that says so. The H100 tables and what limits them: docs/lab/gpu-checks.md.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ def test_generate_without_model(tmp_path):
 def test_the_readme_demo_does_what_it_says(tmp_path):
     """scripts/demo.sh's edit at the model's default tune and dials: the README shows the example's red
     circle on a green background, and says so; a default that breaks it (a full tune at 2e-4 did:
-    docs/binding.md) must not ship unnoticed."""
+    docs/lab/binding.md) must not ship unnoticed."""
     out = tmp_path / "demo"
     result = run("edit", EXAMPLE, "on a green background", "--out", out, "--cache-dir", tmp_path / "cache")
     assert result.exit_code == 0, result.output

@@ -14,7 +14,8 @@ measured under two prompts each, with the untuned weights and, when asked, the t
   `fit_edit` under "R edit", `fit_base` under "R" alone (which, after the tune, is the base image);
   `gain = fit_base - fit_edit`. `--auto` does not pay for them: `pick` reads `evidence` only.
 
-`pick` turns the signals into a choice (rule in its docstring, chosen on validation edits; docs/core.md).
+`pick` turns the signals into a choice (rule in its docstring, chosen on validation edits;
+docs/lab/auto-dial.md).
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def score_candidates(
 def pick(signals: list[Signals]) -> int:
     """The index of the candidate to keep: the one with the most `evidence`, i.e. whose edit the untuned
     model reads best. Chosen on 127 validation edits (`git show bdc5c4e:bench/auto_regions.py`, LoRA
-    tune, guidance 3, the untuned tail 0.2; docs/core.md): over three seeds 32.7 successes on average
+    tune, guidance 3, the untuned tail 0.2; docs/lab/auto-dial.md): over three seeds 32.7 successes on average
     against 30.3 for the largest tuned `gain` (the rule before it) and 30.3 for the best fixed strength;
     between two candidates of one edit of which one succeeds, the more evidence marks it 96% of the
     time, the larger gain 77%."""

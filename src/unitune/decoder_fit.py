@@ -3,11 +3,11 @@ latent as the image (Blended Latent Diffusion's per-image decoder fit, Avrahami 
 
 The UNet's tune binds the scene to R in latent space, but no latent decodes better than the decoder
 allows: the embedded model's round trip alone costs 29.9-35 dB, and on thin edges and fine texture that
-is most of what R redrawn from noise misses (docs/binding.md). The fit is part of the tune
+is most of what R redrawn from noise misses (docs/lab/binding.md). The fit is part of the tune
 (`TuneSettings.decoder_steps`, the cache key, the cached file: its tensors under `DECODER_PREFIX`) and is
 applied with it by `weights.UNetWeights`; the encoder is untouched, so the automatic dial reads samples as
 before. Off (0 steps) by default; the embedded model fits 50 steps (its `unitune.json`). A fitted decoder
-decodes behind `unitune.decoder_gate`: alone it pulls edits back towards the image (docs/binding.md,
+decodes behind `unitune.decoder_gate`: alone it pulls edits back towards the image (docs/lab/binding.md,
 "Fitting the decoder to the image" and "The decoder gate").
 """
 
@@ -58,7 +58,7 @@ def fit_decoder(
     params = list(decoder.parameters())
     optimizer = torch.optim.Adam(params, lr=settings.decoder_learning_rate)
     # Adam's first steps move every weight by about the rate whatever its gradient: on a small decoder
-    # that first undoes the fit it then repairs (loss x10 by step 2 at 2e-4, docs/binding.md); a warm-up
+    # that first undoes the fit it then repairs (loss x10 by step 2 at 2e-4, docs/lab/binding.md); a warm-up
     # over the first fifth of the steps keeps the loss falling from the start
     schedule = get_scheduler(
         "constant_with_warmup", optimizer, num_warmup_steps=max(1, settings.decoder_steps // WARMUP_SHARE)

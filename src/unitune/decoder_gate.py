@@ -3,7 +3,7 @@ is still the image; where the edit changed it, the model's own decoder does.
 
 A decoder fitted to one latent is right near that latent and pulls a latent away from it back towards
 the image: decoding an edit's ideal target, the fitted decoder draws a recoloured object nearer the
-image's colour than the model's decoder does (docs/binding.md, "The decoder gate"). The gate mixes the
+image's colour than the model's decoder does (docs/lab/binding.md, "The decoder gate"). The gate mixes the
 two decodings, out = m * fitted(z) + (1 - m) * model(z), with the mask of base-detail interpolation,
 m = `interpolation.unchanged_mask(model(z), model(z_image), gate)`. Both sides of the mask are the model's
 own decodings, so its blur cancels and only a real change closes the gate.

@@ -76,7 +76,7 @@ def noisy_batch(scheduler, latent: torch.Tensor, batch_size: int, generator: tor
     Models", appendix): sample i draws uniformly from the i-th of `batch_size` equal slices of the
     schedule, so each timestep is still uniform but every batch covers the whole schedule. On the
     embedded model this raised the PSNR of R redrawn from noise by 0.5-3 dB on 9 of 10 validation scenes
-    at the same cost (docs/binding.md, "Where the remaining error is")."""
+    at the same cost (docs/lab/binding.md, "Where the remaining error is")."""
     latents = latent.expand(batch_size, -1, -1, -1)
     noise = torch.randn(latents.shape, generator=generator).to(latent.device)
     total = scheduler.config.num_train_timesteps
@@ -109,7 +109,7 @@ class NoiseWeights:
     timesteps, lowest noise first, scaled to average 1 over the schedule (so a uniform weighting is the
     plain loss). On the embedded model, damping the highest-noise quarter (1,1,1,0.25) bound more
     validation scenes but no more test scenes than the plain loss, so it is an option, not a default
-    (docs/binding.md)."""
+    (docs/lab/binding.md)."""
 
     def __init__(self, weights: tuple[float, ...], total: int, device):
         table = torch.tensor(weights, dtype=torch.float32)
@@ -287,8 +287,8 @@ def _checkpoint_without_rng(function, *args, **kwargs):
 
 
 # Activation memory of a tune step without checkpointing, per latent position per sample (float16
-# autocast): measured on an H100 as 7.5 kB per image pixel for SD 1.5 and 9.4 kB for SDXL (docs/core.md,
-# "GPU check"); 10 kB per pixel, 64 pixels per latent position, to be safe.
+# autocast): measured on an H100 as 7.5 kB per image pixel for SD 1.5 and 9.4 kB for SDXL
+# (docs/lab/gpu-checks.md); 10 kB per pixel, 64 pixels per latent position, to be safe.
 ACTIVATION_BYTES_PER_LATENT = 10_000 * 64
 FREE_MEMORY_SHARE = 0.9  # what a tune may plan to use of the free accelerator memory
 

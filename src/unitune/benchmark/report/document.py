@@ -22,7 +22,7 @@ loading the tune), at the benchmark's sampler steps and strength. The core_costs
 diffusers-style UNet training step, an edit from pure noise, and the peak RSS (`ru_maxrss`) of that
 process.
 What a shorter or longer tune costs in preservation: `git show bdc5c4e:bench/tune_length.py`, results in
-docs/core.md ("Tune length on the embedded model").
+docs/lab/tune-settings.md ("Tune length on the embedded model").
 
 ## How it is scored
 
