@@ -108,25 +108,11 @@ def run_scenes(split: str, scenes: list[int], count: int, configs: list[str], se
 
 
 def diffedit(editor, base, edits, settings) -> list:
-    """DiffEdit's recipe on the untuned model with the same operator as ours: the mask from the target
-    caption against the source caption (the base scene's), then the target caption sampled from the base
-    noised to `strength` (img2img's start; DiffEdit itself starts from a DDIM inversion) with the base kept
-    outside the mask. Public API: `Editor.restore_base` and `sample_batches.sample_requests`."""
-    from unitune.progress import RunControl
-    from unitune.sample_batches import SampleRequest, sample_requests
-    from unitune.shapes.world import caption
+    """DiffEdit's recipe on the untuned model (unitune.benchmark.methods.diffedit_samples: the benchmark's
+    `diffedit` family at one setting)."""
+    from unitune.benchmark.methods import diffedit_samples
 
-    editor.restore_base()  # the untuned model, as the other baselines
-    working = editor.prepare_image(base)
-    source = caption(edits[0].base)
-    requests = [SampleRequest(e.caption, settings, settings.seed, e.name, e.caption, source) for e in edits]
-    samples = sample_requests(editor.sampling_model(), requests, working, run=RunControl(None, None))
-    return [_Result(sample.image, sample.mask) for sample in samples]
-
-
-class _Result:
-    def __init__(self, image, mask):
-        self.image, self.mask = image, mask
+    return diffedit_samples(editor, editor.prepare_image(base), edits, settings)
 
 
 def _truth_image(edit, dilation: int):

@@ -433,3 +433,44 @@ def test_the_dials_extra_candidate_is_sampled_at_each_guidance_apart_from_the_gr
     assert {(s["guidance"], s["strength"], s["model_guidance"]) for s in signals} == {
         (3.0, 0.6, 0.0), (6.0, 0.6, 0.0), (3.0, 1.0, 1.0), (6.0, 1.0, 1.0)
     }  # fmt: skip
+
+
+def test_diffedit_reads_its_mask_from_the_target_against_the_source_caption_on_the_untuned_model(
+    editor, monkeypatch
+):
+    """Each (guidance, strength) of the grid samples every edit's target caption, its mask estimated
+    against the base scene's caption, with the tune gone from the UNet."""
+    from unitune.benchmark import methods
+    from unitune.benchmark.methods import Grid, run_diffedit
+    from unitune.shapes.world import caption, render_pil
+
+    edits = edit_set("test", 1)[:2]
+    base = render_pil(edits[0].base)
+    editor.tune(base, dataclasses.replace(editor.default_tune_settings(), steps=1))
+    asked = []
+    real = methods.diffedit_samples
+
+    def recorded(editor_, working, edits_, settings):
+        samples = real(editor_, working, edits_, settings)
+        asked.append((settings.guidance, settings.strength, settings.localize, editor_.weights.applied_key))
+        return samples
+
+    monkeypatch.setattr(methods, "diffedit_samples", recorded)
+    grid = Grid(steps=2, guidances=(3.0,), strengths=(0.5, 1.0), interpolations=(0.0, 1.0))
+    outputs = list(run_diffedit(editor, edits, base, grid, 0))
+    assert asked == [(3.0, 0.5, "auto", None), (3.0, 1.0, "auto", None)]
+    assert len(outputs) == 2 * 2 * 2 and {o.setting.family for o in outputs} == {"diffedit"}
+
+    from unitune.sample_batches import sample_requests
+
+    requests = []
+
+    def recording(model, reqs, working, run):
+        requests.extend(reqs)
+        return sample_requests(model, reqs, working, run=run)
+
+    monkeypatch.setattr("unitune.sample_batches.sample_requests", recording)
+    real(editor, editor.prepare_image(base), edits, methods.EditSettings(steps=2, localize="auto"))
+    assert [(r.prompt, r.edit_words, r.rare_prompt) for r in requests] == [
+        (e.caption, e.caption, caption(edits[0].base)) for e in edits
+    ]

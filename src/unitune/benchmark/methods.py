@@ -3,6 +3,8 @@
 prompt  the untuned model on the full target caption (text-to-image, `Editor.generate`);
 sdedit  diffusers' StableDiffusionImg2ImgPipeline on the same components, full target caption;
 sdedit-words  the same on the edit's words alone, the fragment UniTune gets (the same input as UniTune);
+diffedit  DiffEdit's recipe on the untuned model: its mask from the target caption against the source
+        caption, then the target caption sampled with the base kept outside the mask (unitune.localize);
 full    UniTune (`Editor.edit`, full tune) on the fragment, guidance x strength x interpolation grid;
 lora    the same with a LoRA tune.
 
@@ -30,7 +32,7 @@ from ..shapes.world import IMAGE_SIZE
 from .binding import measure_binding
 from .edits import Edit
 
-FAMILIES = ("prompt", "sdedit", "sdedit-words", "full", "lora")
+FAMILIES = ("prompt", "sdedit", "sdedit-words", "diffedit", "full", "lora")
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,38 @@ def run_sdedit(
         for edit, image in zip(edits, images, strict=True):
             pixels = Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8))
             yield from _interpolated(edit, setting, pixels, base_pixels, grid, seconds)
+
+
+def run_diffedit(editor, edits: list[Edit], base: Image.Image, grid: Grid, seed: int) -> Iterator[Output]:
+    """DiffEdit (Couairon et al., arXiv 2210.11427) at every (guidance, strength) of the grid."""
+    base = editor.prepare_image(base)
+    base_pixels = to_tensor(base)
+    batch = editor.default_edit_settings().sample_batch
+    for guidance, strength in sorted({(s.guidance, s.strength) for s in grid.settings("diffedit")}):
+        setting = Setting("diffedit", guidance, strength)
+        settings = EditSettings(
+            guidance=guidance, strength=strength, steps=grid.steps, seed=seed, sample_batch=batch
+        )
+        started = time.perf_counter()
+        samples = diffedit_samples(editor, base, edits, replace(settings, localize="auto"))
+        seconds = (time.perf_counter() - started) / len(edits)
+        for edit, sample in zip(edits, samples, strict=True):
+            yield from _interpolated(edit, setting, sample.image, base_pixels, grid, seconds)
+
+
+def diffedit_samples(editor, working: Image.Image, edits: list[Edit], settings: EditSettings) -> list:
+    """DiffEdit's recipe on the untuned model with UniTune's localisation operator: the mask from the
+    target caption against the source caption (the base scene's), then the target caption sampled from
+    the base noised to `strength` (img2img's start; DiffEdit itself starts from a DDIM inversion) with the
+    base kept outside the mask after every step. `working`: the base at the model's working size."""
+    from ..progress import RunControl
+    from ..sample_batches import SampleRequest, sample_requests
+    from ..shapes.world import caption
+
+    editor.restore_base()  # the untuned model, as the other baselines
+    source = caption(edits[0].base)
+    requests = [SampleRequest(e.caption, settings, settings.seed, e.name, e.caption, source) for e in edits]
+    return sample_requests(editor.sampling_model(), requests, working, run=RunControl(None, None))
 
 
 def run_unitune(
@@ -264,6 +298,8 @@ def run_scene(
             produced = run_prompt_only(editor, edits, base, grid, seed)
         elif family in ("sdedit", "sdedit-words"):
             produced = run_sdedit(editor, edits, base, grid, seed, family)
+        elif family == "diffedit":
+            produced = run_diffedit(editor, edits, base, grid, seed)
         else:
             produced = run_unitune(
                 editor, family, edits, base, grid, seed, costs, tune_steps, tune_batch, on_binding, on_signals

@@ -33,6 +33,7 @@ METHODS = (
     Method("prompt", "(a) prompt only: untuned model, full target caption", "prompt"),
     Method("sdedit", "(b) SDEdit: img2img, full target caption", "sdedit"),
     Method("sdedit-words", "(b) SDEdit on the edit's words alone (UniTune's input)", "sdedit-words"),
+    Method("diffedit", "(b) DiffEdit: its mask from target vs source caption, untuned model", "diffedit"),
     Method(
         "full-noise",
         "(c) UniTune from pure noise (full tune, strength 1, no interpolation)",

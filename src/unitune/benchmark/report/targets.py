@@ -45,6 +45,7 @@ def cost_rows(results) -> list[str]:
             f"{np.mean(grid[family]):.2f} | {core} |"
         )
     baselines = (("prompt", "prompt only"), ("sdedit", "SDEdit"), ("sdedit-words", "SDEdit, edit's words"))
+    baselines += (("diffedit", "DiffEdit"),)
     for family, title in baselines:
         if grid[family]:
             lines.append(f"| {title} | - | {np.mean(grid[family]):.2f} | - | - | - | - | - | - | - |")
