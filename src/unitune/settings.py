@@ -30,12 +30,12 @@ LORA_TARGET_SETS = {  # module-name suffixes in a diffusers UNet
 }
 LR_SCHEDULES = ("constant", "cosine")  # names of diffusers.optimization.get_scheduler
 DEFAULT_LR_SCHEDULE = {"full": "constant", "lora": "constant"}
-DEFAULT_LEARNING_RATE = {"full": 1e-4, "lora": 3e-3}  # lora: measured, docs/core.md
+DEFAULT_LEARNING_RATE = {"full": 1e-4, "lora": 3e-3}  # lora: measured, docs/lab/tune-settings.md
 DEFAULT_TUNE_STEPS = {"full": 128, "lora": 128}  # UniTune's 128 x 4 noised copies
 OPTIMIZERS = ("adamw", "adamw8bit")
 MAX_SAMPLE_BATCH = 64  # images per UNet batch while sampling; beyond, only memory
 MAX_MODEL_GUIDANCE = 20.0  # far past any useful weight (about 1 on the embedded model)
-DEFAULT_DECODER_GATE = 0.3  # chosen on validation (docs/binding.md, "The decoder gate")
+DEFAULT_DECODER_GATE = 0.3  # chosen on validation (docs/lab/binding.md, "The decoder gate")
 MAX_DECODER_GATE = 10.0  # RGB distances are at most sqrt(3): past it the gate is open everywhere
 CHECKPOINTING = ("auto", "on", "off")
 LOCALIZE_MODES = ("off", "auto")  # unitune.localize
@@ -283,6 +283,34 @@ class EditSettings:
         "after decoding, put the base image's own pixels back outside the mask (soft at its edge), so the "
         "kept part is exact instead of the autoencoder's reconstruction",
     )
+    reuse_self_attention: float = _opt(
+        0.0,
+        "--reuse-self-attention",
+        "share of the edit's steps, from its first, in which it takes the self-attention maps of 'R' alone "
+        "sampled beside it from the same start (Prompt-to-Prompt: keeps R's layout; 0 = off); costs one "
+        "more row per image and seed",
+    )
+    reuse_cross_attention: float = _opt(
+        0.0,
+        "--reuse-cross-attention",
+        "share of the edit's steps in which the tokens it shares with 'R' (R, start and end of text) take "
+        "the cross-attention maps of 'R' alone sampled beside it (Prompt-to-Prompt's refinement; 0 = off)",
+    )
+
+    reuse_features: float = _opt(
+        0.0,
+        "--reuse-features",
+        "share of the edit's steps in which its decoder's residual features are those of 'R' alone sampled "
+        "beside it (Plug-and-Play; 0 = off)",
+    )
+
+    guidance_mask: float = _opt(
+        0.0,
+        "--guidance-mask",
+        "LEDITS++'s implicit mask: the edit's guidance (its prediction less R's) is kept only where it is "
+        "above this quantile of the image at each step, guidance towards R elsewhere "
+        "(0 = off; LEDITS++: 0.9)",
+    )
 
     def __post_init__(self):
         if self.localize not in LOCALIZE_MODES:
@@ -303,6 +331,12 @@ class EditSettings:
             raise UnituneError(f"mask dilation must be in [0, {MAX_MASK_DILATION}], got {self.mask_dilation}")
         if self.localize == "auto" and int(self.steps * self.mask_strength) < 1:
             raise UnituneError(f"steps x mask strength must be >= 1, got {self.steps} x {self.mask_strength}")
+        for name, share in (
+            ("reuse self attention", self.reuse_self_attention),
+            ("reuse cross attention", self.reuse_cross_attention),
+        ):
+            if not 0 <= share <= 1:
+                raise UnituneError(f"{name} must be in [0, 1], got {share}")
         if self.guidance < 0:
             raise UnituneError(f"guidance must be >= 0, got {self.guidance}")
         if not 0 <= self.guidance_rescale <= 1:
