@@ -13,13 +13,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from PIL import Image
 
-from .attention import AttentionReuse, TokenMap, reusing
 from .decoder_gate import decode_samples
 from .errors import out_of_memory
 from .interpolation import interpolate_details
@@ -142,8 +141,6 @@ def _sample_batch(
     rows = [
         _row(model, request, base, size, len(timesteps), encoded, encoding, readings) for request in requests
     ]
-    reuse = _add_companions(model, requests, rows, base, size, len(timesteps), encoded)
-    _add_mirrors(model, requests, rows, base, size, len(timesteps), encoded)
 
     # 4. denoise, reporting every step and stopping when asked; the low-noise tail with the untuned weights
     #    when `untuned_tail` asks for it, model guidance at the tuned steps before it
@@ -153,16 +150,12 @@ def _sample_batch(
         ModelGuidance(model.weights.untuned, tuned_steps) if any(r.model_guidance for r in rows) else None
     )
     first = min(row.start for row in rows)
-    steps = iter_denoise_rows(
-        pipe, rows, timesteps, runtime, capture=switch is None, model_guidance=guidance, reuse=reuse
-    )
+    steps = iter_denoise_rows(pipe, rows, timesteps, runtime, capture=switch is None, model_guidance=guidance)
     with contextlib.ExitStack() as tail:
-        if reuse is not None:
-            tail.enter_context(reusing(pipe.unet, reuse))
         if switch is not None and switch <= first:
             tail.enter_context(model.weights.untuned())
         for index in steps:
-            latents = torch.cat([row.latents for row in rows[: len(requests)]])
+            latents = torch.cat([row.latents for row in rows])
             run.report(
                 Progress("sample", index - first + 1, len(timesteps) - first, latents=latents, label=label)
             )
@@ -173,7 +166,6 @@ def _sample_batch(
     # 5-6. decode each row to pixels in [0, 1] (a tune's fitted decoder behind its gate); base-detail
     #      interpolation (a post-process of the sample)
     gates = [request.settings.decoder_gate for request in requests]
-    rows = rows[: len(requests)]  # without the companions
     raws = decode_samples(model, [row.latents for row in rows], gates, base)
     masks = [_pixel_mask(row, request, base) for row, request in zip(rows, requests, strict=True)]
     return [
@@ -211,62 +203,6 @@ def _row(model, request: SampleRequest, base, size, schedule_length: int, encode
         edit_conditioning,
         blend,
     )
-
-
-def _add_companions(
-    model, requests: list[SampleRequest], rows: list[Row], base, size, schedule_length: int, encoded
-) -> AttentionReuse | None:
-    """For each edit that reuses R's attention maps (unitune.attention), a row of R alone from the same
-    start, appended to `rows` (one per seed and dials, shared by the edits that agree on them); the reuse
-    the sampler then fills at each step, or None when no edit reuses."""
-    companions: dict[tuple, int] = {}
-    for request, row in zip(requests, list(rows), strict=True):
-        settings = request.settings
-        if not (settings.reuse_self_attention or settings.reuse_cross_attention or settings.reuse_features):
-            continue
-        if not request.edit_words or request.rare_prompt is None:
-            continue  # R alone or a generation: nothing to reuse
-        key = (
-            request.rare_prompt,
-            request.seed,
-            settings.strength,
-            settings.guidance,
-            settings.guidance_rescale,
-        )
-        key += (settings.negative_prompt,)
-        if key not in companions:
-            alone = replace(settings, localize="off", model_guidance=0.0)
-            alone = replace(alone, reuse_self_attention=0.0, reuse_cross_attention=0.0, reuse_features=0.0)
-            companion = SampleRequest(request.rare_prompt, alone, request.seed, request.label)
-            companions[key] = len(rows)
-            rows.append(_row(model, companion, base, size, schedule_length, encoded, None, {}))
-        row.companion = companions[key]
-        row.reuse_self, row.reuse_cross = settings.reuse_self_attention, settings.reuse_cross_attention
-        row.reuse_features = settings.reuse_features
-        row.tokens = TokenMap.inserted(model.pipe.tokenizer, request.rare_prompt, request.prompt)
-    return AttentionReuse() if companions else None
-
-
-def _add_mirrors(model, requests: list[SampleRequest], rows: list[Row], base, size, schedule_length, encoded):
-    """For each guided edit with a `guidance_mask`, a row that reads "R" at the edit's own latents."""
-    for index, request in enumerate(requests):
-        settings = request.settings
-        if not settings.guidance_mask or settings.guidance <= 1.0 or not request.edit_words:
-            continue
-        alone = replace(settings, localize="off", model_guidance=0.0, guidance_mask=0.0)
-        mirror = _row(
-            model,
-            SampleRequest(request.rare_prompt, alone, request.seed, request.label),
-            base,
-            size,
-            schedule_length,
-            encoded,
-            None,
-            {},
-        )
-        mirror.mirror_of = index
-        rows[index].mirror, rows[index].guidance_mask = len(rows), settings.guidance_mask
-        rows.append(mirror)
 
 
 def _blend(

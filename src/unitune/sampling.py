@@ -19,7 +19,6 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 from . import graphs
-from .attention import AttentionReuse, Share, TokenMap
 from .errors import UnituneWarning
 from .loading import Runtime
 from .pipelines import Conditioning, encode, vae_precision
@@ -119,14 +118,6 @@ class Row:
     model_guidance: float = 0.0  # SINE's model guidance weight (0: off)
     edit_conditioning: Conditioning | None = None  # [negative, the edit's words], for model guidance
     blend: Blend | None = None  # a localised edit: what it keeps outside its mask (unitune.localize)
-    companion: int | None = None  # the index of the "R" row whose attention maps it reuses (attention.py)
-    reuse_self: float = 0.0  # share of this row's steps that reuse the companion's self-attention maps
-    reuse_cross: float = 0.0  # ... and its cross-attention maps of the shared tokens
-    tokens: TokenMap | None = None  # which of the companion's cross-attention maps each token takes
-    reuse_features: float = 0.0  # ... and its decoder's residual features (Plug-and-Play)
-    mirror: int | None = None  # the row that reads "R" at this row's latents (LEDITS++'s guidance mask)
-    mirror_of: int | None = None  # a mirror: predicts at that row's latents, never steps itself
-    guidance_mask: float = 0.0  # the quantile of the edit's guidance above which a cell keeps it
 
 
 @dataclass
@@ -147,7 +138,6 @@ def iter_denoise_rows(
     runtime: Runtime,
     capture: bool = True,
     model_guidance: ModelGuidance | None = None,
-    reuse: AttentionReuse | None = None,
 ) -> Iterator[int]:
     """Denoise `rows` together, one UNet batch per step for the rows that have joined by then; yield the
     step index after every step (each row's `latents` then hold its new latents).
@@ -156,15 +146,14 @@ def iter_denoise_rows(
     towards the conditional one's standard deviation: Lin et al. 2023, section 3.4; diffusers'
     `rescale_noise_cfg`, which keeps strong guidance from over-exposing a zero-terminal-SNR model); with
     `model_guidance`, rows whose weight is > 0 add the untuned model's edit direction at the tuned steps;
-    a row with a `blend` keeps the base outside its mask after every step (unitune.localize); a row with a
-    `companion` reuses its attention maps through `reuse`, installed in the UNet (unitune.attention).
+    a row with a `blend` keeps the base outside its mask after every step (unitune.localize).
     One row is the diffusers pipelines' loop to the pixel; several give each row's pixels to within float
     rounding of its own run (a batched UNet call rounds differently). `capture=False` keeps the UNet calls
     eager (no CUDA graph), for a caller that changes the UNet's weights between steps; a graph is only
     captured when every row starts at the first step and nothing swaps weights."""
     guided = len(rows[0].conditioning) == 2
     first = min(row.start for row in rows)
-    capture = capture and model_guidance is None and reuse is None and all(row.start == first for row in rows)
+    capture = capture and model_guidance is None and all(row.start == first for row in rows)
     predictors: dict[tuple, Callable] = {}  # (conditioning kind, active rows) -> its noise predictor
 
     def predictor(active: list[int], conditioning: Callable[[Row], Conditioning], calls: int, pairs: bool):
@@ -178,13 +167,9 @@ def iter_denoise_rows(
         t = timesteps[index]
         active = [i for i, row in enumerate(rows) if row.start <= index]
         calls = len(timesteps) - first if capture else 0
-        inputs = [_model_input(_reading(rows, i), t, guided) for i in active]
-        if reuse is not None:
-            reuse.shares = _shares(rows, active, index, len(timesteps), guided)
+        inputs = [_model_input(rows[i], t, guided) for i in active]
         prompt = predictor(active, _prompt_rows, calls, guided)
         predictions = _split(prompt(_stack_inputs(inputs), t), guided)
-        if reuse is not None:
-            reuse.shares = []  # the untuned model's calls below stack other rows
         guiding = model_guidance is not None and index < model_guidance.steps
         guided_rows = [i for i in active if guiding and rows[i].model_guidance > 0]
         directions = {}
@@ -194,15 +179,9 @@ def iter_denoise_rows(
                 edit_inputs = _stack_inputs([_model_input(rows[i], t, True) for i in guided_rows])
                 for i, (uncond, edit) in zip(guided_rows, _split(untuned(edit_inputs, t), True), strict=True):
                     directions[i] = rows[i].model_guidance * (edit - uncond)
-        predicted = dict(zip(active, predictions, strict=True))
-        for i, prediction in predicted.items():
+        for i, prediction in zip(active, predictions, strict=True):
             row = rows[i]
-            if row.mirror_of is not None:
-                continue
-            if row.mirror is not None:
-                pred = _mask_guided(prediction, predicted[row.mirror][1], row)
-            else:
-                pred = _guided(prediction, row) if guided else prediction[0]
+            pred = _guided(prediction, row) if guided else prediction[0]
             if i in directions:
                 pred = pred + directions[i]
             row.latents = row.scheduler.step(pred, t, row.latents, **row.step_kwargs, return_dict=False)[0]
@@ -210,30 +189,6 @@ def iter_denoise_rows(
                 following = timesteps[index + 1] if index + 1 < len(timesteps) else None
                 row.latents = row.blend.apply(row.scheduler, row.latents, following)
         yield index
-
-
-def _shares(rows: list[Row], active: list[int], index: int, length: int, guided: bool) -> list[Share]:
-    """The attention reuse of the rows at step `index`: batch positions of their conditional passes (the
-    second half with guidance, as `_stack_inputs` stacks them) and which maps each takes now."""
-    import os
-
-    both = os.environ.get("UNITUNE_REUSE_UNCOND") == "1"
-    half = len(active) if guided else 0
-    position = {row: k for k, row in enumerate(active)}
-    shares = []
-    for i in active:
-        row = rows[i]
-        if row.companion is None:
-            continue
-        done, total = index - row.start, length - row.start
-        reuse_self, reuse_cross = done < row.reuse_self * total, done < row.reuse_cross * total
-        features = done < row.reuse_features * total
-        target, source = position[i], position[row.companion]
-        if reuse_self or reuse_cross or features:
-            shares.append(Share(half + target, half + source, reuse_self, reuse_cross, row.tokens, features))
-        if guided and both and (reuse_self or features):
-            shares.append(Share(target, source, reuse_self, False, row.tokens, features))
-    return shares
 
 
 def _prompt_rows(row: Row) -> Conditioning:
@@ -266,23 +221,6 @@ def _split(prediction: torch.Tensor, guided: bool) -> list[tuple[torch.Tensor, .
     """Per row, its predictions: (unconditional, conditional) with guidance, else (conditional,)."""
     halves = prediction.chunk(2) if guided else (prediction,)
     return list(zip(*(half.split(1) for half in halves), strict=True))
-
-
-def _reading(rows: list[Row], i: int) -> Row:
-    """The row whose latents and scheduler row `i` predicts at: its own, or a mirror's target's."""
-    return rows[rows[i].mirror_of] if rows[i].mirror_of is not None else rows[i]
-
-
-def _mask_guided(prediction: tuple[torch.Tensor, torch.Tensor], rare: torch.Tensor, row: Row) -> torch.Tensor:
-    """LEDITS++'s implicit mask (Brack et al. 2023, arXiv 2311.16711) on UniTune's guidance: guidance
-    towards "R" everywhere, and the edit's own direction (its prediction less R's at the same latents)
-    only at the cells where that direction is largest (above its `guidance_mask` quantile, as diffusers'
-    LEditsPPPipelineStableDiffusion `edit_threshold`)."""
-    uncond, cond = prediction
-    direction = cond - rare
-    strength = direction.abs().sum(dim=1, keepdim=True)
-    cut = torch.quantile(strength.flatten(2), row.guidance_mask, dim=2)[..., None, None]
-    return uncond + row.guidance * (rare - uncond) + row.guidance * (strength >= cut) * direction
 
 
 def _guided(prediction: tuple[torch.Tensor, torch.Tensor], row: Row) -> torch.Tensor:

@@ -283,34 +283,6 @@ class EditSettings:
         "after decoding, put the base image's own pixels back outside the mask (soft at its edge), so the "
         "kept part is exact instead of the autoencoder's reconstruction",
     )
-    reuse_self_attention: float = _opt(
-        0.0,
-        "--reuse-self-attention",
-        "share of the edit's steps, from its first, in which it takes the self-attention maps of 'R' alone "
-        "sampled beside it from the same start (Prompt-to-Prompt: keeps R's layout; 0 = off); costs one "
-        "more row per image and seed",
-    )
-    reuse_cross_attention: float = _opt(
-        0.0,
-        "--reuse-cross-attention",
-        "share of the edit's steps in which the tokens it shares with 'R' (R, start and end of text) take "
-        "the cross-attention maps of 'R' alone sampled beside it (Prompt-to-Prompt's refinement; 0 = off)",
-    )
-
-    reuse_features: float = _opt(
-        0.0,
-        "--reuse-features",
-        "share of the edit's steps in which its decoder's residual features are those of 'R' alone sampled "
-        "beside it (Plug-and-Play; 0 = off)",
-    )
-
-    guidance_mask: float = _opt(
-        0.0,
-        "--guidance-mask",
-        "LEDITS++'s implicit mask: the edit's guidance (its prediction less R's) is kept only where it is "
-        "above this quantile of the image at each step, guidance towards R elsewhere "
-        "(0 = off; LEDITS++: 0.9)",
-    )
 
     def __post_init__(self):
         if self.localize not in LOCALIZE_MODES:
@@ -331,12 +303,6 @@ class EditSettings:
             raise UnituneError(f"mask dilation must be in [0, {MAX_MASK_DILATION}], got {self.mask_dilation}")
         if self.localize == "auto" and int(self.steps * self.mask_strength) < 1:
             raise UnituneError(f"steps x mask strength must be >= 1, got {self.steps} x {self.mask_strength}")
-        for name, share in (
-            ("reuse self attention", self.reuse_self_attention),
-            ("reuse cross attention", self.reuse_cross_attention),
-        ):
-            if not 0 <= share <= 1:
-                raise UnituneError(f"{name} must be in [0, 1], got {share}")
         if self.guidance < 0:
             raise UnituneError(f"guidance must be >= 0, got {self.guidance}")
         if not 0 <= self.guidance_rescale <= 1:
