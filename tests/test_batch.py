@@ -24,6 +24,7 @@ from unitune.batch import read_jobs, run_batch
 from unitune.batch.ledger import Ledger
 from unitune.batch.ray_runner import placement
 from unitune.cli import app
+from unitune.outputs import mask_path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 FAST = ["--tune-steps", "2", "--steps", "2"]
@@ -87,6 +88,10 @@ BAD_LINES = {
     "edit field type": ('{"image": "a.png", "prompts": ["x"], "edit": {"steps": "many"}}', "steps must be"),
     "edit value": ('{"image": "a.png", "prompts": ["x"], "edit": {"strength": 2}}', "strength must be"),
     "tune method": ('{"image": "a.png", "prompts": ["x"], "tune": {"method": "db"}}', "unknown tune method"),
+    "mask not a path": (
+        '{"image": "a.png", "prompts": ["x"], "mask": 3}',
+        "'mask' must be a mask image path",
+    ),
 }
 
 
@@ -208,6 +213,37 @@ def test_batch_output_is_what_edit_makes(folder, editor):
         assert record["seed"] == result.settings["seed"]
         with Image.open(out / record["output"]) as image:
             assert np.array_equal(np.array(image), np.array(result.image))
+
+
+def test_a_jobs_mask_localises_its_edits_is_written_beside_them_and_a_bad_mask_fails_only_its_job(
+    folder, editor
+):
+    """A job's mask is the edit's `mask=`: the same pixels as Editor.edit with it, `NAME-mask.png` beside
+    each output; a job whose mask is not an image fails its edits and the others run."""
+    right = np.zeros((32, 32), np.uint8)
+    right[:, 16:] = 255
+    Image.fromarray(right).save(folder / "right.png")
+    edit, tune = EditSettings(steps=3, guidance=3.0, strength=1.0, seed=4), TuneSettings(steps=2)
+    [expected] = editor.edit(folder / "a.png", ["x"], edit, tune, mask=folder / "right.png")
+    jobs = [
+        {"image": "a.png", "prompts": ["x"], "mask": "right.png"},
+        {"image": "b.png", "prompts": ["y"], "mask": "broken.png"},
+        {"image": "b.png", "prompts": ["z"]},
+    ]
+    out = folder / "out"
+    summary = run_batch(
+        write_jobs(folder / "jobs.jsonl", jobs), out, edit, tune, model=editor.model, device="cpu",
+        cache_dir=editor.cache.folder, progress=False,
+    )  # fmt: skip
+    assert (summary.ran, summary.failed) == (2, 1)
+    records = {r["prompt"]: r for r in ledger_lines(out)}
+    assert records["y"]["status"] == "failed" and "not a readable mask image" in records["y"]["reason"]
+    with Image.open(out / records["x"]["output"]) as image:
+        assert np.array_equal(np.array(image), np.array(expected.image))
+        assert json.loads(image.text["unitune"])["mask_source"] == "user"
+    with Image.open(mask_path(out / records["x"]["output"])) as mask:
+        assert np.array_equal(np.array(mask), np.array(expected.mask))
+    assert not mask_path(out / records["z"]["output"]).exists()
 
 
 def test_a_failing_edit_does_not_stop_the_others(folder, tiny_model, monkeypatch):

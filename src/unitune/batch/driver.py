@@ -66,6 +66,7 @@ class Group:
     tune: TuneSettings
     edits: list[Edit] = field(default_factory=list)
     handle: object = None  # the image as sent to the workers, held while its edits run
+    masks: dict[str, object] = field(default_factory=dict)  # job key -> its user mask (a PIL image)
     left: int = 0  # edits not finished yet
 
 
@@ -167,10 +168,17 @@ def _groups(edits: list[Edit], ledger: Ledger, summary: BatchSummary, bars: _Bar
         if isinstance(pixels, Failure):
             _fail(job_edits, pixels.reason, label, ledger, summary, bars)
             continue
+        mask = _mask(job.mask)
+        if isinstance(mask, Failure):
+            _fail(job_edits, mask.reason, label, ledger, summary, bars)
+            continue
         # as given: the worker's Editor fills in what is None (learning rate, ...) from its model, so equal
         # settings here mean one tune; settings that differ here but resolve alike share the cache entry
         key = (pixels, settings_json(asdict(job.tune)))
-        groups.setdefault(key, Group(job.image, label, job.tune)).edits.extend(job_edits)
+        group = groups.setdefault(key, Group(job.image, label, job.tune))
+        group.edits.extend(job_edits)
+        if mask is not None:
+            group.masks[job.key] = mask
     bars.start(len(groups), len(edits))
     bars.edits.update(summary.failed)
     return list(groups.values())
@@ -179,6 +187,18 @@ def _groups(edits: list[Edit], ledger: Ledger, summary: BatchSummary, bars: _Bar
 def _pixel_hash(path: Path) -> str | Failure:
     try:
         return image_hash(load_image(path))
+    except UnituneError as error:
+        return Failure(one_line(error))
+
+
+def _mask(path: Path | None):
+    """The job's mask read now (None without one), or the Failure that fails its edits."""
+    from ..localize import read_mask
+
+    if path is None:
+        return None
+    try:
+        return read_mask(path)
     except UnituneError as error:
         return Failure(one_line(error))
 
@@ -210,7 +230,10 @@ def _dispatch(runner, groups: list[Group], ledger: Ledger, summary: BatchSummary
         while busy < runner.slots and (ready or tunes):
             if ready:
                 group, edit = ready.popleft()
-                task = Task(group.handle, group.tune, edit.prompt, edit.settings, (group, edit, time.time()))
+                mask = group.masks.get(edit.job.key)
+                task = Task(
+                    group.handle, group.tune, edit.prompt, edit.settings, mask, (group, edit, time.time())
+                )
             else:
                 group = tunes.popleft()
                 try:
@@ -254,7 +277,7 @@ def _edited(group, edit, outcome, seconds, ledger: Ledger, summary: BatchSummary
         _fail([edit], _reason(outcome), edit.describe(), ledger, summary, bars)
     group.left -= 1
     if group.left == 0:
-        group.handle = None  # lets Ray free the image
+        group.handle, group.masks = None, {}  # lets Ray free the image
 
 
 def _reason(outcome) -> str:

@@ -1,10 +1,12 @@
 """The jobs file: JSON Lines, one job per line, checked whole before anything runs.
 
     {"image": "a.png", "prompts": ["at sunset", "pixel art"], "edit": {"guidance": 8}}
+    {"image": "b.png", "prompts": ["a red hat"], "mask": "b-hat.png"}
 
-`edit` and `tune` are optional: any of the fields of `EditSettings` / `TuneSettings`, over the run's
-defaults (the flags of `unitune batch`, else the model's recommended settings). A relative image path is
-relative to the jobs file. A job expands into edits, one per prompt and image index (image k of a prompt
+`mask` (a user's mask for every edit of the job, white = may change, as `unitune edit --mask`), `edit` and
+`tune` are optional: any of the fields of `EditSettings` / `TuneSettings`, over the run's
+defaults (the flags of `unitune batch`, else the model's recommended settings). A relative image or mask path
+is relative to the jobs file. A job expands into edits, one per prompt and image index (image k of a prompt
 has seed `edit.seed + k`, as in `unitune edit`). An edit is identified by the job's key (a hash of the
 line's JSON and the settings it resolves to), the prompt index and the image index, so a changed line or
 a changed default flag makes new edits, and an unchanged one is recognised wherever the line moves.
@@ -22,7 +24,7 @@ from ..errors import UnituneError, UnituneWarning
 from ..outputs import slug
 from ..settings import EditSettings, TuneSettings, settings_from_dict, settings_json
 
-JOB_KEYS = ("image", "prompts", "edit", "tune")
+JOB_KEYS = ("image", "prompts", "mask", "edit", "tune")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Job:
     edit: EditSettings
     tune: TuneSettings  # None fields (learning rate...) are left for the worker's model to fill in
     key: str  # hash of the line's JSON, its settings over the defaults and the model
+    mask: Path | None = None  # resolved against the jobs file's folder; None: no user mask
 
     def edits(self) -> list[Edit]:
         return [Edit(self, p, k) for p in range(len(self.prompts)) for k in range(self.edit.num_images)]
@@ -137,12 +140,20 @@ def _job(data, number, folder, edit, tune, model, where) -> Job:
     prompts = data.get("prompts")
     if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise UnituneError(f"{where}: 'prompts' must be a non-empty list of strings, got {prompts!r}")
+    mask = data.get("mask")
+    if mask is not None and (not isinstance(mask, str) or not mask.strip()):
+        raise UnituneError(f"{where}: 'mask' must be a mask image path, got {mask!r}")
     edit = settings_from_dict(EditSettings, data.get("edit", {}), f"{where}: edit", base=edit)
     tune = settings_from_dict(TuneSettings, data.get("tune", {}), f"{where}: tune", base=tune)
     identity = {"job": data, "edit": asdict(edit), "tune": asdict(tune), "model": model}
     key = hashlib.sha256(settings_json(identity).encode()).hexdigest()[:16]
-    path = Path(image).expanduser()
-    return Job(number, path if path.is_absolute() else folder / path, image, tuple(prompts), edit, tune, key)
+    image_path, mask_path = (_resolved(text, folder) if text else None for text in (image, mask))
+    return Job(number, image_path, image, tuple(prompts), edit, tune, key, mask_path)
+
+
+def _resolved(text: str, folder: Path) -> Path:
+    path = Path(text).expanduser()
+    return path if path.is_absolute() else folder / path
 
 
 def _warn_repeats(jobs: list[Job], source: str) -> None:

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from ..files import write_durably
-from ..outputs import EditResult, save_png
+from ..outputs import EditResult, mask_path, save_png
 from .jobs import Edit
 
 LEDGER = "batch.jsonl"
@@ -64,6 +64,8 @@ class Ledger:
     def record_ok(self, edit: Edit, result: EditResult, seconds: float) -> Path:
         """Write the edit's PNG (with its settings) durably, then its ledger line."""
         path = self.folder / edit.file_name()
+        if result.mask is not None:  # beside its image, written first: an image never lacks its mask
+            write_durably(mask_path(path), lambda tmp: save_png(result.mask, Path(tmp), result.settings))
         # save_png writes its own temporary file; write_durably adds the fsyncs and returns size, SHA-256
         size, sha256 = write_durably(path, lambda tmp: save_png(result.image, Path(tmp), result.settings))
         tune_key = result.settings.get("tune_key")

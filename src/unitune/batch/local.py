@@ -31,7 +31,7 @@ class InProcess:
     def wait(self) -> list[tuple[Task, object]]:
         """Run the oldest submitted task: [(task, Tuned | EditResult | Failure)]."""
         task = self.queue.popleft()
-        return [(task, perform(self.editor, task.image, task.tune, task.prompt, task.edit))]
+        return [(task, perform(self.editor, task.image, task.tune, task.prompt, task.edit, task.mask))]
 
     def close(self) -> None:
         self.queue.clear()

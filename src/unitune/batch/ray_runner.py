@@ -44,10 +44,10 @@ class EditWorker:
         """(this worker's process id, why its model did not load or None)."""
         return os.getpid(), self.error
 
-    def run(self, image, tune, prompt, edit):
+    def run(self, image, tune, prompt, edit, mask):
         if self.editor is None:
             return Failure(self.error)
-        return perform(self.editor, image, tune, prompt, edit)
+        return perform(self.editor, image, tune, prompt, edit, mask)
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ class RayRunner:
 
     def submit(self, task: Task) -> None:
         actor = self.free.pop()
-        ref = actor.run.remote(task.image, task.tune, task.prompt, task.edit)
+        ref = actor.run.remote(task.image, task.tune, task.prompt, task.edit, task.mask)
         self.in_flight[ref] = (task, actor)
 
     def wait(self) -> list[tuple[Task, object]]:

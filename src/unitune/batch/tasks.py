@@ -21,6 +21,7 @@ class Task:
     tune: TuneSettings
     prompt: str | None = None
     edit: EditSettings | None = None
+    mask: Any = None  # a user's mask for the edit (a PIL image), or None
     item: Any = None  # the driver's own reference (its group or edit); never sent to a worker
 
 
@@ -35,14 +36,15 @@ class Failure:
     reason: str
 
 
-def perform(editor, image, tune: TuneSettings, prompt: str | None, edit: EditSettings | None):
-    """Tune (prompt None; the tune lands in the editor's cache) or make one edit, which loads the tune
-    from the cache (or trains it, if the cache lost it). Returns Tuned, EditResult or Failure."""
+def perform(editor, image, tune: TuneSettings, prompt: str | None, edit: EditSettings | None, mask=None):
+    """Tune (prompt None; the tune lands in the editor's cache) or make one edit (localised to `mask`
+    when given), which loads the tune from the cache (or trains it, if the cache lost it). Returns Tuned,
+    EditResult or Failure."""
     try:
         if prompt is None:
             result = editor.tune(image, tune)
             return Tuned(result.key, result.trained)
-        (result,) = editor.edit(image, [prompt], edit, tune)
+        (result,) = editor.edit(image, [prompt], edit, tune, mask=mask)
         return result
     except Exception as error:  # noqa: BLE001 (fault isolation: any error fails this task only)
         return Failure(one_line(error))
