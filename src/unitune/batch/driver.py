@@ -277,7 +277,7 @@ def _edited(group, edit, outcome, seconds, ledger: Ledger, summary: BatchSummary
         _fail([edit], _reason(outcome), edit.describe(), ledger, summary, bars)
     group.left -= 1
     if group.left == 0:
-        group.handle, group.masks = None, {}  # lets Ray free the image
+        group.handle, group.masks = None, {}  # lets Ray free the image; the masks go too
 
 
 def _reason(outcome) -> str:

@@ -3,13 +3,14 @@
     {"image": "a.png", "prompts": ["at sunset", "pixel art"], "edit": {"guidance": 8}}
     {"image": "b.png", "prompts": ["a red hat"], "mask": "b-hat.png"}
 
-`mask` (a user's mask for every edit of the job, white = may change, as `unitune edit --mask`), `edit` and
-`tune` are optional: any of the fields of `EditSettings` / `TuneSettings`, over the run's
-defaults (the flags of `unitune batch`, else the model's recommended settings). A relative image or mask path
-is relative to the jobs file. A job expands into edits, one per prompt and image index (image k of a prompt
-has seed `edit.seed + k`, as in `unitune edit`). An edit is identified by the job's key (a hash of the
-line's JSON and the settings it resolves to), the prompt index and the image index, so a changed line or
-a changed default flag makes new edits, and an unchanged one is recognised wherever the line moves.
+`edit` and `tune` are optional: any of the fields of `EditSettings` / `TuneSettings`, over the run's
+defaults (the flags of `unitune batch`, else the model's recommended settings). `mask`, optional, is a
+user's mask for every edit of the job (white = may change), as `unitune edit --mask`. A relative image
+or mask path is relative to the jobs file. A job expands into edits, one per prompt and image index
+(image k of a prompt has seed `edit.seed + k`, as in `unitune edit`). An edit is identified by the job's
+key (a hash of the line's JSON and the settings it resolves to), the prompt index and the image index, so
+a changed line or a changed default flag makes new edits, and an unchanged one is recognised wherever the
+line moves.
 """
 
 from __future__ import annotations
