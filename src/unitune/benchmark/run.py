@@ -23,7 +23,7 @@ from pathlib import Path
 from ..shapes.world import render, render_pil
 from . import costs, metrics
 from .binding import autoencoder_roundtrip
-from .edits import EDIT_KINDS, edit_set
+from .edits import EDIT_KINDS, Edit, edit_set
 from .methods import Grid, Output, TuneCost, run_scene
 
 
@@ -209,14 +209,17 @@ def _run_one_scene(editor, edits, config: Config, results: Results) -> None:
         config.tune_steps,
         config.tune_batch,
         on_output=on_output,
-        on_binding=(lambda row: results.binding.append({"split": "test", "scene": edits[0].scene, **row}))
-        if test
-        else None,
+        on_binding=_binding_recorder(results, edits[0]) if test else None,
         on_signals=lambda row: results.signals.append({"split": edits[0].split, **row}),
     )
     if test and any(family in ("full", "lora") for family in config.grid.families):
         ceiling = autoencoder_roundtrip(editor, base_image)
         results.binding.append({"split": edits[0].split, "scene": edits[0].scene, **ceiling})
+
+
+def _binding_recorder(results: Results, first: Edit):
+    """Where a scene's binding rows go: the results' binding list, with the scene's split and number."""
+    return lambda row: results.binding.append({"split": first.split, "scene": first.scene, **row})
 
 
 def measure_costs(model: str, tune_steps: int | None, edit_steps: int, folder: str, log) -> list[dict]:
