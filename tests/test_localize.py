@@ -37,6 +37,24 @@ def test_an_all_white_mask_gives_the_unlocalised_edit_bit_for_bit(editor, base_i
     assert masked.settings["mask_source"] == "user" and masked.settings["mask_coverage"] == 1.0
 
 
+def test_a_localised_edit_samples_with_the_mask_guidance(editor, base_image, tmp_path):
+    """With an all-white mask, `mask_guidance` 6 gives the unlocalised edit at guidance 6 bit for bit;
+    an edit without a mask keeps `guidance`."""
+    settings = EditSettings(steps=4, strength=0.6, guidance=3.0, seed=2, mask_guidance=6.0)
+    [masked] = editor.edit(base_image, ["a red circle"], settings, TUNE, mask=_mask_file(tmp_path, 255))
+    [strong] = editor.edit(
+        base_image, ["a red circle"], EditSettings(steps=4, strength=0.6, guidance=6.0, seed=2), TUNE
+    )
+    [plain] = editor.edit(base_image, ["a red circle"], settings, TUNE)
+    [weak] = editor.edit(
+        base_image, ["a red circle"], EditSettings(steps=4, strength=0.6, guidance=3.0, seed=2), TUNE
+    )
+    assert np.array_equal(_pixels(masked.image), _pixels(strong.image))
+    assert np.array_equal(_pixels(plain.image), _pixels(weak.image))
+    assert not np.array_equal(_pixels(strong.image), _pixels(weak.image))
+    assert masked.settings["mask_guidance"] == 6.0
+
+
 @pytest.mark.parametrize("strength", [0.6, 1.0])
 def test_an_all_black_mask_returns_the_base_images_own_reconstruction(editor, base_image, tmp_path, strength):
     """Nothing may change: every step ends on the base noised to the next timestep, the last on the base's
@@ -231,6 +249,8 @@ def test_mask_settings_are_checked():
         dict(mask_ratio=0.0),
         dict(mask_threshold=1.0),
         dict(mask_dilation=-1),
+        dict(mask_guidance=-1.0),
+        dict(mask_guidance=float("nan")),
     ):
         with pytest.raises(UnituneError):
             EditSettings(**bad)

@@ -52,6 +52,16 @@ def test_model_defaults_are_used_when_flags_are_absent(recommended_model, good_i
     assert manifest["images"][0]["settings"]["guidance"] == 3.5
 
 
+def test_a_no_flag_switches_off_a_yes_no_default_of_the_model(tiny_model, tmp_path):
+    """`--no-X` overrides a model's `X: true` (the embedded model starts edits from the inversion)."""
+    model = model_with(tiny_model, tmp_path / "model", {"edit": {"inversion": True, "steps": 2}})
+    for flags, expected in (([], True), (["--no-inversion"], False)):
+        out = tmp_path / f"gen-{expected}"
+        result = run("generate", "a square", "--model", model, "--out", out, *flags)
+        assert result.exit_code == 0, result.output
+        assert read_settings(next(out.glob("*.png")))["inversion"] is expected
+
+
 def test_an_explicit_flag_wins_over_the_model(recommended_model, tmp_path):
     out = tmp_path / "gen"
     result = run("generate", "a square", "--model", recommended_model, "--guidance", "2", "--out", out)

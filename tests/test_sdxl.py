@@ -191,3 +191,22 @@ def test_a_localised_sdxl_edit_estimates_its_mask_and_keeps_the_base_outside_it(
     assert np.array_equal(np.asarray(same.image), np.asarray(plain.image))
     [kept] = xl.edit(base_image, ["a red circle"], settings, tune, mask=black)
     assert not np.array_equal(np.asarray(kept.image), np.asarray(plain.image))
+
+
+def test_an_sdxl_edit_from_the_inversion_returns_the_base_for_r_alone_with_a_euler_model(
+    xl, base_image, tmp_path
+):
+    """Inversion samples with DDIM (noise maps need its noise input) whatever the model's scheduler, and
+    leaves the model's own in place; R alone lands on the base latent, as an all-black mask does."""
+    xl.pipe.scheduler = EulerDiscreteScheduler.from_config(xl.pipe.scheduler.config)
+    settings = EditSettings(
+        steps=4, strength=1.0, guidance=3.0, seed=1, inversion=True, inversion_guidance=3.0
+    )
+    tune = TuneSettings(steps=1, learning_rate=1e-2)
+    [kept, edited] = xl.edit(base_image, ["", "a red circle"], settings, tune)
+    black = tmp_path / "black.png"
+    Image.new("L", (8, 8), 0).save(black)
+    [reconstruction] = xl.edit(base_image, ["a red circle"], settings, tune, mask=black)
+    assert np.abs(pixels(kept.image) - pixels(reconstruction.image)).max() <= 1 / 255
+    assert not np.array_equal(np.asarray(edited.image), np.asarray(kept.image))
+    assert isinstance(xl.pipe.scheduler, EulerDiscreteScheduler)

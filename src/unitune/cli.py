@@ -68,9 +68,16 @@ def _settings_options(cls) -> list[inspect.Parameter]:
     """
     hints = typing.get_type_hints(cls)
     return [
-        _option(_flag_name(f), hints[f.name] | None, None, f.metadata["flag"], _help(f))
+        _option(_flag_name(f), hints[f.name] | None, None, _switch(f, hints[f.name]), _help(f))
         for f in dataclasses.fields(cls)
     ]
+
+
+def _switch(field: dataclasses.Field, kind) -> str:
+    """A yes/no field's flag pair (`--inversion/--no-inversion`), so that either answer can override a
+    model's default; other fields' one flag."""
+    flag = field.metadata["flag"]
+    return f"{flag}/--no-{flag[2:]}" if kind is bool else flag
 
 
 def _help(field: dataclasses.Field) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -22,6 +22,7 @@ from PIL import Image
 from .decoder_gate import decode_samples
 from .errors import out_of_memory
 from .interpolation import interpolate_details
+from .inversion import ddim_scheduler, invert
 from .loading import Runtime
 from .localize import (
     BaseEncoding,
@@ -78,10 +79,15 @@ class SampleRequest:
             return True
         return self.settings.localize == "auto" and bool(self.edit_words) and self.rare_prompt is not None
 
+    def guidance(self) -> float:
+        """The guidance it samples with: a localised request's `mask_guidance` where set, else `guidance`."""
+        s = self.settings
+        return s.mask_guidance if self.localized() and s.mask_guidance is not None else s.guidance
+
     def batch_key(self) -> tuple:
         """Requests with the same key can share a UNet batch."""
         s = self.settings
-        return s.steps, s.untuned_tail, s.guidance > 1.0, s.sample_batch
+        return s.steps, s.untuned_tail, self.guidance() > 1.0, s.sample_batch, s.inversion
 
 
 class Sample(NamedTuple):
@@ -103,7 +109,9 @@ def sample_requests(
         labels = [requests[i].label for i in batch]
         label = labels[0] if len(set(labels)) == 1 else f"{labels[0]} and {len(batch) - 1} more"
         hint = "try a smaller --size" + (" or --sample-batch 1" if len(batch) > 1 else "")
-        with out_of_memory(model.runtime.device.type, f"an edit ({label})", hint):
+        inverting = base is not None and requests[batch[0]].settings.inversion
+        memory = out_of_memory(model.runtime.device.type, f"an edit ({label})", hint)
+        with memory, ddim_scheduler(model.pipe, inverting):
             samples = _sample_batch(model, [requests[i] for i in batch], base, label, run=run)
         for index, sample in zip(batch, samples, strict=True):
             results[index] = sample
@@ -149,6 +157,16 @@ def _sample_batch(
     guidance = (
         ModelGuidance(model.weights.untuned, tuned_steps) if any(r.model_guidance for r in rows) else None
     )
+    if base is not None and any(request.settings.inversion for request in requests):
+        _invert_rows(
+            model,
+            rows,
+            requests,
+            timesteps,
+            switch,
+            encoding or BaseEncoding.of(pipe, base, runtime),
+            encoded,
+        )
     first = min(row.start for row in rows)
     steps = iter_denoise_rows(pipe, rows, timesteps, runtime, capture=switch is None, model_guidance=guidance)
     with contextlib.ExitStack() as tail:
@@ -178,7 +196,7 @@ def _row(model, request: SampleRequest, base, size, schedule_length: int, encode
     """`encoded(prompt, negative prompt, guided)`: the batch's prompt encoder (each text encoded once)."""
     pipe, runtime, settings = model.pipe, model.runtime, request.settings
     generator = torch.Generator("cpu").manual_seed(request.seed)  # all its randomness, drawn on the CPU
-    guided = settings.guidance > 1.0
+    guided = request.guidance() > 1.0
     conditioning = encoded(request.prompt, settings.negative_prompt, guided)
     own = schedule(pipe, settings.steps, settings.strength, runtime.device)
     state = generator.get_state()
@@ -197,12 +215,46 @@ def _row(model, request: SampleRequest, base, size, schedule_length: int, encode
         conditioning,
         copy.deepcopy(pipe.scheduler),  # set for this row's strength by `schedule`
         pipe.prepare_extra_step_kwargs(generator, 0.0),
-        settings.guidance,
+        request.guidance(),
         settings.guidance_rescale,
         model_guidance,
         edit_conditioning,
         blend,
     )
+
+
+def _invert_rows(model, rows, requests, timesteps, switch, encoding, encoded) -> None:
+    """Start the rows whose settings ask for it from the base's DDPM inversion under R (unitune.inversion),
+    inverted with the weights each step will be sampled with (the tune, the untuned tail after `switch`);
+    rows that would invert alike (seed, start, R, its guidance and negative prompt) share one inversion."""
+    inverted: dict[tuple, object] = {}
+    for row, request in zip(rows, requests, strict=True):
+        settings = request.settings
+        if not settings.inversion or request.rare_prompt is None:
+            continue
+        guidance, negative = settings.inversion_guidance, settings.negative_prompt
+        key = (request.seed, row.start, request.rare_prompt, guidance, negative)
+        if key not in inverted:
+
+            def weights_at(step, start=row.start):
+                tail = switch is not None and start + step >= switch
+                return model.weights.untuned() if tail else contextlib.nullcontext()
+
+            inverted[key] = invert(
+                model.pipe,
+                row.scheduler,
+                encoding.latent,
+                timesteps[row.start :],
+                encoded(request.rare_prompt, negative, guidance > 1.0),
+                guidance,
+                torch.Generator("cpu").manual_seed(request.seed),
+                model.runtime,
+                weights_at,
+            )
+        maps = inverted[key]
+        row.latents, row.noise_maps = maps.start.clone(), maps
+        if row.blend is not None:  # outside its mask, the inversion's own noised base
+            row.blend = replace(row.blend, noised=maps.noised)
 
 
 def _blend(

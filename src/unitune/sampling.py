@@ -88,16 +88,20 @@ def initial_latents(
 class Blend:
     """What a localised row (unitune.localize) keeps outside its mask: the mask (1, 1, h, w) in [0, 1]
     (1 = may change), the base's clean latent and the noise its start was drawn with. The blend of
-    diffusers' inpainting with a plain UNet, after every step."""
+    diffusers' inpainting with a plain UNet, after every step. A row started from an inversion keeps the
+    inversion's own noised base instead (`noised`, by timestep), on which "R" alone would stay."""
 
     mask: torch.Tensor
     base_latent: torch.Tensor
     noise: torch.Tensor
+    noised: dict[int, torch.Tensor] | None = None
 
     def apply(self, scheduler, latents: torch.Tensor, next_timestep) -> torch.Tensor:
         """The sample inside the mask, the base noised to `next_timestep` (None: clean) outside it."""
         kept = self.base_latent
-        if next_timestep is not None:
+        if next_timestep is not None and self.noised is not None:
+            kept = self.noised[int(next_timestep)]
+        elif next_timestep is not None:
             kept = scheduler.add_noise(self.base_latent, self.noise, next_timestep.reshape(1))
         return self.mask * latents + (1 - self.mask) * kept
 
@@ -118,6 +122,7 @@ class Row:
     model_guidance: float = 0.0  # SINE's model guidance weight (0: off)
     edit_conditioning: Conditioning | None = None  # [negative, the edit's words], for model guidance
     blend: Blend | None = None  # a localised edit: what it keeps outside its mask (unitune.localize)
+    noise_maps: object | None = None  # an inverted start (unitune.inversion.NoiseMaps): its steps' noise
 
 
 @dataclass
@@ -184,7 +189,12 @@ def iter_denoise_rows(
             pred = _guided(prediction, row) if guided else prediction[0]
             if i in directions:
                 pred = pred + directions[i]
-            row.latents = row.scheduler.step(pred, t, row.latents, **row.step_kwargs, return_dict=False)[0]
+            if row.noise_maps is None:
+                row.latents = row.scheduler.step(pred, t, row.latents, **row.step_kwargs, return_dict=False)[
+                    0
+                ]
+            else:
+                row.latents = row.noise_maps.step(row.scheduler, pred, t, row.latents, index - row.start)
             if row.blend is not None:
                 following = timesteps[index + 1] if index + 1 < len(timesteps) else None
                 row.latents = row.blend.apply(row.scheduler, row.latents, following)

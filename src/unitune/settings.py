@@ -277,11 +277,26 @@ class EditSettings:
         0.5, "--mask-threshold", "the rescaled difference above which a cell may change, in [0, 1)"
     )
     mask_dilation: int = _opt(0, "--mask-dilation", "grow the automatic mask by this many latent cells")
+    mask_guidance: float | None = _opt(
+        None,
+        "--mask-guidance",
+        "guidance of a localised edit (a mask given or estimated; default: --guidance): the base is kept "
+        "outside the mask, so a stronger pull towards the words costs nothing there",
+    )
     mask_composite: bool = _opt(
         False,
         "--mask-composite",
         "after decoding, put the base image's own pixels back outside the mask (soft at its edge), so the "
         "kept part is exact instead of the autoencoder's reconstruction",
+    )
+    inversion: bool = _opt(
+        False,
+        "--inversion",
+        "start an edit from the base image's edit-friendly DDPM inversion under 'R' (its noise maps keep "
+        "the layout) instead of fresh noise; samples with DDIM at eta 1, whatever the model's scheduler",
+    )
+    inversion_guidance: float = _opt(
+        1.0, "--inversion-guidance", "guidance of 'R' while inverting (1 = the conditional reading alone)"
     )
 
     def __post_init__(self):
@@ -305,6 +320,12 @@ class EditSettings:
             raise UnituneError(f"steps x mask strength must be >= 1, got {self.steps} x {self.mask_strength}")
         if self.guidance < 0:
             raise UnituneError(f"guidance must be >= 0, got {self.guidance}")
+        if self.mask_guidance is not None and not (
+            math.isfinite(self.mask_guidance) and self.mask_guidance >= 0
+        ):
+            raise UnituneError(f"mask guidance must be >= 0, got {self.mask_guidance}")
+        if not (math.isfinite(self.inversion_guidance) and self.inversion_guidance >= 0):
+            raise UnituneError(f"inversion guidance must be >= 0, got {self.inversion_guidance}")
         if not 0 <= self.guidance_rescale <= 1:
             raise UnituneError(f"guidance rescale must be in [0, 1], got {self.guidance_rescale}")
         if not 0 < self.strength <= 1:

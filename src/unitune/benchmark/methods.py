@@ -245,6 +245,8 @@ def run_unitune(
             model_guidance=cell.model_guidance or defaults.model_guidance,
             sample_batch=defaults.sample_batch,
             decoder_gate=defaults.decoder_gate,
+            inversion=defaults.inversion,
+            inversion_guidance=defaults.inversion_guidance,
         )
         started = time.perf_counter()
         results = editor.edit(base, [e.prompt for e in edits], settings, tune)

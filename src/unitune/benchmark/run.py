@@ -86,6 +86,8 @@ class Results:
     model_guidance: float = 0.0  # likewise
     auto_model_guidance: float = 0.0  # the dial's extra candidate: strength 1 with this model guidance
     decoder_gate: float | None = None  # likewise, where a tune fits its decoder (None: a run before the gate)
+    inversion: bool = False  # likewise: UniTune's edits start from the base's DDPM inversion
+    inversion_guidance: float = 1.0
 
 
 def record(output: Output, scores: dict) -> dict:
@@ -132,6 +134,8 @@ def run_benchmark(
         model_guidance=defaults.model_guidance,
         auto_model_guidance=defaults.auto_model_guidance,
         decoder_gate=defaults.decoder_gate,
+        inversion=defaults.inversion,
+        inversion_guidance=defaults.inversion_guidance,
     )
     items = [(split, scene) for split in ("validation", "test") for scene in range(_count(config, split))]
     shares = [items[k :: config.workers] for k in range(config.workers)]

@@ -115,10 +115,12 @@ class Controls:
     seed: gr.Number
     randomize: gr.Checkbox
     auto: gr.Checkbox
+    inversion: gr.Checkbox
     localize: gr.Radio
     mask_ratio: gr.Slider
     mask_dilation: gr.Slider
     mask_composite: gr.Checkbox
+    mask_guidance: gr.Slider
     brush: gr.ImageEditor
     edit_btn: gr.Button
     compare: gr.Component  # an ImageSlider where gradio has one, else a two-image Gallery
@@ -268,6 +270,11 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                         auto = gr.Checkbox(
                             edit.auto, label="auto dial (picks a candidate; ~3.5x the time)", elem_id="auto"
                         )
+                        inversion = gr.Checkbox(
+                            edit.inversion,
+                            label="start from the image's inversion (keeps its layout)",
+                            elem_id="inversion",
+                        )
                     with gr.Accordion("Localise: change only part of the image", open=False):
                         with gr.Row():
                             localize = gr.Radio(
@@ -286,6 +293,14 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                                 edit.mask_composite,
                                 label="exact base pixels outside the mask",
                                 elem_id="mask-composite",
+                            )
+                            mask_guidance = gr.Slider(
+                                0,
+                                max(30, edit.mask_guidance or 0),
+                                edit.mask_guidance if edit.mask_guidance is not None else edit.guidance,
+                                step=0.5,
+                                label="guidance inside a mask",
+                                elem_id="mask-guidance",
                             )
                         brush = gr.ImageEditor(
                             label="Or paint where the edit may change (replaces the automatic mask)",
@@ -438,6 +453,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
             steps=int(values[c.steps]),
             seed=seed,
             auto=bool(values[c.auto]),
+            inversion=bool(values[c.inversion]),
         )
 
     @friendly
@@ -453,6 +469,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
             mask_ratio=float(values[c.mask_ratio]),
             mask_dilation=int(values[c.mask_dilation]),
             mask_composite=bool(values[c.mask_composite]),
+            mask_guidance=float(values[c.mask_guidance]),
         )
         state, paths, message = studio.edit(
             values[c.state],
@@ -477,9 +494,10 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         return state, before_after, gallery, first, files, message, *history, used_seed, overlays
 
     shared_dials = {c.interpolation, c.untuned_tail, c.model_guidance, c.decoder_gate, c.steps, c.seed}
-    shared_dials |= {c.randomize, c.auto}
+    shared_dials |= {c.randomize, c.auto, c.inversion}
     edit_inputs = {c.state, c.prompts, c.negative, c.guidance, c.strength, c.num_images, *shared_dials}
-    edit_inputs |= {c.localize, c.mask_ratio, c.mask_dilation, c.mask_composite, c.brush, *tuning}
+    edit_inputs |= {c.localize, c.mask_ratio, c.mask_dilation, c.mask_composite, c.mask_guidance, c.brush}
+    edit_inputs |= set(tuning)
     edit_outputs = [c.state, c.compare, c.results, c.settings_view, c.downloads, c.tune_status]
     edit_outputs += [c.history_table, c.history_gallery, c.seed, c.masks]
     c.edit_btn.click(run_edit, edit_inputs, edit_outputs, **busy)

@@ -109,8 +109,8 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         f"strength {list(grid.strengths)} (prompt only: from noise) x interpolation "
         f"{list(grid.interpolations)}; tunes: {tune_settings_text(results)}",
         f"- UniTune's edits: untuned tail {getattr(results, 'untuned_tail', 0.0):g}, model guidance "
-        f"{getattr(results, 'model_guidance', 0.0):g}{gate_text(results)} (the model's defaults; binding "
-        "samples R with the tune at every step, without model guidance)",
+        f"{getattr(results, 'model_guidance', 0.0):g}{gate_text(results)}{inversion_text(results)} (the "
+        "model's defaults; binding samples R with the tune at every step, without model guidance)",
         "",
         "## Headline (test split)",
         "",
@@ -169,6 +169,14 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("\n".join(lines))
     return report
+
+
+def inversion_text(results) -> str:
+    """The start of UniTune's edits where the model's defaults invert the base (older runs: fresh noise)."""
+    if not getattr(results, "inversion", False):
+        return ""
+    guidance = results.inversion_guidance
+    return f", started from the base's DDPM inversion under R (inversion guidance {guidance:g})"
 
 
 def gate_text(results) -> str:
