@@ -55,6 +55,21 @@ def test_a_localised_edit_samples_with_the_mask_guidance(editor, base_image, tmp
     assert masked.settings["mask_guidance"] == 6.0
 
 
+def test_a_localised_sweep_samples_at_its_own_guidances(editor, base_image):
+    """The sweep's guidance axis is what its cells sample with, localised or not: no mask guidance."""
+    settings = EditSettings(steps=3, seed=2, localize="auto", mask_ratio=1.0, mask_guidance=9.0)
+    sweep = editor.sweep(base_image, "a red circle", [2.0, 4.0], [0.6], settings, TUNE)
+    [single] = editor.edit(
+        base_image,
+        ["a red circle"],
+        EditSettings(**{**settings.to_dict(), "guidance": 4.0, "strength": 0.6, "mask_guidance": None}),
+        TUNE,
+    )
+    assert [r.settings["guidance"] for r in sweep.results] == [2.0, 4.0]
+    assert all(r.settings["mask_guidance"] is None for r in sweep.results)
+    assert np.array_equal(_pixels(sweep.results[1].image), _pixels(single.image))
+
+
 @pytest.mark.parametrize("strength", [0.6, 1.0])
 def test_an_all_black_mask_returns_the_base_images_own_reconstruction(editor, base_image, tmp_path, strength):
     """Nothing may change: every step ends on the base noised to the next timestep, the last on the base's

@@ -441,7 +441,11 @@ class Editor:
         (and in that result's settings, `auto_dial`)."""
         edit_settings = edit_settings or self.default_edit_settings()
         auto, edit_settings = edit_settings.auto, replace(edit_settings, num_images=1, auto=False)
-        cells = [replace(edit_settings, guidance=g, strength=s) for g, s in grid(guidances, strengths)]
+        # a cell samples at its own guidance, localised or not (no mask guidance over the sweep's axis)
+        cells = [
+            replace(edit_settings, guidance=g, strength=s, mask_guidance=None)
+            for g, s in grid(guidances, strengths)
+        ]
         if not cells:
             raise UnituneError("a sweep needs at least one guidance and one strength")
         tune_settings, prompt = self.resolve_tune(tune_settings), _prompts(prompt)[0]
