@@ -261,7 +261,7 @@ def test_benchmark_writes_a_well_formed_report(tiny_model, tmp_path):
         "(a) prompt only",
         "(b) SDEdit",
         "(b) SDEdit on the edit's words alone",
-        "(c) UniTune from pure noise",
+        "(c) UniTune at strength 1",
         "(d) UniTune",
         "LoRA",
         "oracle",

@@ -36,14 +36,14 @@ METHODS = (
     Method("diffedit", "(b) DiffEdit: its mask from target vs source caption, untuned model", "diffedit"),
     Method(
         "full-noise",
-        "(c) UniTune from pure noise (full tune, strength 1, no interpolation)",
+        "(c) UniTune at strength 1 (full tune, no interpolation)",
         "full",
         lambda r: r["strength"] == 1.0 and r["interpolation"] == 0.0,
     ),
     Method("full", "(d) UniTune, full tune: guidance x strength x interpolation", "full"),
     Method(
         "lora-noise",
-        "(e) UniTune from pure noise, LoRA tune",
+        "(e) UniTune at strength 1, LoRA tune",
         "lora",
         lambda r: r["strength"] == 1.0 and r["interpolation"] == 0.0,
     ),
