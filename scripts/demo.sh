@@ -5,4 +5,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-unitune edit src/unitune/assets/examples/shapes.png "on a green background" --out out/demo
+examples=src/unitune/assets/examples
+unitune edit "$examples/shapes.png" "on a green background" --mask "$examples/shapes-background-mask.png" \
+    --out out/demo

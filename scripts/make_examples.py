@@ -1,11 +1,16 @@
-"""Render the bundled shapes example images (src/unitune/assets/examples/*.png) from fixed scenes."""
+"""Render the bundled shapes example images (src/unitune/assets/examples/*.png) from fixed scenes, and the
+README demo's mask: the pixels a new background may change (white), the circle kept (black)."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
-from unitune.shapes.world import Scene, SceneObject, caption, render_pil, sample_scene
+from PIL import Image
+
+from unitune.benchmark.metrics import change_mask
+from unitune.shapes.world import Scene, SceneObject, caption, render, render_pil, sample_scene
 
 OUT = Path(__file__).resolve().parents[1] / "src/unitune/assets/examples"
 SAMPLED_SEEDS = {"yellow-triangle.png": 14, "white-square.png": 18, "two-shapes.png": 4}
@@ -24,6 +29,10 @@ def main() -> None:
             continue  # shared with the README demo: never overwrite
         render_pil(scene).save(path)
         print(f"{path.name}: {caption(scene)}")
+    demo = scenes["shapes.png"]
+    background = change_mask(render(demo), render(dataclasses.replace(demo, background="green")), dilation=0)
+    Image.fromarray(background.astype("uint8") * 255).save(OUT / "shapes-background-mask.png")
+    print(f"shapes-background-mask.png: {background.mean():.0%} of the image may change")
 
 
 if __name__ == "__main__":

@@ -474,3 +474,18 @@ def test_diffedit_reads_its_mask_from_the_target_against_the_source_caption_on_t
     assert [(r.prompt, r.edit_words, r.rare_prompt) for r in requests] == [
         (e.caption, e.caption, caption(edits[0].base)) for e in edits
     ]
+
+
+def test_workers_take_scenes_as_they_come_free_and_every_scene_is_scored_once(tiny_model):
+    """Two worker processes, three scenes: each scene's outputs come back once, in the order of the
+    splits and scenes, whichever worker ran it."""
+    from unitune.benchmark.run import run_benchmark
+
+    config = dataclasses.replace(smoke_config(), validation_scenes=2, workers=2, kinds=("colour",))
+    lines = []
+    results = run_benchmark(config, tiny_model, log=lines.append)
+    scenes = [(r["split"], r["scene"]) for r in results.records]
+    assert list(dict.fromkeys(scenes)) == [("validation", 0), ("validation", 1), ("test", 0)]
+    per_scene = {scene: scenes.count(scene) for scene in set(scenes)}
+    assert len(set(per_scene.values())) == 1  # the same grid for every scene, each run once
+    assert sum("done at" in line for line in lines) == 3

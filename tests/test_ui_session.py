@@ -29,6 +29,7 @@ def image(tmp_path, base_image):
 def test_examples_are_bundled_with_the_readme_input_first():
     names = [p.name for p in example_images()]
     assert names[0] == "shapes.png" and len(names) >= 3
+    assert not any(name.endswith("-mask.png") for name in names)  # the demo's mask is no example
 
 
 def test_bad_file_names_the_file_not_the_temp_path(studio, tmp_path):

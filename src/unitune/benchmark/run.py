@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,6 +79,7 @@ class Results:
     signals: list[dict] = field(default_factory=list)  # the automatic dial's signals per raw sample
     tune_costs: list[TuneCost] = field(default_factory=list)
     examples: dict = field(default_factory=dict)  # (edit name, family, label) -> image, first test scenes
+    scenes: list[tuple[str, int]] = field(default_factory=list)  # (split, scene) of a worker's part
     costs: list[dict] = field(default_factory=list)
     machine: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -118,8 +119,8 @@ def run_benchmark(
 ) -> Results:
     """Every method on the validation and test edits with one loaded model; scored records.
 
-    With `config.workers` > 1 the scenes are dealt round-robin to that many processes (one torch thread
-    each, spawn), each loading the model once; the costs are then measured alone, after them.
+    With `config.workers` > 1 each scene goes to the next free one of that many processes (one torch
+    thread each, spawn), each loading the model once; the costs are then measured alone, after them.
     """
     from ..loading import load_model_defaults, resolve_model
 
@@ -138,14 +139,10 @@ def run_benchmark(
         inversion_guidance=defaults.inversion_guidance,
     )
     items = [(split, scene) for split in ("validation", "test") for scene in range(_count(config, split))]
-    shares = [items[k :: config.workers] for k in range(config.workers)]
     if config.workers == 1:
         parts = [run_scenes(config, resolved, device, items, log)]
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(config.workers, mp_context=context) as pool:
-            futures = [pool.submit(run_scenes, config, resolved, device, share, None, 1) for share in shares]
-            parts = [future.result() for future in futures]
+        parts = _run_in_workers(config, resolved, device, items, log, started)
     for part in parts:
         results.records += part.records
         results.dial_records += part.dial_records
@@ -158,6 +155,49 @@ def run_benchmark(
         with tempfile.TemporaryDirectory(prefix="unitune-bench-costs-") as folder:
             results.costs = measure_costs(resolved, config.cost_tune_steps, config.grid.steps, folder, log)
     results.seconds = time.perf_counter() - started
+    return results
+
+
+def _run_in_workers(config: Config, model: str, device, items, log, started: float) -> list[Results]:
+    """Each scene a task for the next free worker (`config.workers` processes, one torch thread and one
+    loaded editor each), the slower test scenes first, so no worker idles while another has scenes left;
+    the parts in the order of `items`."""
+    context = multiprocessing.get_context("spawn")
+    initargs = (model, device, 1)
+    with ProcessPoolExecutor(config.workers, context, initializer=_start_worker, initargs=initargs) as pool:
+        order = sorted(items, key=lambda item: item[0] != "test")
+        futures = {item: pool.submit(_run_scene_task, config, item) for item in order}
+        for future in as_completed(futures.values()):
+            split, scene = future.result().scenes[0]
+            elapsed = time.perf_counter() - started
+            log(f"{split} scene {scene + 1}/{_count(config, split)} done at {elapsed:.0f} s")
+        return [futures[item].result() for item in items]
+
+
+_WORKER: dict = {}  # in a benchmark worker process: its editor and its tune cache folder
+
+
+def _start_worker(model: str, device, threads: int) -> None:
+    """A worker's one-time set-up: one torch thread, the model loaded once with an empty tune cache (every
+    tune is timed), removed when the process exits."""
+    import torch
+
+    from ..api import Editor
+    from ..loading import quiet_libraries
+
+    torch.set_num_threads(threads)
+    quiet_libraries()
+    _WORKER["cache"] = tempfile.TemporaryDirectory(prefix="unitune-bench-")
+    _WORKER["editor"] = Editor.load(model, device=device, cache_dir=_WORKER["cache"].name)
+
+
+def _run_scene_task(config: Config, item: tuple[str, int]) -> Results:
+    """One scene in a worker (`_start_worker`): its records, under its (split, scene) in `scenes`."""
+    editor = _WORKER["editor"]
+    split, scene = item
+    results = Results(config, editor.model, scenes=[item])
+    edits = [e for e in edit_set(split, _count(config, split), config.kinds) if e.scene == scene]
+    _run_one_scene(editor, edits, config, results)
     return results
 
 

@@ -36,8 +36,9 @@ BarFn = Callable[..., None]
 
 
 def example_images() -> list[Path]:
-    """The bundled shapes examples, README demo input (shapes.png) first."""
-    return sorted(EXAMPLES_DIR.glob("*.png"), key=lambda p: (p.name != "shapes.png", p.name))
+    """The bundled shapes examples, README demo input (shapes.png) first (not the demo's mask)."""
+    images = [p for p in EXAMPLES_DIR.glob("*.png") if not p.stem.endswith("-mask")]
+    return sorted(images, key=lambda p: (p.name != "shapes.png", p.name))
 
 
 @dataclass
