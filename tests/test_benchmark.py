@@ -483,7 +483,7 @@ def test_workers_take_scenes_as_they_come_free_and_every_scene_is_scored_once(ti
 
     config = dataclasses.replace(smoke_config(), validation_scenes=2, workers=2, kinds=("colour",))
     lines = []
-    results = run_benchmark(config, tiny_model, log=lines.append)
+    results = run_benchmark(config, benchmark_model(tiny_model), log=lines.append)
     scenes = [(r["split"], r["scene"]) for r in results.records]
     assert list(dict.fromkeys(scenes)) == [("validation", 0), ("validation", 1), ("test", 0)]
     per_scene = {scene: scenes.count(scene) for scene in set(scenes)}
