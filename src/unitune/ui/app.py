@@ -272,7 +272,7 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                         )
                         inversion = gr.Checkbox(
                             edit.inversion,
-                            label="start from the image's inversion (keeps its layout)",
+                            label="from the image's inversion",
                             elem_id="inversion",
                         )
                     with gr.Accordion("Localise: change only part of the image", open=False):
