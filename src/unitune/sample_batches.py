@@ -1,6 +1,6 @@
 """Edits, generations, sweep cells and dial candidates sampled together: the requests that can share a UNet
-batch (same steps, untuned tail and guidance on or off) are denoised `sample_batch` at a time, in the stages
-of diffusers' img2img `__call__` (unitune.sampling).
+batch (same steps, untuned tail, guidance on or off, and start: fresh noise or the base's inversion) are
+denoised `sample_batch` at a time, in the stages of diffusers' img2img `__call__` (unitune.sampling).
 
 On a small model a step's cost is mostly per call, not per sample: the embedded model's guided step takes
 24 ms for one sample and 39 ms for three on two CPU cores, so a batch of three costs about half of three
