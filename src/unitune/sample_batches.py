@@ -13,7 +13,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
@@ -22,7 +23,7 @@ from PIL import Image
 from .decoder_gate import decode_samples
 from .errors import out_of_memory
 from .interpolation import interpolate_details
-from .inversion import ddim_scheduler, invert
+from .inversion import NoiseMaps, ddim_scheduler, invert
 from .loading import Runtime
 from .localize import (
     BaseEncoding,
@@ -134,39 +135,31 @@ def _batches(requests: list[SampleRequest]) -> list[list[int]]:
 def _sample_batch(
     model: SamplingModel, requests: list[SampleRequest], base, label: str, *, run: RunControl
 ) -> list:
-    pipe, runtime, shared = model.pipe, model.runtime, requests[0].settings
+    pipe, runtime, common = model.pipe, model.runtime, requests[0].settings  # what a batch shares
 
     # 1. the shared timesteps (the full schedule) and the image size (SDXL conditions on it)
     size = base.size if base is not None else model.generate_size
-    timesteps = schedule(pipe, shared.steps, 1.0, runtime.device)
+    timesteps = schedule(pipe, common.steps, 1.0, runtime.device)
 
-    # 2-3. per request: its conditioning, its start latents and its own scheduler, joining the schedule at
-    #      its strength's first step
-    encoded = functools.cache(functools.partial(encode_prompts, pipe, runtime=runtime, size=size))
+    # 2-3. per request: its conditioning, its start latents (the base's inversion where asked) and its own
+    #      scheduler, joining the schedule at its strength's first step
+    inverting = base is not None and any(request.settings.inversion for request in requests)
     localized = base is not None and any(request.localized() for request in requests)
-    encoding = BaseEncoding.of(pipe, base, runtime) if localized else None  # once for the batch
-    readings: dict = {}  # the automatic masks' reference predictions, shared by the batch's rows
-    rows = [
-        _row(model, request, base, size, len(timesteps), encoded, encoding, readings) for request in requests
-    ]
+    shared = _Shared(
+        timesteps,
+        untuned_start(pipe, timesteps, common.untuned_tail),
+        functools.cache(functools.partial(encode_prompts, pipe, runtime=runtime, size=size)),
+        BaseEncoding.of(pipe, base, runtime) if localized or inverting else None,  # once for the batch
+    )
+    rows = [_row(model, request, base, size, shared) for request in requests]
 
     # 4. denoise, reporting every step and stopping when asked; the low-noise tail with the untuned weights
     #    when `untuned_tail` asks for it, model guidance at the tuned steps before it
-    switch = untuned_start(pipe, timesteps, shared.untuned_tail)
+    switch = shared.switch
     tuned_steps = len(timesteps) if switch is None else switch
     guidance = (
         ModelGuidance(model.weights.untuned, tuned_steps) if any(r.model_guidance for r in rows) else None
     )
-    if base is not None and any(request.settings.inversion for request in requests):
-        _invert_rows(
-            model,
-            rows,
-            requests,
-            timesteps,
-            switch,
-            encoding or BaseEncoding.of(pipe, base, runtime),
-            encoded,
-        )
     first = min(row.start for row in rows)
     steps = iter_denoise_rows(pipe, rows, timesteps, runtime, capture=switch is None, model_guidance=guidance)
     with contextlib.ExitStack() as tail:
@@ -192,77 +185,94 @@ def _sample_batch(
     ]
 
 
-def _row(model, request: SampleRequest, base, size, schedule_length: int, encoded, encoding, readings) -> Row:
-    """`encoded(prompt, negative prompt, guided)`: the batch's prompt encoder (each text encoded once)."""
+@dataclass
+class _Shared:
+    """What a batch's rows share: the full schedule, the index where the untuned tail starts, the prompt
+    encoder (each text encoded once), the base's encoding, the automatic masks' reference readings and the
+    inversions."""
+
+    timesteps: torch.Tensor
+    switch: int | None
+    encoded: Callable  # (prompt, negative prompt, guided) -> Conditioning
+    encoding: BaseEncoding | None
+    readings: dict = field(default_factory=dict)
+    inversions: dict = field(default_factory=dict)
+
+
+def _row(model, request: SampleRequest, base, size, shared: _Shared) -> Row:
     pipe, runtime, settings = model.pipe, model.runtime, request.settings
     generator = torch.Generator("cpu").manual_seed(request.seed)  # all its randomness, drawn on the CPU
     guided = request.guidance() > 1.0
-    conditioning = encoded(request.prompt, settings.negative_prompt, guided)
+    conditioning = shared.encoded(request.prompt, settings.negative_prompt, guided)
     own = schedule(pipe, settings.steps, settings.strength, runtime.device)
-    state = generator.get_state()
-    latents = initial_latents(pipe, base, own, settings.strength, generator, runtime, size)
+    start = len(shared.timesteps) - len(own)
+    scheduler = copy.deepcopy(pipe.scheduler)  # set for this row's strength by `schedule`
+    maps = None
+    if base is not None and settings.inversion and request.rare_prompt is not None:
+        maps = _inversion(model, request, scheduler, start, shared)
+        latents = maps.start.clone()
+    else:
+        state = generator.get_state()
+        latents = initial_latents(pipe, base, own, settings.strength, generator, runtime, size)
     blend = None
     if base is not None and request.localized():
-        noise = encoding.start_noise(pipe, latents, state if settings.strength < 1.0 else None, runtime)
-        blend = _blend(model, request, encoding.latent, noise, encoded, readings)
+        blend = _blend(model, request, shared)
+        if maps is not None:  # outside its mask, the inversion's own noised base
+            blend.noised = maps.noised
+        else:
+            replay = state if settings.strength < 1.0 else None
+            blend.noise = shared.encoding.start_noise(pipe, latents, replay, runtime)
     model_guidance, edit_conditioning = 0.0, None
     if settings.model_guidance and request.edit_words and model.weights.applied_key is not None:
         model_guidance = settings.model_guidance  # an edit's words and a tune in the UNet to guide against
-        edit_conditioning = encoded(request.edit_words, settings.negative_prompt, True)
+        edit_conditioning = shared.encoded(request.edit_words, settings.negative_prompt, True)
     return Row(
         latents,
-        schedule_length - len(own),
+        start,
         conditioning,
-        copy.deepcopy(pipe.scheduler),  # set for this row's strength by `schedule`
+        scheduler,
         pipe.prepare_extra_step_kwargs(generator, 0.0),
         request.guidance(),
         settings.guidance_rescale,
         model_guidance,
         edit_conditioning,
         blend,
+        maps,
     )
 
 
-def _invert_rows(model, rows, requests, timesteps, switch, encoding, encoded) -> None:
-    """Start the rows whose settings ask for it from the base's DDPM inversion under R (unitune.inversion),
-    inverted with the weights each step will be sampled with (the tune, the untuned tail after `switch`);
-    rows that would invert alike (seed, start, R, its guidance and negative prompt) share one inversion."""
-    inverted: dict[tuple, object] = {}
-    for row, request in zip(rows, requests, strict=True):
-        settings = request.settings
-        if not settings.inversion or request.rare_prompt is None:
-            continue
-        guidance, negative = settings.inversion_guidance, settings.negative_prompt
-        key = (request.seed, row.start, request.rare_prompt, guidance, negative)
-        if key not in inverted:
+def _inversion(model, request: SampleRequest, scheduler, start: int, shared: _Shared) -> NoiseMaps:
+    """The base's DDPM inversion under R for a row joining the schedule at `start` (unitune.inversion),
+    with the weights each step will be sampled with (the tune; the untuned ones from the tail on); rows
+    that would invert alike (seed, start, R, its guidance and negative prompt) share one."""
+    settings = request.settings
+    guidance, negative = settings.inversion_guidance, settings.negative_prompt
+    key = (request.seed, start, request.rare_prompt, guidance, negative)
+    if key not in shared.inversions:
 
-            def weights_at(step, start=row.start):
-                tail = switch is not None and start + step >= switch
-                return model.weights.untuned() if tail else contextlib.nullcontext()
+        def weights_at(step: int):
+            tail = shared.switch is not None and start + step >= shared.switch
+            return model.weights.untuned() if tail else contextlib.nullcontext()
 
-            inverted[key] = invert(
-                model.pipe,
-                row.scheduler,
-                encoding.latent,
-                timesteps[row.start :],
-                encoded(request.rare_prompt, negative, guidance > 1.0),
-                guidance,
-                torch.Generator("cpu").manual_seed(request.seed),
-                model.runtime,
-                weights_at,
-            )
-        maps = inverted[key]
-        row.latents, row.noise_maps = maps.start.clone(), maps
-        if row.blend is not None:  # outside its mask, the inversion's own noised base
-            row.blend = replace(row.blend, noised=maps.noised)
+        shared.inversions[key] = invert(
+            model.pipe,
+            scheduler,
+            shared.encoding.latent,
+            shared.timesteps[start:],
+            shared.encoded(request.rare_prompt, negative, guidance > 1.0),
+            guidance,
+            torch.Generator("cpu").manual_seed(request.seed),
+            model.runtime,
+            weights_at,
+        )
+    return shared.inversions[key]
 
 
-def _blend(
-    model, request: SampleRequest, latent: torch.Tensor, noise: torch.Tensor, encoded, readings
-) -> Blend:
+def _blend(model, request: SampleRequest, shared: _Shared) -> Blend:
     """The request's mask at latent size (its user's, else estimated from the UNet now in the pipeline,
-    the tune) and the base it keeps outside it."""
+    the tune) and the base latent it keeps outside it (the caller says how that base is noised)."""
     pipe, runtime, settings = model.pipe, model.runtime, request.settings
+    latent, encoded, readings = shared.encoding.latent, shared.encoded, shared.readings
     if request.mask is not None:
         mask = to_latent_size(request.mask.to(runtime.device), latent.shape)
     elif settings.mask_reading == "untuned":  # the edit's words against none, before the tune
@@ -273,7 +283,7 @@ def _blend(
         edit = encoded(request.prompt, "", False)
         reference = encoded(request.rare_prompt, "", False)
         mask = estimate_mask(pipe, latent, edit, reference, settings, request.seed, runtime, readings)
-    return Blend(mask, latent, noise)
+    return Blend(mask, latent)
 
 
 def _pixel_mask(row: Row, request: SampleRequest, base) -> torch.Tensor | None:

@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from . import graphs
 from .errors import UnituneWarning
 from .loading import Runtime
 from .pipelines import Conditioning, encode, vae_precision
+
+if TYPE_CHECKING:
+    from .inversion import NoiseMaps
 
 
 def check_prompt_length(pipe, prompt: str) -> None:
@@ -87,13 +91,13 @@ def initial_latents(
 @dataclass
 class Blend:
     """What a localised row (unitune.localize) keeps outside its mask: the mask (1, 1, h, w) in [0, 1]
-    (1 = may change), the base's clean latent and the noise its start was drawn with. The blend of
-    diffusers' inpainting with a plain UNet, after every step. A row started from an inversion keeps the
-    inversion's own noised base instead (`noised`, by timestep), on which "R" alone would stay."""
+    (1 = may change) and the base's clean latent, noised after every step either with the noise the row's
+    start was drawn with (`noise`; the blend of diffusers' inpainting with a plain UNet) or, for a row
+    started from an inversion, as the inversion noised it (`noised`, by timestep: where R alone stays)."""
 
     mask: torch.Tensor
     base_latent: torch.Tensor
-    noise: torch.Tensor
+    noise: torch.Tensor | None = None
     noised: dict[int, torch.Tensor] | None = None
 
     def apply(self, scheduler, latents: torch.Tensor, next_timestep) -> torch.Tensor:
@@ -122,7 +126,7 @@ class Row:
     model_guidance: float = 0.0  # SINE's model guidance weight (0: off)
     edit_conditioning: Conditioning | None = None  # [negative, the edit's words], for model guidance
     blend: Blend | None = None  # a localised edit: what it keeps outside its mask (unitune.localize)
-    noise_maps: object | None = None  # an inverted start (unitune.inversion.NoiseMaps): its steps' noise
+    noise_maps: NoiseMaps | None = None  # an inverted start: each step's noise (unitune.inversion)
 
 
 @dataclass
@@ -189,16 +193,18 @@ def iter_denoise_rows(
             pred = _guided(prediction, row) if guided else prediction[0]
             if i in directions:
                 pred = pred + directions[i]
-            if row.noise_maps is None:
-                row.latents = row.scheduler.step(pred, t, row.latents, **row.step_kwargs, return_dict=False)[
-                    0
-                ]
-            else:
-                row.latents = row.noise_maps.step(row.scheduler, pred, t, row.latents, index - row.start)
+            row.latents = _step(row, pred, t, index)
             if row.blend is not None:
                 following = timesteps[index + 1] if index + 1 < len(timesteps) else None
                 row.latents = row.blend.apply(row.scheduler, row.latents, following)
         yield index
+
+
+def _step(row: Row, prediction: torch.Tensor, t, index: int) -> torch.Tensor:
+    """The row's scheduler step at shared step `index`; from an inversion, with its noise map."""
+    if row.noise_maps is not None:
+        return row.noise_maps.step(row.scheduler, prediction, t, row.latents, index - row.start)
+    return row.scheduler.step(prediction, t, row.latents, **row.step_kwargs, return_dict=False)[0]
 
 
 def _prompt_rows(row: Row) -> Conditioning:

@@ -5,6 +5,7 @@ python -m unitune.benchmark --quick        # or: unitune bench --quick
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import multiprocessing
@@ -79,7 +80,6 @@ class Results:
     signals: list[dict] = field(default_factory=list)  # the automatic dial's signals per raw sample
     tune_costs: list[TuneCost] = field(default_factory=list)
     examples: dict = field(default_factory=dict)  # (edit name, family, label) -> image, first test scenes
-    scenes: list[tuple[str, int]] = field(default_factory=list)  # (split, scene) of a worker's part
     costs: list[dict] = field(default_factory=list)
     machine: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -166,38 +166,30 @@ def _run_in_workers(config: Config, model: str, device, items, log, started: flo
     initargs = (model, device, 1)
     with ProcessPoolExecutor(config.workers, context, initializer=_start_worker, initargs=initargs) as pool:
         order = sorted(items, key=lambda item: item[0] != "test")
-        futures = {item: pool.submit(_run_scene_task, config, item) for item in order}
-        for future in as_completed(futures.values()):
-            split, scene = future.result().scenes[0]
+        futures = {pool.submit(_run_scene_task, config, item): item for item in order}
+        for future in as_completed(futures):
+            split, scene = futures[future]
             elapsed = time.perf_counter() - started
             log(f"{split} scene {scene + 1}/{_count(config, split)} done at {elapsed:.0f} s")
-        return [futures[item].result() for item in items]
+        parts = {item: future.result() for future, item in futures.items()}
+        return [parts[item] for item in items]
 
 
 _WORKER: dict = {}  # in a benchmark worker process: its editor and its tune cache folder
 
 
 def _start_worker(model: str, device, threads: int) -> None:
-    """A worker's one-time set-up: one torch thread, the model loaded once with an empty tune cache (every
-    tune is timed), removed when the process exits."""
-    import torch
-
-    from ..api import Editor
-    from ..loading import quiet_libraries
-
-    torch.set_num_threads(threads)
-    quiet_libraries()
+    """A worker's one-time set-up: the editor (`_load_editor`), its tune cache removed when the process
+    exits."""
     _WORKER["cache"] = tempfile.TemporaryDirectory(prefix="unitune-bench-")
-    _WORKER["editor"] = Editor.load(model, device=device, cache_dir=_WORKER["cache"].name)
+    _WORKER["editor"] = _load_editor(model, device, _WORKER["cache"].name, threads)
 
 
 def _run_scene_task(config: Config, item: tuple[str, int]) -> Results:
-    """One scene in a worker (`_start_worker`): its records, under its (split, scene) in `scenes`."""
+    """One scene in a worker (`_start_worker`), its records in a Results of their own."""
     editor = _WORKER["editor"]
-    split, scene = item
-    results = Results(config, editor.model, scenes=[item])
-    edits = [e for e in edit_set(split, _count(config, split), config.kinds) if e.scene == scene]
-    _run_one_scene(editor, edits, config, results)
+    results = Results(config, editor.model)
+    _run_one_scene(editor, _scene_edits(config, *item), config, results)
     return results
 
 
@@ -205,8 +197,15 @@ def _count(config: Config, split: str) -> int:
     return config.validation_scenes if split == "validation" else config.test_scenes
 
 
-def run_scenes(config: Config, model: str, device, items, log=None, threads: int | None = None) -> Results:
-    """The scenes `items` ((split, scene number) pairs) with one editor and an empty tune cache."""
+def _scene_edits(config: Config, split: str, scene: int) -> list[Edit]:
+    return [e for e in _edit_set(split, _count(config, split), config.kinds) if e.scene == scene]
+
+
+_edit_set = functools.cache(edit_set)  # a split's edits, made once per process
+
+
+def _load_editor(model: str, device, cache_dir: str, threads: int | None):
+    """The model loaded with an empty tune cache (every tune is timed); `threads` torch threads."""
     import torch
 
     from ..api import Editor
@@ -214,16 +213,19 @@ def run_scenes(config: Config, model: str, device, items, log=None, threads: int
 
     if threads is not None:
         torch.set_num_threads(threads)
-    log = log or (lambda text: print(text, flush=True))
     quiet_libraries()
+    return Editor.load(model, device=device, cache_dir=cache_dir)
+
+
+def run_scenes(config: Config, model: str, device, items, log=None) -> Results:
+    """The scenes `items` ((split, scene number) pairs) in this process, with one editor."""
+    log = log or (lambda text: print(text, flush=True))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="unitune-bench-") as cache:
-        editor = Editor.load(model, device=device, cache_dir=cache)  # empty cache: every tune is timed
+        editor = _load_editor(model, device, cache, None)
         results = Results(config, editor.model)
-        edit_sets = {split: edit_set(split, _count(config, split), config.kinds) for split, _ in items}
         for split, scene in items:
-            scene_edits = [e for e in edit_sets[split] if e.scene == scene]
-            _run_one_scene(editor, scene_edits, config, results)
+            _run_one_scene(editor, _scene_edits(config, split, scene), config, results)
             elapsed = time.perf_counter() - started
             log(f"{split} scene {scene + 1}/{_count(config, split)} done at {elapsed:.0f} s")
     return results
