@@ -12,7 +12,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,9 +22,6 @@ from . import graphs
 from .errors import UnituneWarning
 from .loading import Runtime
 from .pipelines import Conditioning, encode, vae_precision
-
-if TYPE_CHECKING:
-    from .inversion import NoiseMaps
 
 
 def check_prompt_length(pipe, prompt: str) -> None:
@@ -126,7 +122,7 @@ class Row:
     model_guidance: float = 0.0  # SINE's model guidance weight (0: off)
     edit_conditioning: Conditioning | None = None  # [negative, the edit's words], for model guidance
     blend: Blend | None = None  # a localised edit: what it keeps outside its mask (unitune.localize)
-    noise_maps: NoiseMaps | None = None  # an inverted start: each step's noise (unitune.inversion)
+    noise_maps: object | None = None  # an inverted start: unitune.inversion.NoiseMaps (built on this module)
 
 
 @dataclass

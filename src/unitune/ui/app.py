@@ -275,6 +275,7 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                             label="from the image's inversion",
                             elem_id="inversion",
                         )
+                    masked_guidance = edit.guidance if edit.mask_guidance is None else edit.mask_guidance
                     with gr.Accordion("Localise: change only part of the image", open=False):
                         with gr.Row():
                             localize = gr.Radio(
@@ -296,8 +297,8 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                             )
                             mask_guidance = gr.Slider(
                                 0,
-                                max(30, edit.mask_guidance or 0),
-                                edit.mask_guidance if edit.mask_guidance is not None else edit.guidance,
+                                max(30, masked_guidance),
+                                masked_guidance,
                                 step=0.5,
                                 label="guidance inside a mask",
                                 elem_id="mask-guidance",
