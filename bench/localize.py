@@ -6,9 +6,11 @@ localisation, at the embedded model's default dials and tune.
     python bench/localize.py --configs off "auto" "auto ratio=1.5 dilation=1" "auto strength=1"
 
 Each config is "off", "auto", "oracle" (the edit's true changed region given as a user mask, grown
-by "truth=N" pixels) or "diffedit" (no tune: DiffEdit's mask from the untuned model's target against
+by "truth=N" pixels, or its bounding box with "box=1": masks as a user might paint them; the model's
+mask_grow applies on top) or "diffedit" (no tune: DiffEdit's mask from the untuned model's target against
 source caption, the target caption sampled with the base kept outside it), then any EditSettings
-fields as key=value over the model's defaults (ratio, threshold, dilation, draws name the mask_* dials).
+fields as key=value over the model's defaults (ratio, threshold, dilation, draws name the mask_* dials;
+"+" in a text value stands for a space: negative_prompt=olis+httr).
 Scenes are dealt to `--workers` processes; every tune is the model's default. Public API only
 (`Editor.edit`, `Editor.restore_base`, `sample_batches.sample_requests`).
 """
@@ -43,7 +45,7 @@ def parse_config(text: str) -> dict:
     mode, *pairs = text.split()
     values: dict = {"localize": {ORACLE: "off", DIFFEDIT: "auto"}.get(mode, mode)}
     for pair in pairs:
-        if pair.startswith("truth="):  # the oracle's pixel dilation of the true region
+        if pair.startswith(("truth=", "box=")):  # the oracle's own: the true region's growth, its box
             continue
         key, value = pair.split("=")
         key = key if key in kinds else f"mask_{key}"
@@ -52,7 +54,7 @@ def parse_config(text: str) -> dict:
         if kinds[key] in ("bool", bool):
             values[key] = value.lower() in ("1", "true", "on", "yes")
         elif kinds[key] in ("str", str):
-            values[key] = value
+            values[key] = value.replace("+", " ")  # a config is split at spaces: "+" stands for one
         else:
             values[key] = int(value) if kinds[key] in ("int", int) else float(value)
     return values
@@ -85,8 +87,9 @@ def run_scenes(split: str, scenes: list[int], count: int, configs: list[str], se
             settings = replace(defaults, seed=seed + scene, **parse_config(config))
             if config.split()[0] == ORACLE:  # one edit at a time, each with its own true region
                 grow = next((int(p[6:]) for p in config.split() if p.startswith("truth=")), 0)
+                box = "box=1" in config.split()
                 results = [
-                    editor.edit(render_pil(base), [e.prompt], settings, mask=_truth_image(e, grow))[0]
+                    editor.edit(render_pil(base), [e.prompt], settings, mask=_truth_image(e, grow, box))[0]
                     for e in scene_edits
                 ]
             elif config.split()[0] == DIFFEDIT:
@@ -115,14 +118,18 @@ def diffedit(editor, base, edits, settings) -> list:
     return diffedit_samples(editor, editor.prepare_image(base), edits, settings)
 
 
-def _truth_image(edit, dilation: int):
-    """The pixels base and target differ at, grown by `dilation` px, as a mask image."""
+def _truth_image(edit, dilation: int, box: bool = False):
+    """The pixels base and target differ at, grown by `dilation` px, as a mask image; with `box`, the
+    bounding box of those pixels."""
     from PIL import Image
 
     from unitune.benchmark import metrics
     from unitune.shapes.world import render
 
     truth = metrics.change_mask(render(edit.base), render(edit.target), dilation)
+    if box and truth.any():
+        rows, cols = np.flatnonzero(truth.any(axis=1)), np.flatnonzero(truth.any(axis=0))
+        truth[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = True
     return Image.fromarray(truth.astype(np.uint8) * 255)
 
 

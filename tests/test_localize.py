@@ -1,6 +1,7 @@
 """Localised edits: a user's mask or DiffEdit's estimate from the tune, the base kept outside it."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -218,6 +219,29 @@ def test_a_mask_of_another_size_is_resized_and_a_painted_layers_alpha_is_the_mas
     assert mask[..., :4].min() == 1.0 and mask[..., 4:].max() == 0.0
 
 
+def test_a_grown_mask_takes_the_largest_value_within_the_disk_around_each_pixel():
+    """`mask_grow` 2: one white pixel becomes the 13-pixel disk of radius 2 (the benchmark's true region
+    grown by 2 px is the same shape); a grey pixel grows grey, and white wins where both reach."""
+    canvas = np.zeros((9, 9), np.uint8)
+    canvas[4, 4], canvas[0, 8] = 255, 128
+    grown = load_mask(Image.fromarray(canvas), (9, 9), grow=2)[0, 0]
+    assert (grown == 1.0).sum() == 13 and grown[4, 2] == grown[2, 4] == 1.0 and grown[3, 2] == 0.0
+    assert grown[0, 6] == pytest.approx(128 / 255) and grown[1, 7] == pytest.approx(128 / 255)
+    plain = load_mask(Image.fromarray(canvas), (9, 9), grow=0)[0, 0]
+    assert torch.equal(plain > 0, torch.from_numpy(canvas > 0))
+
+
+def test_the_api_grows_a_users_mask_by_mask_grow_and_saves_the_grown_one(editor, base_image):
+    """The mask an edit reports (and the CLI saves) is the one it used: the user's, grown."""
+    small = Image.new("L", base_image.size, 0)
+    small.paste(255, (12, 12, 20, 20))
+    settings = EditSettings(steps=2, seed=1, mask_grow=3)
+    grown = editor.edit(base_image, ["a red square"], settings, mask=small)[0]
+    plain = editor.edit(base_image, ["a red square"], replace(settings, mask_grow=0), mask=small)[0]
+    assert grown.settings["mask_coverage"] > plain.settings["mask_coverage"] > 0
+    assert np.asarray(grown.mask)[10, 16] == 255 and np.asarray(plain.mask)[10, 16] == 0
+
+
 @pytest.mark.parametrize("content", [b"", b"not an image", None], ids=["empty", "text", "missing"])
 def test_a_bad_mask_file_is_a_one_line_error(tmp_path, content):
     path = tmp_path / "mask.png"
@@ -264,6 +288,8 @@ def test_mask_settings_are_checked():
         dict(mask_ratio=0.0),
         dict(mask_threshold=1.0),
         dict(mask_dilation=-1),
+        dict(mask_grow=-1),
+        dict(mask_grow=10_000),
         dict(mask_guidance=-1.0),
         dict(mask_guidance=float("nan")),
     ):

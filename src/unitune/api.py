@@ -315,7 +315,7 @@ class Editor:
         if mask is not None and not isinstance(mask, Image.Image):
             mask = read_mask(mask)  # a bad file fails before the tune
         with self._tuned_and_applied(image, tune_settings, run) as (photo, base, tuned):
-            user_mask = load_mask(mask, base.size) if mask is not None else None
+            user_mask = load_mask(mask, base.size, edit_settings.mask_grow) if mask is not None else None
             seeds = range(edit_settings.seed, edit_settings.seed + edit_settings.num_images)
             edits = [(prompt, seed) for prompt in prompts for seed in seeds]
             if edit_settings.auto:

@@ -131,17 +131,23 @@ def read_mask(path) -> Image.Image:
         raise UnituneError(f"{path}: not a readable mask image ({first_line(error)})") from None
 
 
-def load_mask(source, size: tuple[int, int]) -> torch.Tensor:
+def load_mask(source, size: tuple[int, int], grow: int = 0) -> torch.Tensor:
     """A user's mask (a path or PIL image; white = may change, black = kept) as (1, 1, H, W) in [0, 1]
-    at `size` (width, height) pixels, resized when it has another size. A transparent layer's alpha is
-    the mask (strokes painted on a clear canvas), else its brightness."""
+    at `size` (width, height) pixels, resized when it has another size, then grown by `grow` pixels (a
+    grey dilation with a disk: each pixel takes the largest value within `grow` of it). A transparent
+    layer's alpha is the mask (strokes painted on a clear canvas), else its brightness."""
     image = source if isinstance(source, Image.Image) else read_mask(source)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         alpha = image.convert("RGBA").getchannel("A")
         if alpha.getextrema()[0] < 255:  # a painted layer (strokes on a transparent canvas): its alpha
             image = alpha
-    gray = image.convert("L").resize(size, Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.asarray(gray, dtype=np.float32) / 255.0)[None, None]
+    gray = np.asarray(image.convert("L").resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
+    if grow > 0:
+        from scipy import ndimage
+        from skimage.morphology import disk
+
+        gray = ndimage.grey_dilation(gray, footprint=disk(grow), mode="nearest")
+    return torch.from_numpy(gray)[None, None]
 
 
 def to_latent_size(mask: torch.Tensor, latent_shape) -> torch.Tensor:

@@ -42,6 +42,7 @@ LOCALIZE_MODES = ("off", "auto")  # unitune.localize
 MASK_READINGS = ("tuned", "untuned")
 MAX_MASK_DRAWS = 64  # DiffEdit averages 10
 MAX_MASK_DILATION = 64  # latent cells
+MAX_MASK_GROW = 256  # pixels
 
 
 def _opt(default, flag: str, help: str):
@@ -277,6 +278,12 @@ class EditSettings:
         0.5, "--mask-threshold", "the rescaled difference above which a cell may change, in [0, 1)"
     )
     mask_dilation: int = _opt(0, "--mask-dilation", "grow the automatic mask by this many latent cells")
+    mask_grow: int = _opt(
+        0,
+        "--mask-grow",
+        "grow your own mask (--mask, or one painted in the UI) by this many pixels of the image the model "
+        "works at before it is used: an edit needs room at the region's edge",
+    )
     mask_guidance: float | None = _opt(
         None,
         "--mask-guidance",
@@ -316,6 +323,8 @@ class EditSettings:
             raise UnituneError(f"mask threshold must be in [0, 1), got {self.mask_threshold}")
         if not 0 <= self.mask_dilation <= MAX_MASK_DILATION:
             raise UnituneError(f"mask dilation must be in [0, {MAX_MASK_DILATION}], got {self.mask_dilation}")
+        if not 0 <= self.mask_grow <= MAX_MASK_GROW:
+            raise UnituneError(f"mask grow must be in [0, {MAX_MASK_GROW}] pixels, got {self.mask_grow}")
         if self.localize == "auto" and int(self.steps * self.mask_strength) < 1:
             raise UnituneError(f"steps x mask strength must be >= 1, got {self.steps} x {self.mask_strength}")
         if self.guidance < 0:

@@ -121,6 +121,7 @@ class Controls:
     mask_dilation: gr.Slider
     mask_composite: gr.Checkbox
     mask_guidance: gr.Slider
+    mask_grow: gr.Slider
     brush: gr.ImageEditor
     edit_btn: gr.Button
     compare: gr.Component  # an ImageSlider where gradio has one, else a two-image Gallery
@@ -303,6 +304,14 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                                 label="guidance inside a mask",
                                 elem_id="mask-guidance",
                             )
+                            mask_grow = gr.Slider(
+                                0,
+                                max(16, edit.mask_grow),
+                                edit.mask_grow,
+                                step=1,
+                                label="grow a painted mask (pixels)",
+                                elem_id="mask-grow",
+                            )
                         brush = gr.ImageEditor(
                             label="Or paint where the edit may change (replaces the automatic mask)",
                             type="numpy",
@@ -471,6 +480,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
             mask_dilation=int(values[c.mask_dilation]),
             mask_composite=bool(values[c.mask_composite]),
             mask_guidance=float(values[c.mask_guidance]),
+            mask_grow=int(values[c.mask_grow]),
         )
         state, paths, message = studio.edit(
             values[c.state],
@@ -498,6 +508,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
     shared_dials |= {c.randomize, c.auto, c.inversion}
     edit_inputs = {c.state, c.prompts, c.negative, c.guidance, c.strength, c.num_images, *shared_dials}
     edit_inputs |= {c.localize, c.mask_ratio, c.mask_dilation, c.mask_composite, c.mask_guidance, c.brush}
+    edit_inputs |= {c.mask_grow}
     edit_inputs |= set(tuning)
     edit_outputs = [c.state, c.compare, c.results, c.settings_view, c.downloads, c.tune_status]
     edit_outputs += [c.history_table, c.history_gallery, c.seed, c.masks]
