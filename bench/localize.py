@@ -184,7 +184,8 @@ def intervals(rows: list[dict]) -> str:
 
 def time_edits(configs: list[str], repeats: int, prompts: int) -> str:
     """Seconds per edit call (`prompts` prompts of one scene, the tune cached) for each config, the median
-    of `repeats` calls after one warm-up: the cost of localising."""
+    of `repeats` calls after one warm-up: the cost of localising. An "oracle" config gives every prompt
+    the first edit's true region as the user's mask."""
     import statistics
     import time
 
@@ -199,11 +200,12 @@ def time_edits(configs: list[str], repeats: int, prompts: int) -> str:
     lines, reference = [], None
     for config in configs:
         settings = replace(defaults, **parse_config(config))
-        editor.edit(base, words, settings)  # the tune (cached after the first config) and warm-up
+        mask = _truth_image(scene[0], 0) if config.split()[0] == ORACLE else None
+        editor.edit(base, words, settings, mask=mask)  # the tune (cached after the first config), warm-up
         seconds = []
         for _ in range(repeats):
             started = time.perf_counter()
-            editor.edit(base, words, settings)
+            editor.edit(base, words, settings, mask=mask)
             seconds.append(time.perf_counter() - started)
         median = statistics.median(seconds)
         reference = reference or median
