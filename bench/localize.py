@@ -119,18 +119,13 @@ def diffedit(editor, base, edits, settings) -> list:
 
 
 def _truth_image(edit, dilation: int, box: bool = False):
-    """The pixels base and target differ at, grown by `dilation` px, as a mask image; with `box`, the
-    bounding box of those pixels."""
+    """The edit's true changed region (grown by `dilation` px; with `box`, its bounding box) as a mask
+    image."""
     from PIL import Image
 
-    from unitune.benchmark import metrics
-    from unitune.shapes.world import render
+    from unitune.benchmark.metrics import true_region
 
-    truth = metrics.change_mask(render(edit.base), render(edit.target), dilation)
-    if box and truth.any():
-        rows, cols = np.flatnonzero(truth.any(axis=1)), np.flatnonzero(truth.any(axis=0))
-        truth[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = True
-    return Image.fromarray(truth.astype(np.uint8) * 255)
+    return Image.fromarray(true_region(edit, dilation, box).astype(np.uint8) * 255)
 
 
 def summarize(rows: list[dict]) -> str:

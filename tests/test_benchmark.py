@@ -268,6 +268,11 @@ def test_benchmark_writes_a_well_formed_report(tiny_model, tmp_path):
     ):
         assert title in text
     assert "- command: `smoke`" in text and "cores" in text
+    localized = text.split("## Localised edits")[1].split("\n## ")[0]
+    ways = [
+        line for line in localized.splitlines() if line.startswith(("| no mask", "| automatic", "| a user"))
+    ]
+    assert len(ways) == 3 and "| success >= 50% |" in localized
     for name in re.findall(r"\]\((images/bench-[\w-]+\.png)\)", text):
         assert (report.parent / name).stat().st_size > 1000
     assert (images / "bench-tradeoff.png").is_file()
@@ -419,7 +424,7 @@ def test_the_dials_extra_candidate_is_sampled_at_each_guidance_apart_from_the_gr
     editor = Editor.load(benchmark_model(tiny_model), device="cpu", cache_dir=tmp_path)
     edits = [e for e in edit_set("validation", 1) if e.kind in ("colour", "background")]
     monkeypatch.setattr(editor, "default_edit_settings", lambda: EditSettings(auto_model_guidance=1.0))
-    grid = Grid(steps=2, guidances=(3.0, 6.0), strengths=(0.6,), interpolations=(0.0,))
+    grid = Grid(steps=3, guidances=(3.0, 6.0), strengths=(0.4, 0.6), interpolations=(0.0,))
     signals = []
     outputs = list(
         run_unitune(
@@ -429,10 +434,71 @@ def test_the_dials_extra_candidate_is_sampled_at_each_guidance_apart_from_the_gr
     dial = {(o.edit.name, o.setting.guidance, o.setting.strength, o.setting.model_guidance) for o in outputs
             if o.setting.dial_only}  # fmt: skip
     assert dial == {(e.name, g, 1.0, 1.0) for e in edits for g in (3.0, 6.0)}
-    assert all(o.setting.model_guidance == 0 for o in outputs if o.setting.strength == 0.6)
+    assert all(o.setting.model_guidance == 0 for o in outputs if o.setting.strength < 1)
+    # signals for what the dial can pick only: not strength 0.4, a grid setting outside its candidates
     assert {(s["guidance"], s["strength"], s["model_guidance"]) for s in signals} == {
         (3.0, 0.6, 0.0), (6.0, 0.6, 0.0), (3.0, 1.0, 1.0), (6.0, 1.0, 1.0)
     }  # fmt: skip
+
+
+def test_the_localized_family_runs_the_models_default_edit_without_a_mask_automatic_and_the_true_region(
+    tiny_model, tmp_path, monkeypatch
+):
+    from unitune import Editor
+    from unitune.benchmark.methods import Grid, run_localized
+    from unitune.shapes.world import render_pil
+
+    editor = Editor.load(benchmark_model(tiny_model), device="cpu", cache_dir=tmp_path)
+    edits = [e for e in edit_set("validation", 1) if e.kind in ("colour", "background")]
+    calls, edit = [], editor.edit
+
+    def recorded(image, prompts, settings, tune, *args, mask=None, **kwargs):
+        calls.append((settings, mask))
+        return edit(image, prompts, settings, tune, *args, mask=mask, **kwargs)
+
+    monkeypatch.setattr(editor, "edit", recorded)
+    grid = Grid(steps=3, guidances=(3.0,), strengths=(1.0,), interpolations=(0.0,))
+    outputs = list(run_localized(editor, edits, render_pil(edits[0].base), grid, 7, tune_steps=2))
+    assert [o.setting.mask for o in outputs] == [m for m in ("none", "auto", "user") for _ in edits]
+    defaults = editor.default_edit_settings()
+    for settings, _ in calls:
+        assert (settings.steps, settings.seed, settings.guidance) == (3, 7, defaults.guidance)
+    assert [(s.localize, m is None) for s, m in calls] == [("off", True), ("auto", True), ("off", False)]
+    for edit_, mask in zip(edits, calls[2][1], strict=True):
+        assert np.array_equal(np.asarray(mask) > 127, metrics.true_region(edit_))
+    assert outputs[0].setting.label == f"g{defaults.guidance:g} s{defaults.strength:g} i" + (
+        f"{defaults.interpolation:g} mask:none"
+    )
+
+
+def test_the_localisation_section_pairs_each_way_with_the_unmasked_edit_and_checks_the_targets():
+    from unitune.benchmark.report.localized import localized_rows, localized_targets
+    from unitune.benchmark.selection import paired
+
+    def way(mask, successes, kind="background"):
+        return [
+            {
+                **fake("test", f"g4 mask:{mask}", f"e{i}", float(s)),
+                "family": "localized",
+                "mask": mask,
+                "kind": kind,
+            }
+            for i, s in enumerate(successes)
+        ]
+
+    plain, user = way("none", [1, 0, 0, 0, 1]), way("user", [1, 1, 1, 1, 0])
+    assert paired(user, plain)[:2] == (3, 1)
+    assert paired(plain, plain) == (0, 0, 1.0)
+    records = plain + way("auto", [0, 0, 0, 0, 0]) + user
+    rows = "\n".join(localized_rows(records, ("background",)))
+    assert "| a user's mask: the edit's true region | **80% [" in rows and "| 3 / 1 (p = 0.62) |" in rows
+    assert "| 0 / 2 (p = 0.5) |" in rows and "| 4/5 |" in rows
+    chosen = {"sdedit": {"test": {"success": 0.36}}, "diffedit": {"test": {"success": 0.34}}}
+    targets = "\n".join(localized_targets(records, chosen))
+    line = next(t for t in targets.splitlines() if t.startswith("| success >= 50%"))
+    assert line.endswith("| 0% [0-43] | **missed** | 80% [38-96] | met |")
+    assert "| 80% (+44 points) | met |" in targets
+    assert "| backgrounds >= 60% | 0/5 (0%) | **missed** | 4/5 (80%) | met |" in targets
 
 
 def test_diffedit_reads_its_mask_from_the_target_against_the_source_caption_on_the_untuned_model(

@@ -1,6 +1,7 @@
 """Edits from the base's edit-friendly DDPM inversion (unitune.inversion)."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -55,6 +56,37 @@ def test_an_inverted_edit_follows_its_words_and_its_seed(editor, base_image):
     assert not np.array_equal(_pixels(first.image), _pixels(other_words.image))
     assert not np.array_equal(_pixels(first.image), _pixels(plain.image))
     assert first.settings["inversion"] is True
+
+
+def test_a_later_edit_of_the_same_image_and_tune_reuses_the_inversion_and_gets_the_same_pixels(
+    editor, base_image
+):
+    """The editor keeps the last inversions: another guidance on the same base, tune and schedule inverts
+    nothing new and gives the pixels a fresh inversion gives; another seed, strength, untuned tail or
+    image inverts again."""
+    settings = EditSettings(steps=4, strength=1.0, guidance=3.0, seed=2, inversion=True)
+    editor.edit(base_image, ["a red circle"], settings, TUNE)
+    cache = editor._inversions
+    misses = cache.misses
+    [reused] = editor.edit(base_image, ["a red circle"], replace(settings, guidance=5.0), TUNE)
+    assert cache.misses == misses
+    cache.clear()
+    [fresh] = editor.edit(base_image, ["a red circle"], replace(settings, guidance=5.0), TUNE)
+    assert cache.misses == misses + 1
+    assert np.array_equal(_pixels(reused.image), _pixels(fresh.image))
+    for other in (
+        {"seed": 3},
+        {"strength": 0.6},
+        {"untuned_tail": 0.5},
+        {"inversion_guidance": 2.0},
+        {"steps": 5},
+    ):
+        before = cache.misses
+        editor.edit(base_image, ["a red circle"], replace(settings, **other), TUNE)
+        assert cache.misses == before + 1, other
+    before = cache.misses
+    editor.edit(base_image.transpose(0), ["a red circle"], settings, TUNE)  # mirrored: another image, tune
+    assert cache.misses == before + 1
 
 
 @pytest.mark.parametrize("guidance", [-1.0, float("nan"), float("inf")])

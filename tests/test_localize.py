@@ -242,6 +242,24 @@ def test_the_api_grows_a_users_mask_by_mask_grow_and_saves_the_grown_one(editor,
     assert np.asarray(grown.mask)[10, 16] == 255 and np.asarray(plain.mask)[10, 16] == 0
 
 
+def test_each_prompt_can_have_its_own_mask_and_gets_what_it_would_alone(editor, base_image, tmp_path):
+    """A list of masks, one per prompt, sampled in one batch: each edit equals that prompt edited alone
+    with its mask (None: unmasked); a list of the wrong length is a one-line error."""
+    settings = EditSettings(steps=3, strength=0.8, guidance=3.0, seed=4, sample_batch=4)
+    left = Image.new("L", base_image.size, 0)
+    left.paste(255, (0, 0, base_image.width // 2, base_image.height))
+    prompts = ["a red circle", "a blue square", "a green circle"]
+    masks = [left, None, _mask_file(tmp_path, 0, base_image.size)]
+    together = editor.edit(base_image, prompts, settings, TUNE, mask=masks)
+    for prompt, mask, result in zip(prompts, masks, together, strict=True):
+        [alone] = editor.edit(base_image, [prompt], settings, TUNE, mask=mask)
+        assert np.array_equal(_pixels(alone.image), _pixels(result.image))
+        assert (result.mask is None) == (mask is None)
+    assert together[0].settings["mask_coverage"] == pytest.approx(0.5, abs=0.1)
+    with pytest.raises(UnituneError, match="2 masks for 3 prompts"):
+        editor.edit(base_image, prompts, settings, TUNE, mask=[left, left])
+
+
 @pytest.mark.parametrize("content", [b"", b"not an image", None], ids=["empty", "text", "missing"])
 def test_a_bad_mask_file_is_a_one_line_error(tmp_path, content):
     path = tmp_path / "mask.png"

@@ -25,6 +25,7 @@ from .cache import TuneCache, key_settings, tune_key
 from .decoder_fit import decoder_tensors, fit_decoder
 from .errors import UnituneError, out_of_memory
 from .images import Sizing, fit, image_hash, load_image, restore_size
+from .inversion import InversionCache
 from .loading import (
     Runtime,
     align_weights,
@@ -93,6 +94,7 @@ class Editor:
         self.sizing = sizing or Sizing()  # how photos are fitted (images.Sizing); replace it at will
         self.weights = UNetWeights(pipe.unet, pipe.vae.decoder)  # the only code that swaps the UNet's weights
         self._lock = threading.RLock()
+        self._inversions = InversionCache()  # the last few DDPM inversions, reused by later edits
 
     @classmethod
     def load(
@@ -171,7 +173,7 @@ class Editor:
         """What the sampler uses of this editor: the pipeline, the runtime, the weights' owner and the size
         to generate at."""
         size = self.sizing.generate_size(self.native_size, self.stride)
-        return SamplingModel(self.pipe, self.runtime, self.weights, size)
+        return SamplingModel(self.pipe, self.runtime, self.weights, size, self._inversions)
 
     def work_size(self, photo_size: tuple[int, int]) -> tuple[int, int]:
         """(width, height) a photo of `photo_size` is edited at (see `images.Sizing`)."""
@@ -304,28 +306,29 @@ class Editor:
         tune_settings: TuneSettings | None = None,
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
-        mask: ImageInput | None = None,
+        mask: ImageInput | list[ImageInput | None] | None = None,
     ) -> list[EditResult]:
         """Edit `image` once per prompt and seed; tunes first unless a cached tune exists. `mask` (a path
         or image; white = may change, resized to the image) localises every edit to it, whatever
-        `edit_settings.localize` says; each result carries the mask it used (`EditResult.mask`)."""
+        `edit_settings.localize` says; a list gives each prompt its own (None: that prompt unmasked). Each
+        result carries the mask it used (`EditResult.mask`)."""
         edit_settings = edit_settings or self.default_edit_settings()
         tune_settings, prompts = self.resolve_tune(tune_settings), _prompts(prompts)
         run = RunControl(progress, should_stop)
-        if mask is not None and not isinstance(mask, Image.Image):
-            mask = read_mask(mask)  # a bad file fails before the tune
+        masks = _masks_per_prompt(mask, len(prompts))  # a bad file fails before the tune
         with self._tuned_and_applied(image, tune_settings, run) as (photo, base, tuned):
-            user_mask = load_mask(mask, base.size, edit_settings.mask_grow) if mask is not None else None
+            user_masks = [
+                load_mask(m, base.size, edit_settings.mask_grow) if m is not None else None for m in masks
+            ]
             seeds = range(edit_settings.seed, edit_settings.seed + edit_settings.num_images)
-            edits = [(prompt, seed) for prompt in prompts for seed in seeds]
+            edits = [(p, s, m) for p, m in zip(prompts, user_masks, strict=True) for s in seeds]
             if edit_settings.auto:
                 results = [
-                    self._auto_dial(base, p, edit_settings, tuned, s, run=run, mask=user_mask)
-                    for p, s in edits
+                    self._auto_dial(base, p, edit_settings, tuned, s, run=run, mask=m) for p, s, m in edits
                 ]
             else:
-                cells = [(prompt, edit_settings, seed) for prompt, seed in edits]
-                samples = self._edit_cells(base, cells, tuned, run=run, mask=user_mask)
+                cells = [(prompt, edit_settings, seed, m) for prompt, seed, m in edits]
+                samples = self._edit_cells(base, cells, tuned, run=run)
                 results = [result for result, _ in samples]
         return _at_size(results, photo, edit_settings)
 
@@ -342,12 +345,12 @@ class Editor:
                 yield photo, base, tuned
 
     def _edit_cells(
-        self, base, cells, tuned: TuneResult, *, run, label: str | None = None, mask=None
+        self, base, cells, tuned: TuneResult, *, run, label: str | None = None
     ) -> list[tuple[EditResult, Image.Image]]:
-        """One edited image per (edit words, settings, seed) with its settings, sampled together where they
-        can share a batch; each with its raw sample before interpolation (for the automatic dial). `label`
-        names them all in progress reports (default: each its words and seed); `mask`: a user's (1, 1, H,
-        W) at the working size, for every cell."""
+        """One edited image per (edit words, settings, seed, mask) with its settings, sampled together where
+        they can share a batch; each with its raw sample before interpolation (for the automatic dial).
+        `label` names them all in progress reports (default: each its words and seed); a cell's mask: a
+        user's (1, 1, H, W) at the working size, or None."""
         rare = tuned.settings["rare_prompt"]
         requests = [
             SampleRequest(
@@ -359,7 +362,7 @@ class Editor:
                 rare,
                 mask,
             )
-            for words, settings, seed in cells
+            for words, settings, seed, mask in cells
         ]
         samples = sample_requests(self.sampling_model(), requests, base, run=run)
         results = []
@@ -380,8 +383,8 @@ class Editor:
         (unitune.auto), and keep the pick, its settings recording the choice (`auto_dial`)."""
         options = candidates(edit_settings)
         label = f"{prompt} (seed {seed}), {len(options)} candidates"
-        cells = [(prompt, c, seed) for c in options]
-        samples = self._edit_cells(base, cells, tuned, run=run, label=label, mask=mask)
+        cells = [(prompt, c, seed, mask) for c in options]
+        samples = self._edit_cells(base, cells, tuned, run=run, label=label)
         index, signals = self._score_dial(prompt, tuned, [raw for _, raw in samples])
         result = samples[index][0]
         result.settings["auto_dial"] = {
@@ -451,7 +454,7 @@ class Editor:
         tune_settings, prompt = self.resolve_tune(tune_settings), _prompts(prompt)[0]
         run = RunControl(progress, should_stop)
         with self._tuned_and_applied(image, tune_settings, run) as (photo, base, tuned):
-            samples = self._edit_cells(base, [(prompt, c, c.seed) for c in cells], tuned, run=run)
+            samples = self._edit_cells(base, [(prompt, c, c.seed, None) for c in cells], tuned, run=run)
             results, raws = [result for result, _ in samples], [raw for _, raw in samples]
             picked = self._mark_pick(prompt, tuned, results, raws) if auto else None
         sheet = contact_sheet([r.image for r in results], list(guidances), list(strengths), picked)
@@ -490,6 +493,15 @@ def _prompts(prompts: list[str] | str) -> list[str]:
     if not prompts:
         raise UnituneError("give at least one prompt")
     return prompts
+
+
+def _masks_per_prompt(mask, count: int) -> list:
+    """`Editor.edit`'s mask argument as one entry per prompt (a path read now, so that a bad file fails
+    before any work; None: that prompt unmasked)."""
+    masks = list(mask) if isinstance(mask, list | tuple) else [mask] * count
+    if len(masks) != count:
+        raise UnituneError(f"got {len(masks)} masks for {count} prompts: give one mask, or one per prompt")
+    return [m if m is None or isinstance(m, Image.Image) else read_mask(m) for m in masks]
 
 
 def _losses(metadata: dict[str, str]) -> list[float]:

@@ -14,6 +14,9 @@ to alpha 1) the residual that still lands the step on x_{t-1}.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -46,6 +49,39 @@ class NoiseMaps:
     def step(self, scheduler, prediction, t, latents, step: int) -> torch.Tensor:
         """The row's `step`-th step: the DDPM step's mean, plus its noise map in place of a draw."""
         return _mean(scheduler, prediction, t, latents) + self.maps[step]
+
+
+class InversionCache:
+    """The last few inversions, kept across edits (an `Editor`'s): editing the same image under the same
+    tune again (another prompt, guidance or mask; the benchmark's grid) inverts it once. An inversion is a
+    function of everything in its key, so a hit gives the pixels a fresh one would."""
+
+    def __init__(self, capacity: int = 4):
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple, NoiseMaps] = OrderedDict()
+        self.misses = 0  # inversions computed (tests count them)
+
+    def get(self, key: tuple, make: Callable[[], NoiseMaps]) -> NoiseMaps:
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            return self._entries[key]
+        self.misses += 1
+        self._entries[key] = maps = make()
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+        return maps
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    @staticmethod
+    def identity(base_latent: torch.Tensor, scheduler) -> tuple[str, str]:
+        """What an inversion's key holds of its inputs besides the dials: a digest of the base latent and
+        the scheduler's class and configuration."""
+        digest = hashlib.sha256(base_latent.detach().float().cpu().numpy().tobytes())
+        digest.update(str(tuple(base_latent.shape)).encode())
+        config = json.dumps(dict(scheduler.config), sort_keys=True, default=str)
+        return digest.hexdigest(), f"{type(scheduler).__name__} {config}"
 
 
 @contextlib.contextmanager

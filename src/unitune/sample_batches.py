@@ -23,7 +23,7 @@ from PIL import Image
 from .decoder_gate import decode_samples
 from .errors import out_of_memory
 from .interpolation import interpolate_details
-from .inversion import NoiseMaps, ddim_scheduler, invert
+from .inversion import InversionCache, NoiseMaps, ddim_scheduler, invert
 from .loading import Runtime
 from .localize import (
     BaseEncoding,
@@ -59,6 +59,7 @@ class SamplingModel:
     runtime: Runtime
     weights: UNetWeights
     generate_size: tuple[int, int]
+    inversions: InversionCache | None = None  # kept across calls (the editor's); None: within a batch only
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,8 @@ def _row(model, request: SampleRequest, base, size, shared: _Shared) -> Row:
 def _inversion(model, request: SampleRequest, scheduler, start: int, shared: _Shared) -> NoiseMaps:
     """The base's DDPM inversion under R for a row joining the schedule at `start` (unitune.inversion),
     with the weights each step will be sampled with (the tune; the untuned ones from the tail on); rows
-    that would invert alike (seed, start, R, its guidance and negative prompt) share one."""
+    that would invert alike (seed, start, R, its guidance and negative prompt) share one, and so do later
+    calls on the same base, tune and schedule (the model's `inversions`)."""
     settings = request.settings
     guidance, negative = settings.inversion_guidance, settings.negative_prompt
     key = (request.seed, start, request.rare_prompt, guidance, negative)
@@ -254,17 +256,26 @@ def _inversion(model, request: SampleRequest, scheduler, start: int, shared: _Sh
             tail = shared.switch is not None and start + step >= shared.switch
             return model.weights.untuned() if tail else contextlib.nullcontext()
 
-        shared.inversions[key] = invert(
-            model.pipe,
-            scheduler,
-            shared.encoding.latent,
-            shared.timesteps[start:],
-            shared.encoded(request.rare_prompt, negative, guidance > 1.0),
-            guidance,
-            torch.Generator("cpu").manual_seed(request.seed),
-            model.runtime,
-            weights_at,
-        )
+        def make() -> NoiseMaps:
+            return invert(
+                model.pipe,
+                scheduler,
+                shared.encoding.latent,
+                shared.timesteps[start:],
+                shared.encoded(request.rare_prompt, negative, guidance > 1.0),
+                guidance,
+                torch.Generator("cpu").manual_seed(request.seed),
+                model.runtime,
+                weights_at,
+            )
+
+        tune = model.weights.applied_key
+        if model.inversions is None or tune is None:  # no tune to name: nothing kept past this batch
+            shared.inversions[key] = make()
+        else:
+            identity = InversionCache.identity(shared.encoding.latent, scheduler)
+            schedule_key = (len(shared.timesteps), shared.switch)
+            shared.inversions[key] = model.inversions.get((tune, *identity, *schedule_key, *key), make)
     return shared.inversions[key]
 
 

@@ -6,7 +6,11 @@ sdedit-words  the same on the edit's words alone, the fragment UniTune gets (the
 diffedit  DiffEdit's recipe on the untuned model: its mask from the target caption against the source
         caption, then the target caption sampled with the base kept outside the mask (unitune.localize);
 full    UniTune (`Editor.edit`, full tune) on the fragment, guidance x strength x interpolation grid;
-lora    the same with a LoRA tune.
+lora    the same with a LoRA tune;
+localized  UniTune at the model's own edit defaults (what `unitune edit` does; the full tune, the grid's
+        sampler steps) three ways on the same edits: without a mask, with the automatic mask
+        (`--localize auto`) and with a user's mask, the edit's true changed region (what a user would
+        paint; the model grows it by its `mask_grow`).
 
 Every method gets the same guidances, strengths and interpolation weights. Base-detail interpolation is
 a post-process of the decoded sample (unitune.interpolation) that any method can use, so each (guidance,
@@ -24,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..auto import score_candidates
+from ..auto import AUTO_STRENGTHS, score_candidates
 from ..interpolation import interpolate_details
 from ..sampling import to_tensor
 from ..settings import EditSettings
@@ -32,7 +36,8 @@ from ..shapes.world import IMAGE_SIZE
 from .binding import measure_binding
 from .edits import Edit
 
-FAMILIES = ("prompt", "sdedit", "sdedit-words", "diffedit", "full", "lora")
+FAMILIES = ("prompt", "sdedit", "sdedit-words", "diffedit", "full", "lora", "localized")
+MASKS = ("none", "auto", "user")  # the localized family's three ways: no mask, the automatic one, a user's
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class Setting:
     strength: float = 1.0
     interpolation: float = 0.0
     model_guidance: float = 0.0  # > 0 only for the automatic dial's extra candidate (not a grid setting)
+    mask: str = ""  # the localized family's: one of MASKS
 
     @property
     def label(self) -> str:
@@ -49,7 +55,8 @@ class Setting:
         if self.family != "prompt":
             text += f" s{self.strength:g}"
         text += f" i{self.interpolation:g}"
-        return text + (f" m{self.model_guidance:g}" if self.model_guidance else "")
+        text += f" m{self.model_guidance:g}" if self.model_guidance else ""
+        return text + (f" mask:{self.mask}" if self.mask else "")
 
     @property
     def dial_only(self) -> bool:
@@ -69,6 +76,9 @@ class Grid:
     families: tuple[str, ...] = FAMILIES
 
     def settings(self, family: str) -> list[Setting]:
+        """The grid's settings for `family` (none for the localized family: it runs the model's defaults)."""
+        if family == "localized":
+            return []
         strengths = (1.0,) if family == "prompt" else self.strengths
         return [
             Setting(family, g, s, w) for g in self.guidances for s in strengths for w in self.interpolations
@@ -258,12 +268,51 @@ def run_unitune(
         _auto_signals(editor, tuned, edits, raw, family, on_signals)
 
 
+def run_localized(
+    editor,
+    edits: list[Edit],
+    base: Image.Image,
+    grid: Grid,
+    seed: int,
+    tune_steps: int | None = None,
+    tune_batch: int = 4,
+) -> Iterator[Output]:
+    """The localized family: the model's default edit (the full tune, which `run_unitune` has cached;
+    the grid's sampler steps) without a mask, with the automatic mask and with each edit's true changed
+    region as the user's mask, every edit of the scene in one call each."""
+    from .metrics import true_region
+
+    tune = replace(editor.default_tune_settings(), method="full", steps=tune_steps, batch_size=tune_batch)
+    defaults = replace(editor.default_edit_settings(), steps=grid.steps, seed=seed, num_images=1, auto=False)
+    truths = [Image.fromarray(true_region(e).astype(np.uint8) * 255) for e in edits]
+    ways = {
+        "none": (replace(defaults, localize="off"), None),
+        "auto": (replace(defaults, localize="auto"), None),
+        "user": (replace(defaults, localize="off"), truths),
+    }
+    for mask in MASKS:
+        settings, masks = ways[mask]
+        setting = Setting(
+            "localized", settings.guidance, settings.strength, settings.interpolation, mask=mask
+        )
+        started = time.perf_counter()
+        results = editor.edit(base, [e.prompt for e in edits], settings, tune, mask=masks)
+        seconds = (time.perf_counter() - started) / len(edits)
+        for edit, result in zip(edits, results, strict=True):
+            yield Output(edit, setting, to_array(result.image), seconds)
+
+
 def _auto_signals(editor, tuned, edits: list[Edit], raw: dict, family: str, on_signals) -> None:
-    """unitune.auto's signals for every raw sample of each edit, under that edit's tune."""
+    """unitune.auto's signals for each raw sample of an edit that the dial could pick (its strengths, its
+    extra candidate), under that edit's tune."""
     rare = tuned.settings["rare_prompt"]
     with editor.applied(tuned):
         for edit in edits:
-            candidates = raw[edit.name]
+            candidates = [
+                (cell, image)
+                for cell, image in raw[edit.name]
+                if cell.strength in AUTO_STRENGTHS or cell.model_guidance
+            ]
             images = [image for _, image in candidates]
             signals = score_candidates(
                 editor.pipe, images, rare, edit.prompt, editor.runtime, editor.weights, tuned=True
@@ -302,6 +351,8 @@ def run_scene(
             produced = run_sdedit(editor, edits, base, grid, seed, family)
         elif family == "diffedit":
             produced = run_diffedit(editor, edits, base, grid, seed)
+        elif family == "localized":
+            produced = run_localized(editor, edits, base, grid, seed, tune_steps, tune_batch)
         else:
             produced = run_unitune(
                 editor, family, edits, base, grid, seed, costs, tune_steps, tune_batch, on_binding, on_signals

@@ -89,6 +89,16 @@ def change_mask(base: np.ndarray, target: np.ndarray, dilation: int = MASK_DILAT
     return changed
 
 
+def true_region(edit, grow: int = 0, box: bool = False) -> np.ndarray:
+    """(H, W) bool: the pixels the edit must change (its base and target rendered, where they differ),
+    grown by `grow` px; with `box`, their bounding box. As a user's mask: the region a user would paint."""
+    truth = change_mask(render(edit.base), render(edit.target), grow)
+    if box and truth.any():
+        rows, cols = np.flatnonzero(truth.any(axis=1)), np.flatnonzero(truth.any(axis=0))
+        truth[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = True
+    return truth
+
+
 def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float:
     """PSNR in dB of uint8 images over `mask` (H, W) if given, capped at PSNR_CAP (identical images);
     nan for an empty mask."""

@@ -106,6 +106,7 @@ def record(output: Output, scores: dict) -> dict:
         "strength": setting.strength,
         "interpolation": setting.interpolation,
         "model_guidance": setting.model_guidance,
+        "mask": setting.mask,
         "seconds": output.seconds,
         **scores,
     }

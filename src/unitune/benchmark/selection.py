@@ -48,6 +48,24 @@ METHODS = (
         lambda r: r["strength"] == 1.0 and r["interpolation"] == 0.0,
     ),
     Method("lora", "(e) UniTune, LoRA tune: guidance x strength x interpolation", "lora"),
+    Method(
+        "defaults",
+        "(f) UniTune at the model's default dials, no mask (`unitune edit`)",
+        "localized",
+        lambda r: r.get("mask") == "none",
+    ),
+    Method(
+        "localize-auto",
+        "(f) UniTune, the model's dials, automatic mask (`--localize auto`)",
+        "localized",
+        lambda r: r.get("mask") == "auto",
+    ),
+    Method(
+        "user-mask",
+        "(f) UniTune, the model's dials, a user's mask: the edit's true region (uses the ground truth)",
+        "localized",
+        lambda r: r.get("mask") == "user",
+    ),
 )
 
 
@@ -165,3 +183,16 @@ def _candidate(row: dict) -> tuple[str, float, float]:
     """(edit, strength, extra model guidance) of a record or signals row (runs before the dial's extra
     candidate had none)."""
     return row["edit"], row["strength"], row.get("model_guidance", 0.0)
+
+
+def paired(records: list[dict], against: list[dict]) -> tuple[int, int, float]:
+    """Edit by edit over the edits both hold: (wins, losses, two-sided sign-test p) of `records`' success
+    against `against`'s (ties left out; p is 1 with no untied edit)."""
+    from scipy.stats import binomtest
+
+    theirs = {r["edit"]: r["success"] for r in against}
+    pairs = [(r["success"], theirs[r["edit"]]) for r in records if r["edit"] in theirs]
+    wins = sum(1 for ours, other in pairs if ours > other)
+    losses = sum(1 for ours, other in pairs if ours < other)
+    p = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    return wins, losses, float(p)

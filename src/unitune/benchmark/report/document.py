@@ -10,6 +10,8 @@ from ..selection import METHODS
 from .cells import num
 from .dial import AUTO_TEXT, auto_rows, auto_targets
 from .figures import plot_examples, plot_tradeoff
+from .localized import TEXT as LOCALIZED_TEXT
+from .localized import localized_rows, localized_targets
 from .tables import binding_rows, choose, headline_rows, kind_rows, oracles, reference_rows, setting_table
 from .targets import cost_rows, targets
 
@@ -130,6 +132,14 @@ def write_report(results, report: Path, images: Path, command: str) -> Path:
         *auto_rows(results, chosen),
         "",
         *auto_targets(results, chosen),
+        "",
+        "## Localised edits: no mask, the automatic mask, a user's mask (test)",
+        "",
+        *LOCALIZED_TEXT.splitlines(),
+        "",
+        *localized_rows(records, kinds),
+        "",
+        *localized_targets(records, chosen),
         "",
         "## Binding: R alone after the tune (test scenes)",
         "",

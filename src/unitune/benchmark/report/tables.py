@@ -46,7 +46,7 @@ def headline_rows(chosen: dict, oracle_rows: dict) -> list[str]:
         title, label, validation = row["method"].title, f"`{row['label']}`", pct(row["validation"]["success"])
         lines.append(summary_row(title, label, validation, row["test"], num(row["test"]["seconds"], 2)))
     for family, rows in oracle_rows.items():
-        title = f"(f) oracle: best of the {family} grid per edit (uses the ground truth)"
+        title = f"(g) oracle: best of the {family} grid per edit (uses the ground truth)"
         lines.append(summary_row(title, "per edit", "-", summarise(rows), "-"))
     return lines
 
@@ -121,7 +121,8 @@ def setting_table(method: Method, records: list[dict], chosen_label: str | None)
 
 
 def _setting_order(label: str):
-    return tuple(float(part[1:]) for part in label.split())
+    """`g3 s0.8 i1` -> (3, 0.8, 1): numeric parts only (a `mask:user` part does not order)."""
+    return tuple(float(part[1:]) for part in label.split() if ":" not in part)
 
 
 def binding_rows(binding: list[dict]) -> list[str]:

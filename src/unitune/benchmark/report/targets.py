@@ -9,7 +9,7 @@ from ..selection import ranking_key
 from .cells import pct, rate, verdict
 
 TARGET_SUCCESS, TARGET_MARGIN, TARGET_TUNE_S, TARGET_EDIT_S = 0.75, 0.20, 20.0, 2.0
-UNITUNE_KEYS = ("full-noise", "full", "lora-noise", "lora")
+UNITUNE_KEYS = ("full-noise", "full", "lora-noise", "lora", "defaults", "localize-auto")  # no ground truth
 
 
 def cost_rows(results) -> list[str]:
@@ -49,6 +49,11 @@ def cost_rows(results) -> list[str]:
     for family, title in baselines:
         if grid[family]:
             lines.append(f"| {title} | - | {np.mean(grid[family]):.2f} | - | - | - | - | - | - | - |")
+    for mask, title in (("none", "no mask"), ("auto", "automatic mask"), ("user", "a user's mask")):
+        seconds = [r["seconds"] for r in results.records if r["family"] == "localized" and r["mask"] == mask]
+        if seconds:
+            empty = " - |" * 7
+            lines.append(f"| UniTune, the model's dials, {title} | - | {np.mean(seconds):.2f} |{empty}")
     return lines
 
 
