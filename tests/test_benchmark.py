@@ -458,7 +458,9 @@ def test_the_localized_family_runs_the_models_default_edit_without_a_mask_automa
 
     monkeypatch.setattr(editor, "edit", recorded)
     grid = Grid(steps=3, guidances=(3.0,), strengths=(1.0,), interpolations=(0.0,))
+    inverted = editor.inversions.misses
     outputs = list(run_localized(editor, edits, render_pil(edits[0].base), grid, 7, tune_steps=2))
+    assert editor.inversions.misses == inverted + 3  # each way timed as a first edit: it inverts the image
     assert [o.setting.mask for o in outputs] == [m for m in ("none", "auto", "user") for _ in edits]
     defaults = editor.default_edit_settings()
     for settings, _ in calls:

@@ -66,7 +66,7 @@ def test_a_later_edit_of_the_same_image_and_tune_reuses_the_inversion_and_gets_t
     image inverts again."""
     settings = EditSettings(steps=4, strength=1.0, guidance=3.0, seed=2, inversion=True)
     editor.edit(base_image, ["a red circle"], settings, TUNE)
-    cache = editor._inversions
+    cache = editor.inversions
     misses = cache.misses
     [reused] = editor.edit(base_image, ["a red circle"], replace(settings, guidance=5.0), TUNE)
     assert cache.misses == misses

@@ -94,7 +94,9 @@ class Editor:
         self.sizing = sizing or Sizing()  # how photos are fitted (images.Sizing); replace it at will
         self.weights = UNetWeights(pipe.unet, pipe.vae.decoder)  # the only code that swaps the UNet's weights
         self._lock = threading.RLock()
-        self._inversions = InversionCache()  # the last few DDPM inversions, reused by later edits
+        # the last few DDPM inversions, reused by later edits of the same image and tune (`clear()` it to
+        # time a first edit)
+        self.inversions = InversionCache()
 
     @classmethod
     def load(
@@ -173,7 +175,7 @@ class Editor:
         """What the sampler uses of this editor: the pipeline, the runtime, the weights' owner and the size
         to generate at."""
         size = self.sizing.generate_size(self.native_size, self.stride)
-        return SamplingModel(self.pipe, self.runtime, self.weights, size, self._inversions)
+        return SamplingModel(self.pipe, self.runtime, self.weights, size, self.inversions)
 
     def work_size(self, photo_size: tuple[int, int]) -> tuple[int, int]:
         """(width, height) a photo of `photo_size` is edited at (see `images.Sizing`)."""
