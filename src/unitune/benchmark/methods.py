@@ -286,13 +286,9 @@ def run_localized(
     tune = replace(editor.default_tune_settings(), method="full", steps=tune_steps, batch_size=tune_batch)
     defaults = replace(editor.default_edit_settings(), steps=grid.steps, seed=seed, num_images=1, auto=False)
     truths = [Image.fromarray(true_region(e).astype(np.uint8) * 255) for e in edits]
-    ways = {
-        "none": (replace(defaults, localize="off"), None),
-        "auto": (replace(defaults, localize="auto"), None),
-        "user": (replace(defaults, localize="off"), truths),
-    }
-    for mask in MASKS:
-        settings, masks = ways[mask]
+    ways = (("none", "off", None), ("auto", "auto", None), ("user", "off", truths))  # MASKS, in order
+    for mask, localize, masks in ways:
+        settings = replace(defaults, localize=localize)
         setting = Setting(
             "localized", settings.guidance, settings.strength, settings.interpolation, mask=mask
         )
