@@ -62,7 +62,7 @@ class BaseEncoding:
 
 
 @torch.no_grad()
-def estimate_mask(
+def difference_map(
     pipe,
     latent: torch.Tensor,
     edit: Conditioning,
@@ -72,10 +72,11 @@ def estimate_mask(
     runtime: Runtime,
     readings: dict | None = None,
 ) -> torch.Tensor:
-    """DiffEdit's mask (1, 1, h, w) with values 0 or 1, from the UNet now in the pipeline: where its noise
-    predictions for the `edit` and `reference` conditionings (one row each) differ. `settings`: an
-    EditSettings (its mask_* dials). `readings`: a dict shared by the masks of one batch, in which the
-    predictions are kept (requests of one image with the same seed draw the same noise).
+    """DiffEdit's difference map (1, 1, h, w), before its threshold, from the UNet now in the pipeline: the
+    mean |difference| of its noise predictions for the `edit` and `reference` conditionings (one row
+    each) over the draws and channels. `settings`: an EditSettings (its mask_* dials). `readings`: a
+    dict shared by the masks of one batch, in which the predictions are kept (requests of one image
+    with the same seed draw the same noise).
     The pipeline's scheduler is left as it was (a copy is set to the mask's noise level)."""
     scheduler, t = _mask_timestep(pipe, settings.steps, settings.mask_strength, latent.device)
     generator = torch.Generator("cpu").manual_seed(seed)
@@ -96,7 +97,22 @@ def estimate_mask(
             readings[key] = noise_predictor(pipe.unet, stacked, runtime, 0)(model_input, t)
         return readings[key]
 
-    difference = (read(edit) - read(reference)).abs().mean(dim=(0, 1), keepdim=True)
+    return (read(edit) - read(reference)).abs().mean(dim=(0, 1), keepdim=True)
+
+
+def estimate_mask(
+    pipe,
+    latent: torch.Tensor,
+    edit: Conditioning,
+    reference: Conditioning,
+    settings,
+    seed: int,
+    runtime: Runtime,
+    readings: dict | None = None,
+) -> torch.Tensor:
+    """DiffEdit's mask (1, 1, h, w) with values 0 or 1: `difference_map` through `threshold` at the
+    settings' mask_ratio, mask_threshold and mask_dilation."""
+    difference = difference_map(pipe, latent, edit, reference, settings, seed, runtime, readings)
     return threshold(difference, settings.mask_ratio, settings.mask_threshold, settings.mask_dilation)
 
 
@@ -142,12 +158,18 @@ def load_mask(source, size: tuple[int, int], grow: int = 0) -> torch.Tensor:
         if alpha.getextrema()[0] < 255:  # a painted layer (strokes on a transparent canvas): its alpha
             image = alpha
     gray = np.asarray(image.convert("L").resize(size, Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
-    if grow > 0:
-        from scipy import ndimage
-        from skimage.morphology import disk
+    return torch.from_numpy(grow_mask(gray, grow))[None, None]
 
-        gray = ndimage.grey_dilation(gray, footprint=disk(grow), mode="nearest")
-    return torch.from_numpy(gray)[None, None]
+
+def grow_mask(gray: np.ndarray, grow: int) -> np.ndarray:
+    """A mask (H, W) in [0, 1] grown by `grow` pixels: a grey dilation with a disk, each pixel taking the
+    largest value within `grow` of it (0: as it is)."""
+    if grow <= 0:
+        return gray
+    from scipy import ndimage
+    from skimage.morphology import disk
+
+    return ndimage.grey_dilation(gray, footprint=disk(grow), mode="nearest")
 
 
 def to_latent_size(mask: torch.Tensor, latent_shape) -> torch.Tensor:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -27,12 +28,15 @@ from .inversion import InversionCache, NoiseMaps, ddim_scheduler, invert
 from .loading import Runtime
 from .localize import (
     BaseEncoding,
-    estimate_mask,
+    difference_map,
+    grow_mask,
     mask_image,
+    threshold,
     to_latent_size,
     to_pixel_size,
 )
 from .progress import Progress, RunControl
+from .regions import region_mask
 from .sampling import (
     Blend,
     ModelGuidance,
@@ -179,7 +183,7 @@ def _sample_batch(
     #      interpolation (a post-process of the sample)
     gates = [request.settings.decoder_gate for request in requests]
     raws = decode_samples(model, [row.latents for row in rows], gates, base)
-    masks = [_pixel_mask(row, request, base) for row, request in zip(rows, requests, strict=True)]
+    masks = [_pixel_mask(row, base) for row in rows]
     return [
         _finish(raw, request.settings, base, mask)
         for raw, request, mask in zip(raws, requests, masks, strict=True)
@@ -217,7 +221,7 @@ def _row(model, request: SampleRequest, base, size, shared: _Shared) -> Row:
         latents = initial_latents(pipe, base, own, settings.strength, generator, runtime, size)
     blend = None
     if base is not None and request.localized():
-        blend = _blend(model, request, shared)
+        blend = _blend(model, request, base, shared)
         if maps is not None:  # outside its mask, the inversion's own noised base
             blend.noised = maps.noised
         else:
@@ -279,31 +283,43 @@ def _inversion(model, request: SampleRequest, scheduler, start: int, shared: _Sh
     return shared.inversions[key]
 
 
-def _blend(model, request: SampleRequest, shared: _Shared) -> Blend:
+def _blend(model, request: SampleRequest, base, shared: _Shared) -> Blend:
     """The request's mask at latent size (its user's, else estimated from the UNet now in the pipeline,
-    the tune) and the base latent it keeps outside it (the caller says how that base is noised)."""
-    pipe, runtime, settings = model.pipe, model.runtime, request.settings
-    latent, encoded, readings = shared.encoding.latent, shared.encoded, shared.readings
-    if request.mask is not None:
-        mask = to_latent_size(request.mask.to(runtime.device), latent.shape)
-    elif settings.mask_reading == "untuned":  # the edit's words against none, before the tune
+    the tune) and the base latent it keeps outside it (the caller says how that base is noised); a mask
+    made at the image's size (a user's, or one snapped to its regions) is kept as `pixel_mask`."""
+    latent, settings = shared.encoding.latent, request.settings
+    pixels = request.mask
+    if pixels is None:
+        difference = _difference(model, request, shared)
+        if not settings.mask_regions:
+            mask = threshold(difference, settings.mask_ratio, settings.mask_threshold, settings.mask_dilation)
+            return Blend(mask, latent)
+        snapped = region_mask(difference, base, settings.mask_background_ratio).astype(np.float32)
+        pixels = torch.from_numpy(grow_mask(snapped, settings.mask_grow))[None, None]
+    mask = to_latent_size(pixels.to(model.runtime.device), latent.shape)
+    return Blend(mask, latent, pixel_mask=pixels.cpu())
+
+
+def _difference(model, request: SampleRequest, shared: _Shared) -> torch.Tensor:
+    """DiffEdit's difference map for the request: the tuned "R edit words" against "R", or (mask_reading
+    "untuned") the edit's words against none with the model before the tune."""
+    pipe, runtime, settings, encoded = model.pipe, model.runtime, request.settings, shared.encoded
+    latent, readings = shared.encoding.latent, shared.readings
+    if settings.mask_reading == "untuned":
         edit, reference = encoded(request.edit_words, "", False), encoded("", "", False)
         with model.weights.untuned():
-            mask = estimate_mask(pipe, latent, edit, reference, settings, request.seed, runtime, readings)
-    else:
-        edit = encoded(request.prompt, "", False)
-        reference = encoded(request.rare_prompt, "", False)
-        mask = estimate_mask(pipe, latent, edit, reference, settings, request.seed, runtime, readings)
-    return Blend(mask, latent)
+            return difference_map(pipe, latent, edit, reference, settings, request.seed, runtime, readings)
+    edit, reference = encoded(request.prompt, "", False), encoded(request.rare_prompt, "", False)
+    return difference_map(pipe, latent, edit, reference, settings, request.seed, runtime, readings)
 
 
-def _pixel_mask(row: Row, request: SampleRequest, base) -> torch.Tensor | None:
-    """The row's mask at the image's size (1, 1, H, W) on the CPU: the user's own, else the estimated
+def _pixel_mask(row: Row, base) -> torch.Tensor | None:
+    """The row's mask at the image's size (1, 1, H, W) on the CPU: one made there, else the estimated
     latent mask enlarged (bilinear: soft at its edges); None when the row was not localised."""
     if row.blend is None:
         return None
-    if request.mask is not None:
-        return request.mask.cpu()
+    if row.blend.pixel_mask is not None:
+        return row.blend.pixel_mask
     return to_pixel_size(row.blend.mask.cpu(), (base.height, base.width))
 
 

@@ -89,12 +89,15 @@ class Blend:
     """What a localised row (unitune.localize) keeps outside its mask: the mask (1, 1, h, w) in [0, 1]
     (1 = may change) and the base's clean latent, noised after every step either with the noise the row's
     start was drawn with (`noise`; the blend of diffusers' inpainting with a plain UNet) or, for a row
-    started from an inversion, as the inversion noised it (`noised`, by timestep: where R alone stays)."""
+    started from an inversion, as the inversion noised it (`noised`, by timestep: where R alone stays).
+    `pixel_mask`: the mask at the image's size (1, 1, H, W) when it was made there (a user's, or one
+    snapped to the image's regions), for the pixel composite."""
 
     mask: torch.Tensor
     base_latent: torch.Tensor
     noise: torch.Tensor | None = None
     noised: dict[int, torch.Tensor] | None = None
+    pixel_mask: torch.Tensor | None = None
 
     def apply(self, scheduler, latents: torch.Tensor, next_timestep) -> torch.Tensor:
         """The sample inside the mask, the base noised to `next_timestep` (None: clean) outside it."""

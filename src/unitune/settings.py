@@ -278,6 +278,20 @@ class EditSettings:
         0.5, "--mask-threshold", "the rescaled difference above which a cell may change, in [0, 1)"
     )
     mask_dilation: int = _opt(0, "--mask-dilation", "grow the automatic mask by this many latent cells")
+    mask_regions: bool = _opt(
+        False,
+        "--mask-regions",
+        "snap the automatic mask to the image's own regions: the background when the tuned model's "
+        "disagreement is about as strong there as on the objects, else the objects where it is strongest "
+        "(unitune.regions); grown by --mask-grow like your own mask",
+    )
+    mask_background_ratio: float = _opt(
+        0.5,
+        "--mask-background-ratio",
+        "with --mask-regions: the edit is the background's when the disagreement's mean over the "
+        "background is above this multiple of its mean over the rest (lower: more edits read as "
+        "background edits)",
+    )
     mask_grow: int = _opt(
         0,
         "--mask-grow",
@@ -323,6 +337,8 @@ class EditSettings:
             raise UnituneError(f"mask threshold must be in [0, 1), got {self.mask_threshold}")
         if not 0 <= self.mask_dilation <= MAX_MASK_DILATION:
             raise UnituneError(f"mask dilation must be in [0, {MAX_MASK_DILATION}], got {self.mask_dilation}")
+        if not (math.isfinite(self.mask_background_ratio) and self.mask_background_ratio > 0):
+            raise UnituneError(f"mask background ratio must be > 0, got {self.mask_background_ratio}")
         if not 0 <= self.mask_grow <= MAX_MASK_GROW:
             raise UnituneError(f"mask grow must be in [0, {MAX_MASK_GROW}] pixels, got {self.mask_grow}")
         if self.localize == "auto" and int(self.steps * self.mask_strength) < 1:

@@ -1,0 +1,113 @@
+"""The automatic mask snapped to the image's regions (unitune.regions, --mask-regions)."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from unitune import EditSettings, TuneSettings, UnituneError
+from unitune.localize import grow_mask
+from unitune.regions import background_label, region_mask, segments
+from unitune.shapes.world import Scene, SceneObject, render_pil, shape_coverage
+
+TUNE = TuneSettings(steps=2, learning_rate=5e-2, seed=91)
+
+
+def _scene(side: int = 64) -> tuple[Image.Image, np.ndarray, np.ndarray]:
+    """A shapes-world picture (a red square and a blue circle on a textured grey-green ground) at `side`
+    pixels; the pixels mostly inside each object."""
+    square = SceneObject("square", "red", "small", 16.0, 18.0, 18.0)
+    circle = SceneObject("circle", "blue", "large", 42.0, 42.0, 26.0)
+    image = render_pil(Scene("green", (square, circle), texture_seed=3))
+    scale = side // image.width
+    inside = [np.kron(shape_coverage(o) > 0.5, np.ones((scale, scale), dtype=bool)) for o in (square, circle)]
+    return image.resize((side, side), Image.Resampling.BILINEAR), *inside
+
+
+def _map(where: np.ndarray, inside: float, elsewhere: float = 0.01) -> torch.Tensor:
+    """A difference map at a quarter of the image's side: `inside` where the cell's pixels are mostly in
+    `where`."""
+    side = where.shape[0] // 4
+    cells = torch.from_numpy(where.reshape(side, 4, side, 4).mean(axis=(1, 3)) > 0.5)
+    return torch.where(cells, inside, elsewhere).float()[None, None]
+
+
+def _core(inside: np.ndarray, pixels: int) -> np.ndarray:
+    return ndimage.binary_erosion(inside, iterations=pixels)
+
+
+def _ground(side: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """The scene's regions and its background region."""
+    regions = segments(np.asarray(_scene(side)[0]))
+    return regions, regions == background_label(regions)
+
+
+def test_the_background_is_the_region_of_the_border_and_the_objects_are_not_in_it():
+    _, square, circle = _scene()
+    regions, background = _ground()
+    assert not (background & (square | circle)).any()
+    assert background.sum() > 0.85 * (~(square | circle)).sum()
+
+
+def test_a_map_on_one_object_gives_whole_regions_of_that_object_only():
+    image, square, circle = _scene()
+    _, background = _ground()
+    mask = region_mask(_map(square, 1.0), image, background_ratio=0.5)
+    assert mask[_core(square, 1)].all()
+    assert not (mask & background).any() and not (mask & circle).any()
+
+
+def test_a_map_as_strong_on_the_background_gives_the_background_with_a_margin_into_the_objects():
+    """A background edit: the model's disagreement is as strong on the background as on the objects;
+    the mask is the background region, grown 2 px (a diamond) into what it borders, the objects' cores
+    kept."""
+    image, square, circle = _scene()
+    _, background = _ground()
+    mask = region_mask(_map(np.ones_like(square), 1.0), image, background_ratio=0.5)
+    assert np.array_equal(mask, ndimage.binary_dilation(background, iterations=2))
+    assert not mask[_core(square, 3) | _core(circle, 3)].any()
+
+
+def test_the_background_ratio_decides_between_the_two():
+    """The map stronger on the square than elsewhere: a background edit exactly when the ratio asked
+    for is below the map's own ratio of its background mean to its mean over the rest."""
+    image, square, _ = _scene()
+    _, background = _ground()
+    difference = _map(square, 1.0, elsewhere=0.4)
+    spread = torch.nn.functional.interpolate(difference, size=(64, 64), mode="bilinear")[0, 0].numpy()
+    ratio = spread[background].mean() / spread[~background].mean()
+    assert 0.5 < ratio < 0.9
+    assert not region_mask(difference, image, background_ratio=ratio + 0.02)[background].any()
+    assert region_mask(difference, image, background_ratio=ratio - 0.02)[background].all()
+
+
+def test_the_regions_scale_with_the_image():
+    """The segmentation's constants follow the image's area: the background is about the same share of
+    the picture at 64 and at 128 px."""
+    assert abs(_ground(64)[1].mean() - _ground(128)[1].mean()) < 0.05
+
+
+def test_one_region_lets_everything_change():
+    flat = Image.new("RGB", (32, 32), (90, 90, 90))
+    assert region_mask(torch.rand(1, 1, 8, 8), flat, background_ratio=0.5).all()
+
+
+def test_an_edit_with_snapped_regions_uses_and_saves_the_grown_region_mask(editor, base_image):
+    """--localize auto --mask-regions: the saved mask is a whole region of the image grown by mask_grow
+    (binary here, so each pixel is in or out), recorded as the automatic mask."""
+    settings = EditSettings(steps=4, strength=0.8, guidance=3.0, localize="auto", mask_regions=True, seed=3)
+    [result] = editor.edit(base_image, ["a green background"], settings, TUNE)
+    mask = np.asarray(result.mask)
+    assert result.settings["mask_source"] == "auto" and result.settings["mask_regions"] is True
+    assert set(np.unique(mask)) <= {0, 255} and 0 < result.settings["mask_coverage"] <= 1
+    grown = EditSettings(**{**settings.to_dict(), "mask_grow": 2})
+    [wider] = editor.edit(base_image, ["a green background"], grown, TUNE)
+    expected = grow_mask((mask > 127).astype(np.float32), 2) > 0.5
+    assert np.array_equal(np.asarray(wider.mask) > 127, expected)
+
+
+@pytest.mark.parametrize("ratio", [0.0, -1.0, float("nan"), float("inf")])
+def test_an_absurd_background_ratio_is_refused(ratio):
+    with pytest.raises(UnituneError, match="mask background ratio"):
+        EditSettings(mask_background_ratio=ratio)
