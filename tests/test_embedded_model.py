@@ -17,6 +17,7 @@ from unitune.shapes.world import vocabulary
 
 EMBEDDED = Path(unitune.__file__).parent / "embedded" / "shapes"
 EXAMPLE = Path(unitune.__file__).parent / "assets" / "examples" / "shapes.png"
+DEMO_MASK = EXAMPLE.with_name("shapes-background-mask.png")  # scripts/demo.sh's
 
 
 def run(*args):
@@ -46,14 +47,20 @@ def test_generate_without_model(tmp_path):
     assert "embedded" in settings["model"] and settings["prompt"].endswith("blue background")
 
 
-def test_the_readme_demo_does_what_it_says(tmp_path):
-    """scripts/demo.sh's edit at the model's default tune and dials: the README shows the example's red
-    circle on a green background, and says so; a default that breaks it (a full tune at 2e-4 did:
-    docs/lab/binding.md) must not ship unnoticed."""
+@pytest.mark.parametrize("mask", ["user", "auto"])
+def test_the_readme_demo_does_what_it_says(tmp_path, mask):
+    """scripts/demo.sh's edit (with its mask), and the same edit left to the model's automatic mask, at
+    the model's default tune and dials: the README shows the example's red circle on a green background,
+    and says so; a default that breaks it (a full tune at 2e-4 did: docs/lab/binding.md) must not ship
+    unnoticed."""
     out = tmp_path / "demo"
-    result = run("edit", EXAMPLE, "on a green background", "--out", out, "--cache-dir", tmp_path / "cache")
+    flags = ["--mask", DEMO_MASK] if mask == "user" else []
+    result = run(
+        "edit", EXAMPLE, "on a green background", *flags, "--out", out, "--cache-dir", tmp_path / "cache"
+    )
     assert result.exit_code == 0, result.output
-    [png] = sorted(out.glob("*.png"))
+    [png] = [path for path in sorted(out.glob("*.png")) if not path.name.endswith("-mask.png")]
+    assert read_settings(png)["mask_source"] == mask and len(list(out.glob("*-mask.png"))) == 1
     base = analyze(Image.open(EXAMPLE).convert("RGB"))
     edited = analyze(Image.open(png).convert("RGB"))
     assert base.background != "green"

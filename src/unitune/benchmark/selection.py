@@ -50,13 +50,13 @@ METHODS = (
     Method("lora", "(e) UniTune, LoRA tune: guidance x strength x interpolation", "lora"),
     Method(
         "defaults",
-        "(f) UniTune at the model's default dials, no mask (`unitune edit`)",
+        "(f) UniTune, the model's dials without a mask (`--localize off`)",
         "localized",
         lambda r: r.get("mask") == "none",
     ),
     Method(
         "localize-auto",
-        "(f) UniTune, the model's dials, automatic mask (`--localize auto`)",
+        "(f) UniTune at the model's default dials: its automatic mask (`unitune edit`)",
         "localized",
         lambda r: r.get("mask") == "auto",
     ),

@@ -10,8 +10,8 @@ from ..selection import METHODS, by_kind, paired, summarise
 from .cells import pct, rate, verdict
 
 WAYS = (
-    ("defaults", "no mask (`unitune edit`)"),
-    ("localize-auto", "automatic mask (`--localize auto`)"),
+    ("defaults", "no mask (`--localize off`)"),
+    ("localize-auto", "automatic mask (`unitune edit`: `--localize auto`)"),
     ("user-mask", "a user's mask: the edit's true region"),
 )
 TARGET_SUCCESS, TARGET_OVER_SDEDIT, TARGET_OVER_DIFFEDIT = 0.50, 0.10, 0.05
