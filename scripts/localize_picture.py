@@ -1,5 +1,6 @@
 """docs/localize.md's picture: one edit of the example image without localisation, with the automatic
-mask, and with a mask drawn by hand (each mask beside its edit), embedded model, its default tune.
+mask (the embedded model's default: snapped to the image's regions), and with a mask drawn by hand (each
+mask beside its edit), embedded model, its default tune.
 
 Usage: HF_HUB_OFFLINE=1 python scripts/localize_picture.py   (writes docs/images/localize.png)
 """
@@ -31,14 +32,14 @@ def main() -> None:
     editor = Editor.load()
     base = editor.prepare_image(EXAMPLE)
     settings = replace(editor.default_edit_settings(), strength=1.0, seed=0)
-    [plain] = editor.edit(base, PROMPT, settings)
+    [plain] = editor.edit(base, PROMPT, replace(settings, localize="off"))
     [auto] = editor.edit(base, PROMPT, replace(settings, localize="auto", mask_composite=True))
     [user] = editor.edit(base, PROMPT, replace(settings, mask_composite=True), mask=hand_mask(base))
     tiles = [
         (base, "base"),
-        (plain.image, "no mask"),
+        (plain.image, "--localize off"),
         (auto.mask, "automatic mask"),
-        (auto.image, "--localize auto"),
+        (auto.image, "default (auto)"),
         (user.mask, "your mask"),
         (user.image, "--mask FILE"),
     ]

@@ -386,6 +386,31 @@ def test_the_tune_time_target_reads_the_two_core_tune_of_the_benchmarks_length()
     assert tune_seconds(results, "full")[0] == 25.0
 
 
+def test_the_tune_time_target_of_a_localised_edit_is_its_full_tunes():
+    """The localized family edits with the full family's cached tune and records no tune of its own."""
+    from unitune.benchmark.methods import TuneCost
+    from unitune.benchmark.report.targets import targets
+    from unitune.benchmark.run import Results
+    from unitune.benchmark.selection import METHODS
+
+    summary = {
+        "success": 0.5,
+        "expressive": 0.5,
+        "preserved": 0.5,
+        "psnr_target": 20.0,
+        "seconds": 0.4,
+        "count": 4,
+    }
+    chosen = {
+        m.key: {"method": m, "label": "g4.5 s1 i1 mask:auto", "validation": summary, "test": summary}
+        for m in METHODS
+        if m.key == "localize-auto"
+    }
+    results = Results(smoke_config(), "model", tune_costs=[TuneCost("full", "s0", 12.0, 0.1, {"steps": 96})])
+    [tune_row] = [line for line in targets(chosen, results) if line.startswith("| tune <=")]
+    assert "(full)" in tune_row and "12.0 s" in tune_row and tune_row.endswith("met |")
+
+
 def test_unitunes_edits_use_the_models_untuned_tail_and_binding_samples_the_tune_alone(
     tiny_model, tmp_path, monkeypatch
 ):

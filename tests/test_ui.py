@@ -276,8 +276,8 @@ def test_the_working_size_box_fits_the_image_again(server, browser):
 
 def test_a_painted_mask_reaches_the_edit_and_its_settings(server, browser, tmp_path):
     """Paint a stroke on the brush canvas over the base image; the edit is localised to it: its saved
-    settings say the mask was the user's (and carry the inversion checkbox, the mask guidance and the
-    mask grow sliders), its mask file is offered, and the overlay is shown."""
+    settings say the mask was the user's (and carry the inversion and regions checkboxes, the mask
+    guidance and the mask grow sliders), its mask file is offered, and the overlay is shown."""
     from selenium.webdriver.common.action_chains import ActionChains
 
     open_app(browser, server)
@@ -295,6 +295,7 @@ def test_a_painted_mask_reaches_the_edit_and_its_settings(server, browser, tmp_p
     browser.save_screenshot(str(tmp_path / "ui-brush.png"))
 
     browser.find_element("css selector", "#inversion input[type=checkbox]").click()  # the tiny model: off
+    browser.find_element("css selector", "#mask-regions input[type=checkbox]").click()  # off there too
     grow = find(browser, "#mask-grow input[type=number]")
     grow.clear()
     grow.send_keys("3\n")  # grow the painted mask by 3 px
@@ -310,6 +311,7 @@ def test_a_painted_mask_reaches_the_edit_and_its_settings(server, browser, tmp_p
     assert settings["inversion"] is True  # the checkbox reached the edit
     assert settings["mask_guidance"] == settings["guidance"]  # the slider starts at the edit's guidance
     assert settings["mask_grow"] == 3  # the grow slider reached the edit
+    assert settings["mask_regions"] is True  # so did the regions checkbox (a painted mask goes first)
     assert 0 < sum(mask.point(lambda v: v > 127 and 255).histogram()[255:]) < mask.width * mask.height
 
 

@@ -37,6 +37,7 @@ from .binding import measure_binding
 from .edits import Edit
 
 FAMILIES = ("prompt", "sdedit", "sdedit-words", "diffedit", "full", "lora", "localized")
+LOCALIZED_TUNE = "full"  # the localized family's tune: the full family's, cached by `run_unitune`
 MASKS = ("none", "auto", "user")  # the localized family's three ways: no mask, the automatic one, a user's
 
 
@@ -283,7 +284,9 @@ def run_localized(
     (it loads the tune and inverts the image)."""
     from .metrics import true_region
 
-    tune = replace(editor.default_tune_settings(), method="full", steps=tune_steps, batch_size=tune_batch)
+    tune = replace(
+        editor.default_tune_settings(), method=LOCALIZED_TUNE, steps=tune_steps, batch_size=tune_batch
+    )
     defaults = replace(editor.default_edit_settings(), steps=grid.steps, seed=seed, num_images=1, auto=False)
     truths = [Image.fromarray(true_region(e).astype(np.uint8) * 255) for e in edits]
     ways = (("none", "off", None), ("auto", "auto", None), ("user", "off", truths))  # MASKS, in order

@@ -117,6 +117,7 @@ class Controls:
     auto: gr.Checkbox
     inversion: gr.Checkbox
     localize: gr.Radio
+    mask_regions: gr.Checkbox
     mask_ratio: gr.Slider
     mask_dilation: gr.Slider
     mask_composite: gr.Checkbox
@@ -284,6 +285,11 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                                 value=edit.localize,
                                 label="automatic mask (from the tune: where 'R edit' and 'R' disagree)",
                                 elem_id="localize",
+                            )
+                            mask_regions = gr.Checkbox(
+                                edit.mask_regions,
+                                label="snap it to the image's regions (the background, or whole objects)",
+                                elem_id="mask-regions",
                             )
                             mask_ratio = gr.Slider(
                                 0.5, 6, edit.mask_ratio, step=0.25, label="mask ratio (lower: larger mask)"
@@ -476,6 +482,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
             num_images=int(values[c.num_images]),
             negative_prompt=(values[c.negative] or "").strip(),
             localize=values[c.localize],
+            mask_regions=bool(values[c.mask_regions]),
             mask_ratio=float(values[c.mask_ratio]),
             mask_dilation=int(values[c.mask_dilation]),
             mask_composite=bool(values[c.mask_composite]),
@@ -508,7 +515,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
     shared_dials |= {c.randomize, c.auto, c.inversion}
     edit_inputs = {c.state, c.prompts, c.negative, c.guidance, c.strength, c.num_images, *shared_dials}
     edit_inputs |= {c.localize, c.mask_ratio, c.mask_dilation, c.mask_composite, c.mask_guidance, c.brush}
-    edit_inputs |= {c.mask_grow}
+    edit_inputs |= {c.mask_grow, c.mask_regions}
     edit_inputs |= set(tuning)
     edit_outputs = [c.state, c.compare, c.results, c.settings_view, c.downloads, c.tune_status]
     edit_outputs += [c.history_table, c.history_gallery, c.seed, c.masks]

@@ -24,8 +24,9 @@ sampler steps), run three ways on the same edits with the same seeds. The user's
 pixels where the edit's base and target differ, given as a user would paint it (white = may change; the
 model grows it by its `mask_grow`): it uses the ground truth's region, not its pixels, so it measures
 what the sampler does with a good mask, not how a mask is found. Wins / losses count the edits one way
-gets right and the unmasked edit gets wrong, and the reverse (two-sided sign test). Research record:
-docs/lab/masks.md."""
+gets right and the unmasked edit gets wrong, and the reverse (two-sided sign test). The automatic mask is
+the model's default, snapped to the image's regions (`--mask-regions`). Research record:
+docs/lab/masks.md, docs/lab/regions.md."""
 
 
 def _methods() -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..methods import FAMILIES
+from ..methods import FAMILIES, LOCALIZED_TUNE
 from ..selection import ranking_key
 from .cells import pct, rate, verdict
 
@@ -65,6 +65,7 @@ def targets(chosen: dict, results) -> list[str]:
     success = best["test"]["success"]
     sdedit = chosen.get("sdedit", {}).get("test", {}).get("success", float("nan"))
     family = best["method"].family
+    family = LOCALIZED_TUNE if family == "localized" else family  # whose tune it edits with
     tune_s, tune_text = tune_seconds(results, family)
     edit_s = best["test"]["seconds"]
 
