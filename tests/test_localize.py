@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from unitune import EditSettings, TuneSettings, UnituneError
 from unitune.images import fit
-from unitune.localize import estimate_mask, load_mask, read_mask, threshold
+from unitune.localize import difference_map, load_mask, read_mask, threshold, thresholded
 from unitune.pipelines import Conditioning
 from unitune.sampling import decode, to_pil
 
@@ -172,7 +172,8 @@ def test_the_estimated_mask_is_at_latent_size_binary_and_covers_where_the_readin
         latent = torch.randn(1, 4, 6, 8, generator=torch.Generator().manual_seed(0))
         edit = Conditioning(torch.full((1, 3, 2), 1.0))
         reference = Conditioning(torch.full((1, 3, 2), -1.0))
-        mask = estimate_mask(pipe, latent, edit, reference, EditSettings(), seed=0, runtime=runtime)
+        difference = difference_map(pipe, latent, edit, reference, EditSettings(), seed=0, runtime=runtime)
+        mask = thresholded(difference, EditSettings())
     finally:
         pipe.unet = unet
     expected = torch.zeros(1, 1, 6, 8)
@@ -389,6 +390,8 @@ def test_the_estimate_equals_diffusers_generate_mask_on_the_same_latent_and_seed
     size = (64, 64)
     edit = encode_prompts(pipe, "a blue circle on a green background", "", False, runtime, size)
     reference = encode_prompts(pipe, "a red square", "", False, runtime, size)
-    ours = estimate_mask(pipe, latent, edit, reference, settings, seed=11, runtime=runtime)
+    ours = thresholded(
+        difference_map(pipe, latent, edit, reference, settings, seed=11, runtime=runtime), settings
+    )
     assert 0 < ours.sum() < ours.numel()  # a mask with both sides, so the comparison means something
     assert np.array_equal(ours[0, 0].numpy(), np.asarray(theirs)[0].astype(np.float32))

@@ -100,19 +100,9 @@ def difference_map(
     return (read(edit) - read(reference)).abs().mean(dim=(0, 1), keepdim=True)
 
 
-def estimate_mask(
-    pipe,
-    latent: torch.Tensor,
-    edit: Conditioning,
-    reference: Conditioning,
-    settings,
-    seed: int,
-    runtime: Runtime,
-    readings: dict | None = None,
-) -> torch.Tensor:
-    """DiffEdit's mask (1, 1, h, w) with values 0 or 1: `difference_map` through `threshold` at the
+def thresholded(difference: torch.Tensor, settings) -> torch.Tensor:
+    """DiffEdit's mask (1, 1, h, w) with values 0 or 1 from a `difference_map`: `threshold` at the
     settings' mask_ratio, mask_threshold and mask_dilation."""
-    difference = difference_map(pipe, latent, edit, reference, settings, seed, runtime, readings)
     return threshold(difference, settings.mask_ratio, settings.mask_threshold, settings.mask_dilation)
 
 

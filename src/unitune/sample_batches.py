@@ -31,7 +31,7 @@ from .localize import (
     difference_map,
     grow_mask,
     mask_image,
-    threshold,
+    thresholded,
     to_latent_size,
     to_pixel_size,
 )
@@ -292,8 +292,7 @@ def _blend(model, request: SampleRequest, base, shared: _Shared) -> Blend:
     if pixels is None:
         difference = _difference(model, request, shared)
         if not settings.mask_regions:
-            mask = threshold(difference, settings.mask_ratio, settings.mask_threshold, settings.mask_dilation)
-            return Blend(mask, latent)
+            return Blend(thresholded(difference, settings), latent)
         snapped = region_mask(difference, base, settings.mask_background_ratio).astype(np.float32)
         pixels = torch.from_numpy(grow_mask(snapped, settings.mask_grow))[None, None]
     mask = to_latent_size(pixels.to(model.runtime.device), latent.shape)
