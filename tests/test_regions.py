@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from unitune import EditSettings, TuneSettings, UnituneError
 from unitune.localize import grow_mask
-from unitune.regions import background_label, region_mask, segments
+from unitune.regions import background_label, image_regions, region_mask, segments
 from unitune.shapes.world import Scene, SceneObject, render_pil, shape_coverage
 
 TUNE = TuneSettings(steps=2, learning_rate=5e-2, seed=91)
@@ -53,7 +53,7 @@ def test_the_background_is_the_region_of_the_border_and_the_objects_are_not_in_i
 def test_a_map_on_one_object_gives_whole_regions_of_that_object_only():
     image, square, circle = _scene()
     _, background = _ground()
-    mask = region_mask(_map(square, 1.0), image, background_ratio=0.5)
+    mask = region_mask(_map(square, 1.0), image_regions(image), background_ratio=0.5)
     assert mask[_core(square, 1)].all()
     assert not (mask & background).any() and not (mask & circle).any()
 
@@ -64,7 +64,7 @@ def test_a_map_as_strong_on_the_background_gives_the_background_with_a_margin_in
     kept."""
     image, square, circle = _scene()
     _, background = _ground()
-    mask = region_mask(_map(np.ones_like(square), 1.0), image, background_ratio=0.5)
+    mask = region_mask(_map(np.ones_like(square), 1.0), image_regions(image), background_ratio=0.5)
     assert np.array_equal(mask, ndimage.binary_dilation(background, iterations=2))
     assert not mask[_core(square, 3) | _core(circle, 3)].any()
 
@@ -78,8 +78,8 @@ def test_the_background_ratio_decides_between_the_two():
     spread = torch.nn.functional.interpolate(difference, size=(64, 64), mode="bilinear")[0, 0].numpy()
     ratio = spread[background].mean() / spread[~background].mean()
     assert 0.5 < ratio < 0.9
-    assert not region_mask(difference, image, background_ratio=ratio + 0.02)[background].any()
-    assert region_mask(difference, image, background_ratio=ratio - 0.02)[background].all()
+    assert not region_mask(difference, image_regions(image), background_ratio=ratio + 0.02)[background].any()
+    assert region_mask(difference, image_regions(image), background_ratio=ratio - 0.02)[background].all()
 
 
 def test_the_regions_scale_with_the_image():
@@ -90,7 +90,7 @@ def test_the_regions_scale_with_the_image():
 
 def test_one_region_lets_everything_change():
     flat = Image.new("RGB", (32, 32), (90, 90, 90))
-    assert region_mask(torch.rand(1, 1, 8, 8), flat, background_ratio=0.5).all()
+    assert region_mask(torch.rand(1, 1, 8, 8), image_regions(flat), background_ratio=0.5).all()
 
 
 def test_an_edit_with_snapped_regions_uses_and_saves_the_grown_region_mask(editor, base_image):

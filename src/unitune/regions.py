@@ -56,12 +56,15 @@ def background_label(regions: np.ndarray) -> int:
     return Counter(border.tolist()).most_common(1)[0][0]
 
 
-def region_mask(difference: torch.Tensor, base: Image.Image, background_ratio: float) -> np.ndarray:
-    """(H, W) bool at the base's size: where the edit may change the image, from DiffEdit's difference map
-    (1, 1, h, w) before its threshold (module docstring)."""
-    pixels = np.asarray(base.convert("RGB"))
-    height, width = pixels.shape[:2]
-    regions = segments(pixels)
+def image_regions(base: Image.Image) -> np.ndarray:
+    """(H, W) region labels of a PIL image (`segments` of its RGB pixels)."""
+    return segments(np.asarray(base.convert("RGB")))
+
+
+def region_mask(difference: torch.Tensor, regions: np.ndarray, background_ratio: float) -> np.ndarray:
+    """(H, W) bool at the regions' size: where the edit may change the image, from DiffEdit's difference
+    map (1, 1, h, w) before its threshold and the base image's `regions` (module docstring)."""
+    height, width = regions.shape
     label = background_label(regions)
     background = regions == label
     grid = difference.detach().float().cpu()

@@ -36,7 +36,7 @@ from .localize import (
     to_pixel_size,
 )
 from .progress import Progress, RunControl
-from .regions import region_mask
+from .regions import image_regions, region_mask
 from .sampling import (
     Blend,
     ModelGuidance,
@@ -193,8 +193,8 @@ def _sample_batch(
 @dataclass
 class _Shared:
     """What a batch's rows share: the full schedule, the index where the untuned tail starts, the prompt
-    encoder (each text encoded once), the base's encoding, the automatic masks' reference readings and the
-    inversions."""
+    encoder (each text encoded once), the base's encoding, the automatic masks' reference readings, the
+    inversions and the base's regions."""
 
     timesteps: torch.Tensor
     switch: int | None
@@ -202,6 +202,7 @@ class _Shared:
     encoding: BaseEncoding | None
     readings: dict = field(default_factory=dict)
     inversions: dict = field(default_factory=dict)
+    regions: np.ndarray | None = None  # the base's segmentation (unitune.regions), made when first needed
 
 
 def _row(model, request: SampleRequest, base, size, shared: _Shared) -> Row:
@@ -293,7 +294,9 @@ def _blend(model, request: SampleRequest, base, shared: _Shared) -> Blend:
         difference = _difference(model, request, shared)
         if not settings.mask_regions:
             return Blend(thresholded(difference, settings), latent)
-        snapped = region_mask(difference, base, settings.mask_background_ratio).astype(np.float32)
+        if shared.regions is None:  # the base's segmentation, once per batch
+            shared.regions = image_regions(base)
+        snapped = region_mask(difference, shared.regions, settings.mask_background_ratio).astype(np.float32)
         pixels = torch.from_numpy(grow_mask(snapped, settings.mask_grow))[None, None]
     mask = to_latent_size(pixels.to(model.runtime.device), latent.shape)
     return Blend(mask, latent, pixel_mask=pixels.cpu())
