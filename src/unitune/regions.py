@@ -31,9 +31,7 @@ SEGMENT_SCALE = 1000.0  # Felzenszwalb's scale at REFERENCE_SIDE (larger: fewer,
 SEGMENT_SIGMA = 0.8  # its Gaussian pre-smoothing
 SEGMENT_MIN_SIZE = 30  # its smallest region, in pixels at REFERENCE_SIDE
 OBJECT_LIFT = 1.5  # an object edit's mask: the regions whose mean difference is above this x the image's
-BACKGROUND_MARGIN = (
-    2  # a background edit's mask reaches this many pixels (at REFERENCE_SIDE) into the objects
-)
+BACKGROUND_MARGIN = 2  # px at REFERENCE_SIDE that a background edit's mask reaches into the objects
 
 
 def segments(pixels: np.ndarray) -> np.ndarray:
