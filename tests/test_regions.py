@@ -58,6 +58,18 @@ def test_a_map_on_one_object_gives_whole_regions_of_that_object_only():
     assert not (mask & background).any() and not (mask & circle).any()
 
 
+def test_a_map_on_both_objects_gives_the_more_lit_one_only():
+    """An edit's words name one thing: a map lighting the square and, more strongly, the circle gives the
+    circle's regions, none of the square's; the other way round, the square's."""
+    image, square, circle = _scene()
+    regions = image_regions(image)
+    for strong, weak in ((circle, square), (square, circle)):
+        difference = torch.maximum(_map(strong, 1.0), _map(weak, 0.6))
+        mask = region_mask(difference, regions, background_ratio=0.5)
+        assert mask[_core(strong, 1)].all()
+        assert not (mask & weak).any()
+
+
 def test_a_map_as_strong_on_the_background_gives_the_background_with_a_margin_into_the_objects():
     """A background edit: the model's disagreement is as strong on the background as on the objects;
     the mask is the background region, grown 2 px (a diamond) into what it borders, the objects' cores

@@ -9,8 +9,10 @@ background and over the rest:
 
 - about as strong on the background as on the objects (mean ratio above `mask_background_ratio`): the
   edit is the background's, and the mask is the background, grown into the objects' edges by a margin;
-- else: the regions (not the background) whose mean is above OBJECT_LIFT x the image's mean, whole (all
-  of the objects when none is).
+- else: one object, the connected part of the image outside the background where the map's mean is
+  highest, and of it the regions whose mean is above OBJECT_LIFT x the image's mean, whole (the object
+  whole when none is). An edit's words name one thing; a map that lights two objects (it often does on
+  two-object scenes) would let the edit redraw both.
 
 Either mask is then grown by `mask_grow` like a user's and used as one: at pixel size, averaged down to
 the latent grid for the blend. Chosen on 120 validation edits of the embedded model and checked on the
@@ -31,6 +33,7 @@ SEGMENT_SCALE = 1000.0  # Felzenszwalb's scale at REFERENCE_SIDE (larger: fewer,
 SEGMENT_SIGMA = 0.8  # its Gaussian pre-smoothing
 SEGMENT_MIN_SIZE = 30  # its smallest region, in pixels at REFERENCE_SIDE
 OBJECT_LIFT = 1.5  # an object edit's mask: the regions whose mean difference is above this x the image's
+OBJECT_REACH = 2  # px at REFERENCE_SIDE by which the chosen object takes back its edge regions
 BACKGROUND_MARGIN = 2  # px at REFERENCE_SIDE that a background edit's mask reaches into the objects
 
 
@@ -75,15 +78,29 @@ def region_mask(difference: torch.Tensor, regions: np.ndarray, background_ratio:
 
 
 def _objects(regions: np.ndarray, background: int, spread: np.ndarray) -> np.ndarray:
-    """The regions other than the `background` label whose mean difference is above OBJECT_LIFT x the
-    image's (all of them when none is)."""
+    """The regions of the most lit object (`_most_lit_object`) whose mean difference is above
+    OBJECT_LIFT x the image's (the object whole when none is)."""
     from scipy import ndimage
 
     labels = np.unique(regions)
     means = ndimage.mean(spread, regions, labels)
-    lit = labels[(means > OBJECT_LIFT * spread.mean()) & (labels != background)]
-    mask = np.isin(regions, lit)
-    return mask if mask.any() else regions != background
+    lit = np.isin(regions, labels[(means > OBJECT_LIFT * spread.mean()) & (labels != background)])
+    chosen = _most_lit_object(regions != background, spread)
+    mask = lit & chosen
+    return mask if mask.any() else chosen & (regions != background)
+
+
+def _most_lit_object(foreground: np.ndarray, spread: np.ndarray) -> np.ndarray:
+    """The connected part of `foreground` (opened by one pixel, so that thin edge regions do not join two
+    objects) with the highest mean `spread`, grown by OBJECT_REACH px to take back its edges."""
+    from scipy import ndimage
+
+    parts, count = ndimage.label(ndimage.binary_opening(foreground))
+    if count < 2:  # nothing to choose between
+        return foreground
+    means = ndimage.mean(spread, parts, np.arange(1, count + 1))
+    side = min(foreground.shape)
+    return _grown(parts == int(np.argmax(means)) + 1, max(1, round(OBJECT_REACH * side / REFERENCE_SIDE)))
 
 
 def _grown(mask: np.ndarray, pixels: int) -> np.ndarray:
