@@ -1,6 +1,6 @@
 """The automatic mask snapped to the image's own regions (`--mask-regions`).
 
-DiffEdit's map, read from the tuned model, lights up the scene's objects whatever the edit's words say:
+DiffEdit's map (either reading, `mask_reading`) lights up the scene's objects whatever the words say:
 a recolour lights up the object, but so does "on a black background", where the model would redraw the
 object with the new background. Its threshold cannot tell the two apart; where the map falls can. The
 base image is cut into regions (scikit-image's Felzenszwalb graph segmentation), the region most of the
@@ -16,7 +16,7 @@ background and over the rest:
 
 Either mask is then grown by `mask_grow` like a user's and used as one: at pixel size, averaged down to
 the latent grid for the blend. Chosen on 120 validation edits of the embedded model and checked on the
-150 test edits (docs/lab/regions.md).
+150 test edits (docs/lab/regions.md; the single object: docs/lab/object-choice.md).
 """
 
 from __future__ import annotations

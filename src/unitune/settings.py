@@ -281,9 +281,9 @@ class EditSettings:
     mask_regions: bool = _opt(
         False,
         "--mask-regions",
-        "snap the automatic mask to the image's own regions: the background when the tuned model's "
-        "disagreement is about as strong there as on the objects, else the objects where it is strongest "
-        "(unitune.regions); grown by --mask-grow like your own mask",
+        "snap the automatic mask to the image's own regions: the background when the readings' "
+        "disagreement is about as strong there as on the objects, else the one object where it is "
+        "strongest (unitune.regions); grown by --mask-grow like your own mask",
     )
     mask_background_ratio: float = _opt(
         0.5,

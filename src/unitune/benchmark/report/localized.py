@@ -25,8 +25,9 @@ pixels where the edit's base and target differ, given as a user would paint it (
 model grows it by its `mask_grow`): it uses the ground truth's region, not its pixels, so it measures
 what the sampler does with a good mask, not how a mask is found. Wins / losses count the edits one way
 gets right and the unmasked edit gets wrong, and the reverse (two-sided sign test). The automatic mask is
-the model's default, snapped to the image's regions (`--mask-regions`). Research record:
-docs/lab/masks.md, docs/lab/regions.md."""
+the model's default (its `unitune.json`): on the embedded model, read by the model before the tune and
+snapped to the image's regions, the background or one object (`--mask-reading untuned --mask-regions`).
+Research record: docs/lab/masks.md, docs/lab/regions.md, docs/lab/object-choice.md."""
 
 
 def _methods() -> dict:
@@ -130,7 +131,7 @@ def localized_targets(records: list[dict], chosen: dict) -> list[str]:
 def _margin(success: float, baseline: float, margin: float) -> tuple[str, bool]:
     if not np.isfinite(baseline):
         return f"{pct(success)} (no baseline in this run)", False
-    return f"{pct(success)} ({100 * (success - baseline):+.0f} points)", success >= baseline + margin - 1e-9
+    return f"{pct(success)} ({100 * (success - baseline):+.1f} points)", success >= baseline + margin - 1e-9
 
 
 def _kind(per: dict, kind: str, target: float) -> tuple[str, bool]:
