@@ -524,7 +524,7 @@ def test_the_localisation_section_pairs_each_way_with_the_unmasked_edit_and_chec
     targets = "\n".join(localized_targets(records, chosen))
     line = next(t for t in targets.splitlines() if t.startswith("| success >= 50%"))
     assert line.endswith("| 0% [0-43] | **missed** | 80% [38-96] | met |")
-    assert "| 80% (+44.0 points) | met |" in targets  # a decimal: a near miss shows as one
+    assert "| 80% (+44.0 points) | met |" in targets  # one decimal: a near miss cannot round up to the margin
     assert "| backgrounds >= 60% | 0/5 (0%) | **missed** | 4/5 (80%) | met |" in targets
 
 
