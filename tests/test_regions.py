@@ -8,7 +8,15 @@ from scipy import ndimage
 
 from unitune import EditSettings, TuneSettings, UnituneError
 from unitune.localize import grow_mask
-from unitune.regions import background_label, image_regions, region_mask, segments
+from unitune.regions import (
+    adds_object,
+    background_label,
+    edit_mask,
+    image_regions,
+    names_size,
+    region_mask,
+    segments,
+)
 from unitune.shapes.world import Scene, SceneObject, render_pil, shape_coverage
 
 TUNE = TuneSettings(steps=2, learning_rate=5e-2, seed=91)
@@ -117,6 +125,72 @@ def test_an_edit_with_snapped_regions_uses_and_saves_the_grown_region_mask(edito
     [wider] = editor.edit(base_image, ["a green background"], grown, TUNE)
     expected = grow_mask((mask > 127).astype(np.float32), 2) > 0.5
     assert np.array_equal(np.asarray(wider.mask) > 127, expected)
+
+
+@pytest.mark.parametrize(
+    ("words", "adds"),
+    [
+        ("and a small red triangle", True),
+        ("With a party hat", True),
+        ("plus, a dog", True),
+        ("add a moon", True),
+        ("with a blue background", False),  # the background's, not an object's
+        ("on a black background", False),
+        ("a red circle", False),
+        ("a sandcastle", False),  # "and" inside a word is not the word
+        ("", False),
+    ],
+)
+def test_the_words_say_whether_an_edit_adds_something(words, adds):
+    assert adds_object(words) is adds
+
+
+def test_the_words_say_whether_an_edit_names_a_size():
+    assert names_size("a large red circle") and names_size("a Smaller, green square")
+    assert not names_size("a red circle") and not names_size("on a black background")
+
+
+def _never_read():
+    raise AssertionError("an addition's mask read the difference map")
+
+
+def test_an_addition_may_draw_anywhere_but_on_the_objects_and_their_surroundings():
+    """An addition's words say where it goes (off the objects): the mask is the background kept clear of
+    each object by the clearance, whatever the map says (it is not even read)."""
+    image, square, circle = _scene()
+    regions, background = _ground()
+    mask = edit_mask("and a small yellow triangle", regions, _never_read, background_ratio=0.5)
+    objects = ~background
+    assert not (mask & ndimage.binary_dilation(objects, iterations=5)).any()
+    assert mask[~ndimage.binary_dilation(objects, iterations=7)].all()
+    assert not (mask & (square | circle)).any()
+
+
+def test_words_naming_a_size_give_the_object_room_to_grow():
+    """The same map on the square: without a size word the square's regions; with one, the same grown
+    by SIZE_REACH px, so that a larger square fits."""
+    image, square, circle = _scene()
+    regions = image_regions(image)
+
+    def read_map():
+        return _map(square, 1.0)
+
+    recolour = edit_mask("a green square", regions, read_map, background_ratio=0.5)
+    resize = edit_mask("a large red square", regions, read_map, background_ratio=0.5)
+    assert np.array_equal(resize, ndimage.binary_dilation(recolour, iterations=4))
+    assert np.array_equal(recolour, region_mask(read_map(), regions, background_ratio=0.5))
+
+
+def test_an_addition_through_the_editor_saves_the_mask_off_the_objects(editor, base_image):
+    """--localize auto --mask-regions with an addition's words: the saved mask leaves the image's objects
+    alone (the background's region, minus a clearance, grown by mask_grow 0 here)."""
+    settings = EditSettings(steps=4, strength=0.8, guidance=3.0, localize="auto", mask_regions=True, seed=3)
+    [result] = editor.edit(base_image, ["and a small red triangle"], settings, TUNE)
+    mask = np.asarray(result.mask.resize(base_image.size)) > 127
+    regions = image_regions(base_image)
+    expected = edit_mask("and a small red triangle", regions, _never_read, background_ratio=0.5)
+    assert result.settings["mask_source"] == "auto" and 0.3 < expected.mean() < 0.9
+    assert np.array_equal(mask, expected)
 
 
 @pytest.mark.parametrize("ratio", [0.0, -1.0, float("nan"), float("inf")])

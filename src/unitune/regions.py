@@ -9,19 +9,26 @@ background and over the rest:
 
 - about as strong on the background as on the objects (mean ratio above `mask_background_ratio`): the
   edit is the background's, and the mask is the background, grown into the objects' edges by a margin;
+- the words add something (`adds_object`: they open with "and", "with", "plus" or "add" and do not name
+  the background): the image outside its objects, which keeps a clearance of ADDITION_CLEARANCE px
+  around each. Nothing in the map tells an addition from an edit of the object it lights (the old
+  object, often): the words do;
 - else: one object, the connected part of the image outside the background where the map's mean is
   highest, and of it the regions whose mean is above OBJECT_LIFT x the image's mean, whole (the object
   whole when none is). An edit's words name one thing; a map that lights two objects (it often does on
-  two-object scenes) would let the edit redraw both.
+  two-object scenes) would let the edit redraw both. Words that name a size (`names_size`: "a large
+  red circle") let the object's mask reach SIZE_REACH px further, room for the object to grow.
 
 Either mask is then grown by `mask_grow` like a user's and used as one: at pixel size, averaged down to
 the latent grid for the blend. Chosen on 120 validation edits of the embedded model and checked on the
-150 test edits (docs/lab/regions.md; the single object: docs/lab/object-choice.md).
+150 test edits (docs/lab/regions.md; the single object: docs/lab/object-choice.md; additions:
+docs/lab/additions.md).
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -35,6 +42,10 @@ SEGMENT_MIN_SIZE = 30  # its smallest region, in pixels at REFERENCE_SIDE
 OBJECT_LIFT = 1.5  # an object edit's mask: the regions whose mean difference is above this x the image's
 OBJECT_REACH = 2  # px at REFERENCE_SIDE by which the chosen object takes back its edge regions
 BACKGROUND_MARGIN = 2  # px at REFERENCE_SIDE that a background edit's mask reaches into the objects
+ADDITION_CLEARANCE = 6  # px at REFERENCE_SIDE an addition's mask keeps around each object (before mask_grow)
+ADDITION_OPENERS = ("and", "with", "plus", "add", "adding")  # first words of an edit that adds something
+SIZE_WORDS = ("small", "large", "big", "tiny", "huge", "smaller", "larger", "bigger")
+SIZE_REACH = 4  # px at REFERENCE_SIDE by which an object's mask grows when the words name a size
 
 
 def segments(pixels: np.ndarray) -> np.ndarray:
@@ -62,9 +73,45 @@ def image_regions(base: Image.Image) -> np.ndarray:
     return segments(np.asarray(base.convert("RGB")))
 
 
-def region_mask(difference: torch.Tensor, regions: np.ndarray, background_ratio: float) -> np.ndarray:
+def edit_mask(words: str, regions: np.ndarray, read_map: Callable[[], torch.Tensor], background_ratio: float):
+    """(H, W) bool at the regions' size: where an edit with these words may change the image (module
+    docstring). `read_map` returns DiffEdit's difference map (1, 1, h, w) before its threshold; it is
+    not read for an addition, whose words say where."""
+    if adds_object(words):
+        return addition_mask(regions)
+    reach = SIZE_REACH if names_size(words) else 0
+    return region_mask(read_map(), regions, background_ratio, reach)
+
+
+def adds_object(words: str) -> bool:
+    """Whether an edit's words add something to the image: they open with one of ADDITION_OPENERS ("and a
+    small red triangle", "with a hat") and do not name the background ("with a blue background")."""
+    tokens = _tokens(words)
+    return bool(tokens) and tokens[0] in ADDITION_OPENERS and "background" not in tokens
+
+
+def names_size(words: str) -> bool:
+    """Whether an edit's words name a size (one of SIZE_WORDS)."""
+    return any(token in SIZE_WORDS for token in _tokens(words))
+
+
+def _tokens(words: str) -> list[str]:
+    return words.lower().replace(",", " ").split()
+
+
+def addition_mask(regions: np.ndarray) -> np.ndarray:
+    """(H, W) bool: where an addition may draw, the image outside its objects (every region but the
+    background) grown by ADDITION_CLEARANCE px; everywhere on an image of one region."""
+    background = regions == background_label(regions)
+    return ~_grown(~background, _scaled(ADDITION_CLEARANCE, regions.shape))
+
+
+def region_mask(
+    difference: torch.Tensor, regions: np.ndarray, background_ratio: float, reach: int = 0
+) -> np.ndarray:
     """(H, W) bool at the regions' size: where the edit may change the image, from DiffEdit's difference
-    map (1, 1, h, w) before its threshold and the base image's `regions` (module docstring)."""
+    map (1, 1, h, w) before its threshold and the base image's `regions` (module docstring); an object's
+    mask grown by `reach` px more (at REFERENCE_SIDE)."""
     height, width = regions.shape
     label = background_label(regions)
     background = regions == label
@@ -73,8 +120,13 @@ def region_mask(difference: torch.Tensor, regions: np.ndarray, background_ratio:
     if background.all():  # one region: nothing to tell apart
         return np.ones((height, width), dtype=bool)
     if spread[background].mean() > background_ratio * spread[~background].mean():
-        return _grown(background, round(BACKGROUND_MARGIN * min(height, width) / REFERENCE_SIDE))
-    return _objects(regions, label, spread)
+        return _grown(background, _scaled(BACKGROUND_MARGIN, regions.shape))
+    return _grown(_objects(regions, label, spread), _scaled(reach, regions.shape))
+
+
+def _scaled(pixels: int, shape) -> int:
+    """`pixels` at REFERENCE_SIDE, at an image of `shape` (its shorter side)."""
+    return round(pixels * min(shape) / REFERENCE_SIDE)
 
 
 def _objects(regions: np.ndarray, background: int, spread: np.ndarray) -> np.ndarray:
@@ -99,8 +151,7 @@ def _most_lit_object(foreground: np.ndarray, spread: np.ndarray) -> np.ndarray:
     if count < 2:  # nothing to choose between
         return foreground
     means = ndimage.mean(spread, parts, np.arange(1, count + 1))
-    side = min(foreground.shape)
-    return _grown(parts == int(np.argmax(means)) + 1, max(1, round(OBJECT_REACH * side / REFERENCE_SIDE)))
+    return _grown(parts == int(np.argmax(means)) + 1, max(1, _scaled(OBJECT_REACH, foreground.shape)))
 
 
 def _grown(mask: np.ndarray, pixels: int) -> np.ndarray:

@@ -36,7 +36,7 @@ from .localize import (
     to_pixel_size,
 )
 from .progress import Progress, RunControl
-from .regions import image_regions, region_mask
+from .regions import edit_mask, image_regions
 from .sampling import (
     Blend,
     ModelGuidance,
@@ -291,12 +291,13 @@ def _blend(model, request: SampleRequest, base, shared: _Shared) -> Blend:
     latent, settings = shared.encoding.latent, request.settings
     pixels = request.mask
     if pixels is None:
-        difference = _difference(model, request, shared)
         if not settings.mask_regions:
-            return Blend(thresholded(difference, settings), latent)
+            return Blend(thresholded(_difference(model, request, shared), settings), latent)
         if shared.regions is None:  # the base's segmentation, once per batch
             shared.regions = image_regions(base)
-        snapped = region_mask(difference, shared.regions, settings.mask_background_ratio).astype(np.float32)
+        read_map = functools.partial(_difference, model, request, shared)
+        snapped = edit_mask(request.edit_words, shared.regions, read_map, settings.mask_background_ratio)
+        snapped = snapped.astype(np.float32)
         pixels = torch.from_numpy(grow_mask(snapped, settings.mask_grow))[None, None]
     mask = to_latent_size(pixels.to(model.runtime.device), latent.shape)
     return Blend(mask, latent, pixel_mask=pixels.cpu())
