@@ -3,26 +3,26 @@
 DiffEdit's map (either reading, `mask_reading`) lights up the scene's objects whatever the words say:
 a recolour lights up the object, but so does "on a black background", where the model would redraw the
 object with the new background. Its threshold cannot tell the two apart; where the map falls can. The
-base image is cut into regions (scikit-image's Felzenszwalb graph segmentation), the region most of the
-image's border belongs to is taken as the background, and the map's mean is compared over the
-background and over the rest:
+base image is cut into regions (scikit-image's Felzenszwalb graph segmentation) and the region most of
+the image's border belongs to is taken as the background. Then (`edit_mask`):
 
-- about as strong on the background as on the objects (mean ratio above `mask_background_ratio`): the
-  edit is the background's, and the mask is the background, grown into the objects' edges by a margin;
-- the words add something (`adds_object`: they open with "and", "with", "plus" or "add" and do not name
-  the background): the image outside its objects, which keeps a clearance of ADDITION_CLEARANCE px
-  around each. Nothing in the map tells an addition from an edit of the object it lights (the old
-  object, often): the words do;
+- the words add something (`adds_object`: they open with "and", "with", "plus" or "add" and do not
+  name the background): the image outside its objects, kept clear of each by ADDITION_CLEARANCE px.
+  Nothing in the map tells an addition from an edit of the object it lights (the old one, often): the
+  words do, and the map is not read;
+- the map about as strong on the background as on the objects (mean ratio above
+  `mask_background_ratio`): the edit is the background's, and the mask is the background, grown into
+  the objects' edges by a margin;
 - else: one object, the connected part of the image outside the background where the map's mean is
   highest, and of it the regions whose mean is above OBJECT_LIFT x the image's mean, whole (the object
   whole when none is). An edit's words name one thing; a map that lights two objects (it often does on
   two-object scenes) would let the edit redraw both. Words that name a size (`names_size`: "a large
   red circle") let the object's mask reach SIZE_REACH px further, room for the object to grow.
 
-Either mask is then grown by `mask_grow` like a user's and used as one: at pixel size, averaged down to
+The mask is then grown by `mask_grow` like a user's and used as one: at pixel size, averaged down to
 the latent grid for the blend. Chosen on 120 validation edits of the embedded model and checked on the
-150 test edits (docs/lab/regions.md; the single object: docs/lab/object-choice.md; additions:
-docs/lab/additions.md).
+150 test edits (docs/lab/regions.md; the single object: docs/lab/object-choice.md; the
+words' rules: docs/lab/words.md).
 """
 
 from __future__ import annotations
