@@ -73,7 +73,9 @@ def image_regions(base: Image.Image) -> np.ndarray:
     return segments(np.asarray(base.convert("RGB")))
 
 
-def edit_mask(words: str, regions: np.ndarray, read_map: Callable[[], torch.Tensor], background_ratio: float):
+def edit_mask(
+    words: str, regions: np.ndarray, read_map: Callable[[], torch.Tensor], background_ratio: float
+) -> np.ndarray:
     """(H, W) bool at the regions' size: where an edit with these words may change the image (module
     docstring). `read_map` returns DiffEdit's difference map (1, 1, h, w) before its threshold; it is
     not read for an addition, whose words say where."""
