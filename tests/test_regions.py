@@ -146,7 +146,7 @@ def test_the_words_say_whether_an_edit_adds_something(words, adds):
 
 
 def test_the_words_say_whether_an_edit_names_a_size():
-    assert names_size("a large red circle") and names_size("a Smaller, green square")
+    assert names_size("a large red circle") and names_size("a Smaller, green square") and names_size("big.")
     assert not names_size("a red circle") and not names_size("on a black background")
 
 

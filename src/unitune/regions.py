@@ -27,6 +27,7 @@ words' rules: docs/lab/words.md).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 
@@ -98,7 +99,8 @@ def names_size(words: str) -> bool:
 
 
 def _tokens(words: str) -> list[str]:
-    return words.lower().replace(",", " ").split()
+    """The words' words, lower case, punctuation dropped ("Plus, a hat." -> plus, a, hat)."""
+    return re.findall(r"[a-z]+", words.lower())
 
 
 def addition_mask(regions: np.ndarray) -> np.ndarray:

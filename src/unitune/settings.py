@@ -283,7 +283,8 @@ class EditSettings:
         "--mask-regions",
         "snap the automatic mask to the image's own regions: the background when the readings' "
         "disagreement is about as strong there as on the objects, else the one object where it is "
-        "strongest (unitune.regions); grown by --mask-grow like your own mask",
+        "strongest (4 px wider when the words name a size); an addition's words ('and a ...', 'with "
+        "a ...') give the image off its objects (unitune.regions); grown by --mask-grow like your own mask",
     )
     mask_background_ratio: float = _opt(
         0.5,
