@@ -65,7 +65,9 @@ def iou(mask: np.ndarray, truth: np.ndarray) -> float:
     return float(np.logical_and(mask, truth).sum() / union) if union else math.nan
 
 
-def run_scenes(split: str, scenes: list[int], count: int, configs: list[str], seed: int) -> list[dict]:
+def run_scenes(
+    split: str, scenes: list[int], count: int, configs: list[str], seed: int, images: Path | None = None
+) -> list[dict]:
     import torch
 
     from unitune import Editor
@@ -106,8 +108,25 @@ def run_scenes(split: str, scenes: list[int], count: int, configs: list[str], se
                     truth = metrics.change_mask(base_pixels, target)
                     row.update(mask_iou=iou(mask, truth), mask_coverage=float(mask.mean()))
                 rows.append(row)
+                if images:
+                    _save_panel(images, config, edit, base_pixels, target, result)
         print(f"{split} scene {scene} done", flush=True)
     return rows
+
+
+def _save_panel(folder: Path, config: str, edit, base_pixels, target, result) -> None:
+    """base | target | edit | mask side by side, named by the edit, its config and its outcome."""
+    from PIL import Image
+
+    size = base_pixels.shape[1::-1]
+    mask = result.mask.resize(size).convert("RGB") if result.mask is not None else Image.new("RGB", size)
+    tiles = [Image.fromarray(base_pixels), Image.fromarray(target), result.image.resize(size), mask]
+    panel = Image.new("RGB", (size[0] * len(tiles), size[1]))
+    for k, tile in enumerate(tiles):
+        panel.paste(tile.convert("RGB"), (k * size[0], 0))
+    slug = config.replace(" ", "_").replace("=", "")
+    folder.mkdir(parents=True, exist_ok=True)
+    panel.save(folder / f"{edit.name}-{slug}.png")
 
 
 def diffedit(editor, base, edits, settings) -> list:
@@ -219,6 +238,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/localize.jsonl"))
+    parser.add_argument("--images", type=Path, help="save base | target | edit | mask panels here")
     parser.add_argument("--report", type=Path, help="print the report of a saved run's JSONL, no run")
     parser.add_argument("--timing", type=int, metavar="REPEATS", help="time the configs' edits instead")
     args = parser.parse_args()
@@ -233,7 +253,7 @@ def main() -> None:
     shares = [list(range(args.scenes))[k :: args.workers] for k in range(args.workers)]
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         futures = [
-            pool.submit(run_scenes, args.split, share, args.scenes, args.configs, args.seed)
+            pool.submit(run_scenes, args.split, share, args.scenes, args.configs, args.seed, args.images)
             for share in shares
         ]
         rows = [row for future in futures for row in future.result()]

@@ -102,6 +102,37 @@ def test_the_background_ratio_decides_between_the_two():
     assert region_mask(difference, image_regions(image), background_ratio=ratio - 0.02)[background].all()
 
 
+def _box(mask: np.ndarray) -> np.ndarray:
+    rows, columns = np.nonzero(mask)
+    box = np.zeros_like(mask)
+    box[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1] = True
+    return box
+
+
+def test_a_map_lighting_round_an_object_as_much_as_inside_it_gives_room_for_a_new_outline():
+    """A new shape: the map lights the circle and a ring round it alike. The mask is the circle's
+    bounding box (its corners, outside the circle, may change) less the circle's inside, which stays;
+    the square is not in it."""
+    image, square, circle = _scene()
+    difference = _map(ndimage.binary_dilation(circle, iterations=6), 1.0)
+    mask = region_mask(difference, image_regions(image), background_ratio=0.9)
+    corners = _box(circle) & ~ndimage.binary_dilation(circle, iterations=2)
+    assert corners.any() and mask[corners].all()
+    assert not mask[_core(circle, 4)].any()
+    assert mask[circle & ~_core(circle, 1)].mean() > 0.9  # the circle's edge may change
+    assert not (mask & ~ndimage.binary_dilation(_box(circle), iterations=3)).any()
+    assert not (mask & square).any()
+
+
+def test_a_map_lighting_an_object_more_than_round_it_keeps_the_whole_object_changeable():
+    """A recolour: the map on the circle only; the circle's inside may change too, and nothing beyond
+    its regions' reach does."""
+    image, _, circle = _scene()
+    mask = region_mask(_map(circle, 1.0), image_regions(image), background_ratio=0.9)
+    assert mask[_core(circle, 1)].all()
+    assert not (mask & ~ndimage.binary_dilation(circle, iterations=3)).any()
+
+
 def test_the_regions_scale_with_the_image():
     """The segmentation's constants follow the image's area: the background is about the same share of
     the picture at 64 and at 128 px."""

@@ -17,7 +17,11 @@ the image's border belongs to is taken as the background. Then (`edit_mask`):
   highest, and of it the regions whose mean is above OBJECT_LIFT x the image's mean, whole (the object
   whole when none is). An edit's words name one thing; a map that lights two objects (it often does on
   two-object scenes) would let the edit redraw both. Words that name a size (`names_size`: "a large
-  red circle") let the object's mask reach SIZE_REACH px further, room for the object to grow.
+  red circle") let the object's mask reach SIZE_REACH px further, room for the object to grow. Else,
+  where the map lights a ring round the object about as much as its inside (`redraws_outline`: a new
+  shape, whose outline passes in and out of the old one), the mask is the object's bounding box less
+  its inside (`outline_mask`): room for the new outline, while the kept inside holds the object's place
+  and colour.
 
 The mask is then grown by `mask_grow` like a user's and used as one: at pixel size, averaged down to
 the latent grid for the blend. Chosen on 120 validation edits of the embedded model and checked on the
@@ -47,6 +51,10 @@ ADDITION_CLEARANCE = 6  # px at REFERENCE_SIDE an addition's mask keeps around e
 ADDITION_OPENERS = ("and", "with", "plus", "add", "adding")  # first words of an edit that adds something
 SIZE_WORDS = ("small", "large", "big", "tiny", "huge", "smaller", "larger", "bigger")
 SIZE_REACH = 4  # px at REFERENCE_SIDE by which an object's mask grows when the words name a size
+OUTLINE_RATIO = 0.55  # a new outline: the map's mean in a ring round the object above this x its inside's
+OUTLINE_RING = 5  # px at REFERENCE_SIDE: the width of that ring
+OUTLINE_DEPTH = 4  # px at REFERENCE_SIDE: the object's inside, where that mean is read, lies this far in
+KEPT_CORE = 3  # px at REFERENCE_SIDE: a new outline's mask keeps the object's inside beyond this depth
 
 
 def segments(pixels: np.ndarray) -> np.ndarray:
@@ -125,7 +133,33 @@ def region_mask(
         return np.ones((height, width), dtype=bool)
     if spread[background].mean() > background_ratio * spread[~background].mean():
         return _grown(background, _scaled(BACKGROUND_MARGIN, regions.shape))
-    return _grown(_objects(regions, label, spread), _scaled(reach, regions.shape))
+    chosen = _objects(regions, label, spread)
+    if reach:
+        return _grown(chosen, _scaled(reach, regions.shape))
+    if redraws_outline(chosen, spread):
+        return outline_mask(chosen)
+    return chosen
+
+
+def redraws_outline(chosen: np.ndarray, spread: np.ndarray) -> bool:
+    """Whether the map lights a ring OUTLINE_RING px wide round the chosen object nearly as much as its
+    inside (OUTLINE_DEPTH px in): more than OUTLINE_RATIO x. A recolour lights the inside and little
+    round it; a new shape lights where its outline will pass, in and out of the old one. An object too
+    thin to have an inside does not."""
+    inside = _shrunk(chosen, _scaled(OUTLINE_DEPTH, chosen.shape))
+    if not inside.any():
+        return False
+    ring = _grown(chosen, _scaled(OUTLINE_RING, chosen.shape)) & ~chosen
+    return bool(spread[ring].mean() > OUTLINE_RATIO * spread[inside].mean())
+
+
+def outline_mask(chosen: np.ndarray) -> np.ndarray:
+    """(H, W) bool: room for an object's new outline, its bounding box, less its inside beyond KEPT_CORE
+    px, which stays and holds the object's place and colour while the edit draws round it."""
+    rows, columns = np.nonzero(chosen)
+    box = np.zeros_like(chosen)
+    box[rows.min() : rows.max() + 1, columns.min() : columns.max() + 1] = True
+    return box & ~_shrunk(chosen, _scaled(KEPT_CORE, chosen.shape))
 
 
 def _scaled(pixels: int, shape) -> int:
@@ -156,6 +190,13 @@ def _most_lit_object(foreground: np.ndarray, spread: np.ndarray) -> np.ndarray:
         return foreground
     means = ndimage.mean(spread, parts, np.arange(1, count + 1))
     return _grown(parts == int(np.argmax(means)) + 1, max(1, _scaled(OBJECT_REACH, foreground.shape)))
+
+
+def _shrunk(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """`mask` eroded by `pixels` steps of a 4-neighbour erosion."""
+    from scipy import ndimage
+
+    return ndimage.binary_erosion(mask, iterations=pixels) if pixels > 0 else mask
 
 
 def _grown(mask: np.ndarray, pixels: int) -> np.ndarray:
