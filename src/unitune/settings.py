@@ -283,7 +283,8 @@ class EditSettings:
         "--mask-regions",
         "snap the automatic mask to the image's own regions: the background when the readings' "
         "disagreement is about as strong there as on the objects, else the one object where it is "
-        "strongest (4 px wider when the words name a size); an addition's words ('and a ...', 'with "
+        "strongest (4 px wider when the words name a size; its box less its inside when the "
+        "disagreement rings it as strongly: a new outline); an addition's words ('and a ...', 'with "
         "a ...') give the image off its objects (unitune.regions); grown by --mask-grow like your own mask",
     )
     mask_background_ratio: float = _opt(
