@@ -115,7 +115,7 @@ def run_scenes(
 
 
 def _save_panel(folder: Path, config: str, edit, base_pixels, target, result) -> None:
-    """base | target | edit | mask side by side, named by the edit, its config and its outcome."""
+    """base | target | edit | mask side by side, saved as EDIT-CONFIG.png in `folder`."""
     from PIL import Image
 
     size = base_pixels.shape[1::-1]
