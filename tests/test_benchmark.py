@@ -49,6 +49,39 @@ def test_edit_set_is_seeded_and_changes_one_attribute():
             assert fits(new, others)
 
 
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_every_object_edits_words_name_its_object_alone(split):
+    """UniTune's fragment has one right answer, as the baselines' full caption has: the edited object is
+    one change away from the words (the edit), every other object at least two ("a small yellow
+    triangle" beside a large yellow triangle and a small white one is not in the set)."""
+    from unitune.benchmark.run import FULL
+
+    edits = edit_set(split, FULL.validation_scenes if split == "validation" else FULL.test_scenes)
+    sized_recolours = 0
+    for edit in edits:
+        if edit.kind not in ("colour", "shape", "size"):
+            continue
+        words = set(edit.prompt.split())
+        named = [a for a in ("shape", "colour", "size") if words & _values(a)]
+        changes = [sum(getattr(obj, a) not in words for a in named) for obj in edit.base.objects]
+        assert changes[edit.index] == 1, edit.prompt
+        assert all(n >= 2 for i, n in enumerate(changes) if i != edit.index), edit.prompt
+        sized_recolours += edit.kind == "colour" and "size" in named
+    assert sized_recolours > 0  # a recolour of one of two circles names its size
+
+
+def _values(attribute: str) -> set[str]:
+    from unitune.shapes.world import COLOURS, SHAPES, SIZES
+
+    return set({"shape": SHAPES, "colour": COLOURS, "size": SIZES}[attribute])
+
+
+def test_the_full_benchmark_has_at_least_120_validation_edits():
+    from unitune.benchmark.run import FULL
+
+    assert len(edit_set("validation", FULL.validation_scenes)) >= 120
+
+
 def test_test_split_differs_from_validation():
     assert {e.base for e in edit_set("test", 6)}.isdisjoint({e.base for e in EDITS})
 

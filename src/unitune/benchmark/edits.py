@@ -102,7 +102,27 @@ def recolour_object(base: Scene, rng: random.Random):
     index = rng.randrange(len(base.objects))
     colour = rng.choice(_unused_colours(base))
     target = base.replace_object(index, colour=colour)
-    return target, describe_object(target.objects[index], with_size=False), index
+    return _named(base, target, index, "colour")
+
+
+def _named(base: Scene, target: Scene, index: int, changed: str):
+    """(target, fragment, index) with a fragment that names the edited object alone: 'a colour shape', or
+    'a size colour shape' where that is needed (and always for a resize); None when no words name it
+    alone. The words name it alone when every other object of the base differs from them in at least two
+    of the attributes they name: one differing attribute is the edit itself, so an object one change
+    away from the words would be a second right answer ("a small yellow triangle" beside a large yellow
+    triangle and a small white one), which the baselines' full caption never has."""
+    edited = target.objects[index]
+    for with_size in (True,) if changed == "size" else (False, True):
+        named = ("colour", "shape", "size") if with_size else ("colour", "shape")
+        near = [
+            i
+            for i, obj in enumerate(base.objects)
+            if sum(getattr(obj, a) != getattr(edited, a) for a in named) <= 1
+        ]
+        if near == [index]:
+            return target, describe_object(edited, with_size=with_size), index
+    return None
 
 
 def _changed(base: Scene, rng: random.Random, attribute: str, values):
@@ -129,7 +149,7 @@ def reshape_object(base: Scene, rng: random.Random):
     if changed is None:
         return None
     target, index = changed
-    return target, describe_object(target.objects[index], with_size=False), index
+    return _named(base, target, index, "shape")
 
 
 def resize_object(base: Scene, rng: random.Random):
@@ -137,7 +157,7 @@ def resize_object(base: Scene, rng: random.Random):
     if changed is None:
         return None
     target, index = changed
-    return target, describe_object(target.objects[index], with_size=True), index
+    return _named(base, target, index, "size")
 
 
 def add_object(base: Scene, rng: random.Random, attempts: int = 20):

@@ -33,6 +33,10 @@ docs/lab/tune-settings.md ("Tune length on the embedded model").
   triangle`; one-object scenes only, as training scenes have at most two objects). UniTune gets the
   fragment after R; prompt-only and SDEdit get the full target caption, which names every attribute
   the edit must keep too; "SDEdit on the edit's words alone" gets UniTune's fragment, the same input.
+  A fragment names its object alone: it names the size too where another object has the same shape
+  (`a small blue circle`), and an edit is left out where another object would be one change away from
+  its words too (`a small yellow triangle` beside a large yellow triangle and a small white one: two
+  right answers, where the full caption has one).
 - **expressive**: the analyzer reads the requested attribute (for an added object: one new object with
   the requested shape, colour and size, anywhere).
 - **preserved**: the background and every object matched by position (centre within 4 px) keep their
