@@ -36,7 +36,7 @@ docs/lab/tune-settings.md ("Tune length on the embedded model").
   A fragment names its object alone: it names the size too where another object has the same shape
   (`a small blue circle`), and an edit is left out where another object would be one change away from
   its words too (`a small yellow triangle` beside a large yellow triangle and a small white one: two
-  right answers, where the full caption has one).
+  right answers, where the full caption has one; docs/lab/naming.md).
 - **expressive**: the analyzer reads the requested attribute (for an added object: one new object with
   the requested shape, colour and size, anywhere).
 - **preserved**: the background and every object matched by position (centre within 4 px) keep their
