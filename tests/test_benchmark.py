@@ -531,17 +531,43 @@ def test_the_localized_family_runs_the_models_default_edit_without_a_mask_automa
     )
 
 
+def test_the_localized_family_draws_the_automatic_mask_again_at_other_seeds_on_the_test_split(
+    tiny_model, tmp_path, monkeypatch
+):
+    from unitune import Editor
+    from unitune.benchmark.methods import SEED_OFFSETS, Grid, run_localized
+    from unitune.shapes.world import render_pil
+
+    editor = Editor.load(benchmark_model(tiny_model), device="cpu", cache_dir=tmp_path)
+    edits = [e for e in edit_set("test", 1) if e.kind == "colour"]
+    seeds, edit = [], editor.edit
+
+    def recorded(image, prompts, settings, tune, *args, mask=None, **kwargs):
+        seeds.append((settings.seed, settings.localize))
+        return edit(image, prompts, settings, tune, *args, mask=mask, **kwargs)
+
+    monkeypatch.setattr(editor, "edit", recorded)
+    grid = Grid(steps=2, guidances=(3.0,), strengths=(1.0,), interpolations=(0.0,))
+    outputs = list(run_localized(editor, edits, render_pil(edits[0].base), grid, 7, tune_steps=2))
+    assert SEED_OFFSETS == (1, 2)
+    assert seeds == [(7, "off"), (7, "auto"), (7, "off"), (8, "auto"), (9, "auto")]
+    assert [(o.setting.mask, o.setting.seed_offset) for o in outputs][3:] == [("auto", 1), ("auto", 2)]
+    assert outputs[3].setting.label.endswith("mask:auto seed+1")
+    assert not np.array_equal(outputs[1].image, outputs[3].image)  # another seed, another sample
+
+
 def test_the_localisation_section_pairs_each_way_with_the_unmasked_edit_and_checks_the_targets():
     from unitune.benchmark.report.localized import localized_rows, localized_targets
     from unitune.benchmark.selection import paired
 
-    def way(mask, successes, kind="background"):
+    def way(mask, successes, kind="background", offset=0):
         return [
             {
-                **fake("test", f"g4 mask:{mask}", f"e{i}", float(s)),
+                **fake("test", f"g4 mask:{mask}" + (f" seed+{offset}" if offset else ""), f"e{i}", float(s)),
                 "family": "localized",
                 "mask": mask,
                 "kind": kind,
+                "seed_offset": offset,
             }
             for i, s in enumerate(successes)
         ]
@@ -550,7 +576,12 @@ def test_the_localisation_section_pairs_each_way_with_the_unmasked_edit_and_chec
     assert paired(user, plain)[:2] == (3, 1)
     assert paired(plain, plain) == (0, 0, 1.0)
     records = plain + way("auto", [0, 0, 0, 0, 0]) + user
+    records += way("auto", [1, 1, 0, 0, 0], offset=1) + way("auto", [1, 0, 0, 0, 0], offset=2)
     rows = "\n".join(localized_rows(records, ("background",)))
+    assert (  # the other seeds are reported beside, not pooled into the automatic mask's row
+        "The automatic mask at 3 seeds: 0% (0 of 5) at the seed, 40% (2 of 5) at the seed + 1, "
+        "20% (1 of 5) at the seed + 2; mean 20%." in rows
+    )
     assert "| a user's mask: the edit's true region | **80% [" in rows and "| 3 / 1 (p = 0.62) |" in rows
     assert "| 0 / 2 (p = 0.5) |" in rows and "| 4/5 |" in rows
     chosen = {"sdedit": {"test": {"success": 0.36}}, "diffedit": {"test": {"success": 0.34}}}
@@ -559,6 +590,8 @@ def test_the_localisation_section_pairs_each_way_with_the_unmasked_edit_and_chec
     assert line.endswith("| 0% [0-43] | **missed** | 80% [38-96] | met |")
     assert "| 80% (+44.0 points) | met |" in targets  # one decimal: a near miss cannot round up to the margin
     assert "| backgrounds >= 60% | 0/5 (0%) | **missed** | 4/5 (80%) | met |" in targets
+    assert "| success >= 50%, mean over 3 seeds | 20% | **missed** | - | |" in targets
+    assert "| the same mean >= SDEdit + 10 points | 20% (-16.0 points) | **missed** | - | |" in targets
 
 
 def test_diffedit_reads_its_mask_from_the_target_against_the_source_caption_on_the_untuned_model(
@@ -610,8 +643,10 @@ def test_workers_take_scenes_as_they_come_free_and_every_scene_is_scored_once(ti
     config = dataclasses.replace(smoke_config(), validation_scenes=2, workers=2, kinds=("colour",))
     lines = []
     results = run_benchmark(config, benchmark_model(tiny_model), log=lines.append)
-    scenes = [(r["split"], r["scene"]) for r in results.records]
+    scenes = [(r["split"], r["scene"]) for r in results.records if not r["seed_offset"]]
     assert list(dict.fromkeys(scenes)) == [("validation", 0), ("validation", 1), ("test", 0)]
     per_scene = {scene: scenes.count(scene) for scene in set(scenes)}
     assert len(set(per_scene.values())) == 1  # the same grid for every scene, each run once
+    other_seeds = [(r["split"], r["mask"]) for r in results.records if r["seed_offset"]]
+    assert other_seeds == [("test", "auto")] * 2  # the automatic mask at two more seeds, test only
     assert sum("done at" in line for line in lines) == 3

@@ -39,6 +39,7 @@ from .edits import Edit
 FAMILIES = ("prompt", "sdedit", "sdedit-words", "diffedit", "full", "lora", "localized")
 LOCALIZED_TUNE = "full"  # the localized family's tune: the full family's, cached by `run_unitune`
 MASKS = ("none", "auto", "user")  # the localized family's three ways: no mask, the automatic one, a user's
+SEED_OFFSETS = (1, 2)  # the automatic mask again on the test split at the seed + these: a seed's spread
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Setting:
     interpolation: float = 0.0
     model_guidance: float = 0.0  # > 0 only for the automatic dial's extra candidate (not a grid setting)
     mask: str = ""  # the localized family's: one of MASKS
+    seed_offset: int = 0  # the localized family's automatic mask drawn again at the seed + this (test)
 
     @property
     def label(self) -> str:
@@ -57,7 +59,8 @@ class Setting:
             text += f" s{self.strength:g}"
         text += f" i{self.interpolation:g}"
         text += f" m{self.model_guidance:g}" if self.model_guidance else ""
-        return text + (f" mask:{self.mask}" if self.mask else "")
+        text += f" mask:{self.mask}" if self.mask else ""
+        return text + (f" seed+{self.seed_offset}" if self.seed_offset else "")
 
     @property
     def dial_only(self) -> bool:
@@ -281,7 +284,8 @@ def run_localized(
     """The localized family: the model's default edit (the full tune, which `run_unitune` has cached;
     the grid's sampler steps) without a mask, with the automatic mask and with each edit's true changed
     region as the user's mask, every edit of the scene in one call each, each call timed as a first edit
-    (it loads the tune and inverts the image)."""
+    (it loads the tune and inverts the image); on the test split, the automatic mask again at the seed +
+    each of SEED_OFFSETS (records with `seed_offset`: how much a seed moves its success)."""
     from .metrics import true_region
 
     tune = replace(
@@ -302,6 +306,22 @@ def run_localized(
         seconds = (time.perf_counter() - started) / len(edits)
         for edit, result in zip(edits, results, strict=True):
             yield Output(edit, setting, to_array(result.image), seconds)
+    if edits[0].split == "test":  # the automatic mask's spread over seeds: maps and samples drawn again
+        for offset in SEED_OFFSETS:
+            settings = replace(defaults, localize="auto", seed=seed + offset)
+            setting = Setting(
+                "localized",
+                settings.guidance,
+                settings.strength,
+                settings.interpolation,
+                mask="auto",
+                seed_offset=offset,
+            )
+            started = time.perf_counter()
+            results = editor.edit(base, [e.prompt for e in edits], settings, tune)
+            seconds = (time.perf_counter() - started) / len(edits)
+            for edit, result in zip(edits, results, strict=True):
+                yield Output(edit, setting, to_array(result.image), seconds)
 
 
 def _auto_signals(editor, tuned, edits: list[Edit], raw: dict, family: str, on_signals) -> None:

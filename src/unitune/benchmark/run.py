@@ -108,6 +108,7 @@ def record(output: Output, scores: dict) -> dict:
         "interpolation": setting.interpolation,
         "model_guidance": setting.model_guidance,
         "mask": setting.mask,
+        "seed_offset": setting.seed_offset,
         "seconds": output.seconds,
         **scores,
     }

@@ -58,7 +58,7 @@ METHODS = (
         "localize-auto",
         "(f) UniTune at the model's default dials: its automatic mask (`unitune edit`)",
         "localized",
-        lambda r: r.get("mask") == "auto",
+        lambda r: r.get("mask") == "auto" and not r.get("seed_offset"),
     ),
     Method(
         "user-mask",

@@ -50,7 +50,11 @@ def cost_rows(results) -> list[str]:
         if grid[family]:
             lines.append(f"| {title} | - | {np.mean(grid[family]):.2f} | - | - | - | - | - | - | - |")
     for mask, title in (("none", "no mask"), ("auto", "automatic mask"), ("user", "a user's mask")):
-        seconds = [r["seconds"] for r in results.records if r["family"] == "localized" and r["mask"] == mask]
+        seconds = [
+            r["seconds"]
+            for r in results.records
+            if r["family"] == "localized" and r["mask"] == mask and not r.get("seed_offset")
+        ]
         if seconds:
             empty = " - |" * 7
             lines.append(f"| UniTune, the model's dials, {title} | - | {np.mean(seconds):.2f} |{empty}")
