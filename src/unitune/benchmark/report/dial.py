@@ -15,11 +15,13 @@ latent and measures the untuned model's denoising error under the edit's words a
 four fixed timesteps with fixed noises; it keeps the sample with the most evidence (how much better the
 edit's words explain it; `unitune.auto.pick`). No ground truth, no other weights: the untuned model is
 the same checkpoint before the tune. It runs at the guidance and interpolation of the fixed setting
-chosen on validation, so the comparison with that setting isolates the choice among candidates. The
-rule and the candidates were chosen on validation edits (docs/lab/auto-dial.md; the validation row is shown
-too); the oracles use the ground truth and are ceilings, not methods. The dial's picks are replayed on
-the benchmark's own samples, which were sampled a scene's edits to a batch; `--auto` samples an edit's
-candidates to a batch, so its pixels can differ from these by float rounding.
+chosen on validation, so the comparison with that setting isolates the choice among candidates. These
+candidates are unmasked; at the embedded model's defaults `--auto` samples them inside the automatic
+mask, which the benchmark does not run (measured in docs/lab/seeds.md). The rule and the candidates
+were chosen on validation edits (docs/lab/auto-dial.md; the validation row is shown too); the oracles
+use the ground truth and are ceilings, not methods. The dial's picks are replayed on the benchmark's own
+samples, which were sampled a scene's edits to a batch; `--auto` samples an edit's candidates to a
+batch, so its pixels can differ from these by float rounding.
 """
 
 
