@@ -293,11 +293,18 @@ def run_localized(
     )
     defaults = replace(editor.default_edit_settings(), steps=grid.steps, seed=seed, num_images=1, auto=False)
     truths = [Image.fromarray(true_region(e).astype(np.uint8) * 255) for e in edits]
-    ways = (("none", "off", None), ("auto", "auto", None), ("user", "off", truths))  # MASKS, in order
-    for mask, localize, masks in ways:
-        settings = replace(defaults, localize=localize)
+    ways = [("none", "off", None, 0), ("auto", "auto", None, 0), ("user", "off", truths, 0)]  # MASKS
+    if edits[0].split == "test":  # the automatic mask's spread over seeds: maps and samples drawn again
+        ways += [("auto", "auto", None, offset) for offset in SEED_OFFSETS]
+    for mask, localize, masks, offset in ways:
+        settings = replace(defaults, localize=localize, seed=seed + offset)
         setting = Setting(
-            "localized", settings.guidance, settings.strength, settings.interpolation, mask=mask
+            "localized",
+            settings.guidance,
+            settings.strength,
+            settings.interpolation,
+            mask=mask,
+            seed_offset=offset,
         )
         editor.weights.restore_base()  # each way timed alike: it loads the tune and inverts the image
         editor.inversions.clear()
@@ -306,22 +313,6 @@ def run_localized(
         seconds = (time.perf_counter() - started) / len(edits)
         for edit, result in zip(edits, results, strict=True):
             yield Output(edit, setting, to_array(result.image), seconds)
-    if edits[0].split == "test":  # the automatic mask's spread over seeds: maps and samples drawn again
-        for offset in SEED_OFFSETS:
-            settings = replace(defaults, localize="auto", seed=seed + offset)
-            setting = Setting(
-                "localized",
-                settings.guidance,
-                settings.strength,
-                settings.interpolation,
-                mask="auto",
-                seed_offset=offset,
-            )
-            started = time.perf_counter()
-            results = editor.edit(base, [e.prompt for e in edits], settings, tune)
-            seconds = (time.perf_counter() - started) / len(edits)
-            for edit, result in zip(edits, results, strict=True):
-                yield Output(edit, setting, to_array(result.image), seconds)
 
 
 def _auto_signals(editor, tuned, edits: list[Edit], raw: dict, family: str, on_signals) -> None:
