@@ -56,6 +56,24 @@ def test_a_localised_edit_samples_with_the_mask_guidance(editor, base_image, tmp
     assert masked.settings["mask_guidance"] == 6.0
 
 
+def test_the_automatic_mask_has_a_guidance_of_its_own():
+    """`auto_mask_guidance` is the guidance inside the automatic mask only: a user's mask keeps
+    `mask_guidance`, an unlocalised edit `guidance`; unset, the automatic mask falls back to
+    `mask_guidance`."""
+    from unitune.sample_batches import SampleRequest
+
+    def guidance(settings: EditSettings, user_mask: bool, words: str | None = "a red circle") -> float:
+        mask = torch.ones(1, 1, 8, 8) if user_mask else None
+        return SampleRequest("olis a red circle", settings, 0, "edit", words, "olis", mask).guidance()
+
+    both = EditSettings(guidance=3.0, localize="auto", mask_guidance=10.0, auto_mask_guidance=7.0)
+    assert guidance(both, user_mask=False) == 7.0
+    assert guidance(both, user_mask=True) == 10.0
+    assert guidance(replace(both, localize="off"), user_mask=False) == 3.0
+    assert guidance(both, user_mask=False, words=None) == 3.0  # R alone is not localised
+    assert guidance(replace(both, auto_mask_guidance=None), user_mask=False) == 10.0
+
+
 def test_a_localised_sweep_samples_at_its_own_guidances(editor, base_image):
     """The sweep's guidance axis is what its cells sample with, localised or not: no mask guidance."""
     settings = EditSettings(steps=3, seed=2, localize="auto", mask_ratio=1.0, mask_guidance=9.0)
@@ -311,6 +329,8 @@ def test_mask_settings_are_checked():
         dict(mask_grow=10_000),
         dict(mask_guidance=-1.0),
         dict(mask_guidance=float("nan")),
+        dict(auto_mask_guidance=-1.0),
+        dict(auto_mask_guidance=float("inf")),
     ):
         with pytest.raises(UnituneError):
             EditSettings(**bad)

@@ -448,7 +448,7 @@ class Editor:
         auto, edit_settings = edit_settings.auto, replace(edit_settings, num_images=1, auto=False)
         # a cell samples at its own guidance, localised or not (no mask guidance over the sweep's axis)
         cells = [
-            replace(edit_settings, guidance=g, strength=s, mask_guidance=None)
+            replace(edit_settings, guidance=g, strength=s, mask_guidance=None, auto_mask_guidance=None)
             for g, s in grid(guidances, strengths)
         ]
         if not cells:

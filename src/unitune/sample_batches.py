@@ -86,9 +86,14 @@ class SampleRequest:
         return self.settings.localize == "auto" and bool(self.edit_words) and self.rare_prompt is not None
 
     def guidance(self) -> float:
-        """The guidance it samples with: a localised request's `mask_guidance` where set, else `guidance`."""
+        """The guidance it samples with: inside the automatic mask `auto_mask_guidance` where set, inside
+        any mask `mask_guidance` where set, else `guidance`."""
         s = self.settings
-        return s.mask_guidance if self.localized() and s.mask_guidance is not None else s.guidance
+        if not self.localized():
+            return s.guidance
+        if self.mask is None and s.auto_mask_guidance is not None:
+            return s.auto_mask_guidance
+        return s.guidance if s.mask_guidance is None else s.mask_guidance
 
     def batch_key(self) -> tuple:
         """Requests with the same key can share a UNet batch."""

@@ -306,6 +306,12 @@ class EditSettings:
         "guidance of a localised edit (a mask given or estimated; default: --guidance): the base is kept "
         "outside the mask, so a stronger pull towards the words costs nothing there",
     )
+    auto_mask_guidance: float | None = _opt(
+        None,
+        "--auto-mask-guidance",
+        "guidance inside the automatic mask (--localize auto, no mask of yours; default: --mask-guidance): "
+        "an estimated mask can be wrong, and a strong pull amplifies its errors",
+    )
     mask_composite: bool = _opt(
         False,
         "--mask-composite",
@@ -351,6 +357,10 @@ class EditSettings:
             math.isfinite(self.mask_guidance) and self.mask_guidance >= 0
         ):
             raise UnituneError(f"mask guidance must be >= 0, got {self.mask_guidance}")
+        if self.auto_mask_guidance is not None and not (
+            math.isfinite(self.auto_mask_guidance) and self.auto_mask_guidance >= 0
+        ):
+            raise UnituneError(f"auto mask guidance must be >= 0, got {self.auto_mask_guidance}")
         if not (math.isfinite(self.inversion_guidance) and self.inversion_guidance >= 0):
             raise UnituneError(f"inversion guidance must be >= 0, got {self.inversion_guidance}")
         if not 0 <= self.guidance_rescale <= 1:
