@@ -74,6 +74,18 @@ def test_the_automatic_mask_has_a_guidance_of_its_own():
     assert guidance(replace(both, auto_mask_guidance=None), user_mask=False) == 10.0
 
 
+def test_a_given_mask_guidance_reaches_the_automatic_mask_over_a_model_default():
+    """The CLI's flags over a model's defaults: `--mask-guidance` alone drops the model's
+    `auto_mask_guidance`, so the automatic mask falls back to the user's value; given, each is kept."""
+    from unitune.settings import over_defaults
+
+    model = EditSettings(mask_guidance=10.0, auto_mask_guidance=7.0)
+    assert over_defaults(model, {"mask_guidance": 12.0}).auto_mask_guidance is None
+    assert over_defaults(model, {"guidance": 3.0}).auto_mask_guidance == 7.0
+    both = over_defaults(model, {"mask_guidance": 12.0, "auto_mask_guidance": 5.0})
+    assert (both.mask_guidance, both.auto_mask_guidance) == (12.0, 5.0)
+
+
 def test_a_localised_sweep_samples_at_its_own_guidances(editor, base_image):
     """The sweep's guidance axis is what its cells sample with, localised or not: no mask guidance."""
     settings = EditSettings(steps=3, seed=2, localize="auto", mask_ratio=1.0, mask_guidance=9.0)

@@ -32,7 +32,7 @@ from pathlib import Path
 import typer
 
 from .errors import UnituneError
-from .settings import EditSettings, LoadOptions, ModelDefaults, TuneSettings
+from .settings import EditSettings, LoadOptions, ModelDefaults, TuneSettings, over_defaults
 
 app = typer.Typer(
     help=__doc__,
@@ -135,7 +135,7 @@ def command(*settings_classes):
                 defaults = _model_defaults(built["editor_options"]["model"])
                 for cls, flags in given.items():
                     model_settings = defaults.edit if cls is EditSettings else defaults.tune
-                    built[_SETTINGS_ARG[cls]] = dataclasses.replace(model_settings, **flags)
+                    built[_SETTINGS_ARG[cls]] = over_defaults(model_settings, flags)
                 return func(**values, **built)
 
         wrapper.__signature__ = inspect.Signature(own + extra)

@@ -392,6 +392,21 @@ class EditSettings:
         return asdict(self)
 
 
+FALLS_BACK_TO = {"auto_mask_guidance": "mask_guidance"}  # an unset field samples with the other
+
+
+def over_defaults(defaults, given: dict):
+    """The settings the user `given` (field -> value) over a model's recommended `defaults`; a field that
+    falls back to another (FALLS_BACK_TO) drops the model's value where the user gives only the other,
+    so `--mask-guidance 12` reaches the automatic mask too."""
+    dropped = {
+        name: None
+        for name, other in FALLS_BACK_TO.items()
+        if other in given and name not in given and hasattr(defaults, name)
+    }
+    return replace(defaults, **dropped, **given)
+
+
 @dataclass(frozen=True)
 class LoadOptions:
     """How to load a model: the one list of these options. The CLI's model flags are made from its
