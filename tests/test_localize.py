@@ -75,7 +75,7 @@ def test_the_automatic_mask_has_a_guidance_of_its_own():
 
 
 def test_a_given_mask_guidance_reaches_the_automatic_mask_over_a_model_default():
-    """The CLI's flags over a model's defaults: `--mask-guidance` alone drops the model's
+    """Flags or a batch job's settings over a model's defaults: `mask_guidance` alone drops the model's
     `auto_mask_guidance`, so the automatic mask falls back to the user's value; given, each is kept."""
     from unitune.settings import over_defaults
 

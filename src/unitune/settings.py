@@ -545,8 +545,8 @@ def _per_method(values, source: str, what: str, check) -> dict:
 
 def settings_from_dict(cls, values, source: str, base=None):
     """`cls` (EditSettings or TuneSettings) from a JSON object of some of its fields, over `base` (an
-    instance; None: the dataclass defaults); an unknown key, a wrong type or a bad value raises naming
-    `source` and the key."""
+    instance, as `over_defaults`; None: the dataclass defaults); an unknown key, a wrong type or a bad
+    value raises naming `source` and the key."""
     if not isinstance(values, dict):
         raise UnituneError(f"{source}: expected a JSON object of {cls.__name__} fields")
     hints = typing.get_type_hints(cls)
@@ -562,7 +562,7 @@ def settings_from_dict(cls, values, source: str, base=None):
             raise UnituneError(f"{source}: {key} must be {_type_name(hints[key])}, got {value!r}")
         checked[key] = value
     try:
-        return cls(**checked) if base is None else replace(base, **checked)
+        return cls(**checked) if base is None else over_defaults(base, checked)
     except UnituneError as error:
         raise UnituneError(f"{source}: {error}") from None
 
