@@ -310,6 +310,7 @@ def test_a_painted_mask_reaches_the_edit_and_its_settings(server, browser, tmp_p
     assert settings["mask_source"] == "user" and 0 < settings["mask_coverage"] < 0.5
     assert settings["inversion"] is True  # the checkbox reached the edit
     assert settings["mask_guidance"] == settings["guidance"]  # the slider starts at the edit's guidance
+    assert settings["auto_mask_guidance"] == settings["mask_guidance"]  # unset for this model: the same
     assert settings["mask_grow"] == 3  # the grow slider reached the edit
     assert settings["mask_regions"] is True  # so did the regions checkbox (a painted mask goes first)
     assert 0 < sum(mask.point(lambda v: v > 127 and 255).histogram()[255:]) < mask.width * mask.height

@@ -122,6 +122,7 @@ class Controls:
     mask_dilation: gr.Slider
     mask_composite: gr.Checkbox
     mask_guidance: gr.Slider
+    auto_mask_guidance: gr.Slider
     mask_grow: gr.Slider
     brush: gr.ImageEditor
     edit_btn: gr.Button
@@ -278,6 +279,9 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                             elem_id="inversion",
                         )
                     masked_guidance = edit.guidance if edit.mask_guidance is None else edit.mask_guidance
+                    auto_masked_guidance = (
+                        masked_guidance if edit.auto_mask_guidance is None else edit.auto_mask_guidance
+                    )
                     with gr.Accordion("Localise: change only part of the image", open=False):
                         with gr.Row():
                             localize = gr.Radio(
@@ -307,8 +311,16 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                                 max(30, masked_guidance),
                                 masked_guidance,
                                 step=0.5,
-                                label="guidance inside a mask",
+                                label="guidance inside a painted mask",
                                 elem_id="mask-guidance",
+                            )
+                            auto_mask_guidance = gr.Slider(
+                                0,
+                                max(30, auto_masked_guidance),
+                                auto_masked_guidance,
+                                step=0.5,
+                                label="guidance inside the automatic mask",
+                                elem_id="auto-mask-guidance",
                             )
                             mask_grow = gr.Slider(
                                 0,
@@ -487,6 +499,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
             mask_dilation=int(values[c.mask_dilation]),
             mask_composite=bool(values[c.mask_composite]),
             mask_guidance=float(values[c.mask_guidance]),
+            auto_mask_guidance=float(values[c.auto_mask_guidance]),
             mask_grow=int(values[c.mask_grow]),
         )
         state, paths, message = studio.edit(
@@ -515,7 +528,7 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
     shared_dials |= {c.randomize, c.auto, c.inversion}
     edit_inputs = {c.state, c.prompts, c.negative, c.guidance, c.strength, c.num_images, *shared_dials}
     edit_inputs |= {c.localize, c.mask_ratio, c.mask_dilation, c.mask_composite, c.mask_guidance, c.brush}
-    edit_inputs |= {c.mask_grow, c.mask_regions}
+    edit_inputs |= {c.mask_grow, c.mask_regions, c.auto_mask_guidance}
     edit_inputs |= set(tuning)
     edit_outputs = [c.state, c.compare, c.results, c.settings_view, c.downloads, c.tune_status]
     edit_outputs += [c.history_table, c.history_gallery, c.seed, c.masks]
