@@ -306,21 +306,13 @@ def build_controls(examples: list[str], tune: TuneSettings, edit: EditSettings) 
                                 label="exact base pixels outside the mask",
                                 elem_id="mask-composite",
                             )
-                            mask_guidance = gr.Slider(
-                                0,
-                                max(30, masked_guidance),
-                                masked_guidance,
-                                step=0.5,
-                                label="guidance inside a painted mask",
-                                elem_id="mask-guidance",
+                            mask_guidance = _guidance_slider(
+                                masked_guidance, "guidance inside a painted mask", "mask-guidance"
                             )
-                            auto_mask_guidance = gr.Slider(
-                                0,
-                                max(30, auto_masked_guidance),
+                            auto_mask_guidance = _guidance_slider(
                                 auto_masked_guidance,
-                                step=0.5,
-                                label="guidance inside the automatic mask",
-                                elem_id="auto-mask-guidance",
+                                "guidance inside the automatic mask",
+                                "auto-mask-guidance",
                             )
                             mask_grow = gr.Slider(
                                 0,
@@ -574,6 +566,11 @@ def wire(c: Controls, studio: Studio, examples: list[str], tune: TuneSettings, e
         gr.Info("Stopping after the current step…")
 
     c.stop_btn.click(stop, None, None, concurrency_limit=None, queue=False)
+
+
+def _guidance_slider(value: float, label: str, elem_id: str) -> gr.Slider:
+    """A guidance slider from 0 to 30 (or past `value`, where a model's default is higher)."""
+    return gr.Slider(0, max(30, value), value, step=0.5, label=label, elem_id=elem_id)
 
 
 def _gallery(label: str, elem_id: str, height: int) -> gr.Gallery:
