@@ -21,16 +21,17 @@ TARGET_PRESERVED, TARGET_EXPRESSIVE, TARGET_BACKGROUND, TARGET_ADD, TARGET_COST 
 
 TEXT = """\
 One setting, no choice on validation: the model's default edit (its `unitune.json`: guidance, strength,
-untuned tail, inversion, mask guidance, mask margin and pixel composite; the full tune; the benchmark's
-sampler steps), run three ways on the same edits with the same seeds. The user's mask is the set of
-pixels where the edit's base and target differ, given as a user would paint it (white = may change; the
-model grows it by its `mask_grow`): it uses the ground truth's region, not its pixels, so it measures
-what the sampler does with a good mask, not how a mask is found. Wins / losses count the edits one way
-gets right and the unmasked edit gets wrong, and the reverse (two-sided sign test). The automatic mask is
-the model's default (its `unitune.json`): on the embedded model, read by the model before the tune and
-snapped to the image's regions, the background or one object (`--mask-reading untuned --mask-regions`).
-A seed moves a localised edit: the automatic mask is also run at two more seeds on the same test edits
-(its noise draws and samples drawn again), and its mean over the three seeds is checked too.
+untuned tail, inversion, mask guidance (a user's mask's and the automatic one's), mask margin and pixel
+composite; the full tune; the benchmark's sampler steps), run three ways on the same edits with the same
+seeds. The user's mask is the set of pixels where the edit's base and target differ, given as a user
+would paint it (white = may change; the model grows it by its `mask_grow`): it uses the ground truth's
+region, not its pixels, so it measures what the sampler does with a good mask, not how a mask is found.
+Wins / losses count the edits one way gets right and the unmasked edit gets wrong, and the reverse
+(two-sided sign test). The automatic mask is the model's default (its `unitune.json`): on the embedded
+model, read by the model before the tune and snapped to the image's regions, the background or one
+object (`--mask-reading untuned --mask-regions`). A seed moves a localised edit: the automatic mask is
+also run at two more seeds on the same test edits (its noise draws and samples drawn again), and its
+mean over the three seeds is checked too.
 Research record: docs/lab/masks.md, docs/lab/regions.md, docs/lab/object-choice.md."""
 
 
